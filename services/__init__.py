@@ -1,0 +1,1 @@
+"""The leadflow services and the `leadflow` command that composes them."""

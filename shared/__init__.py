@@ -1,0 +1,1 @@
+"""Plumbing shared by every leadflow service: contracts, Kafka, database, settings, metrics."""

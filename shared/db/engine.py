@@ -1,0 +1,144 @@
+"""One engine per service from one URL; every SQLite/PostgreSQL difference lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+class Database:
+    """A service's engine, session factory and the signal that wakes its outbox relay."""
+
+    def __init__(self, url: str, *, service: str, schema: str | None = None, pool_size: int = 10,
+                 echo: bool = False) -> None:
+        self.service = service
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.schema = schema if self.dialect == "postgresql" else None
+        self.engine = _create_engine(url, self.dialect, self.schema, pool_size, echo)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # Set after every commit that wrote outbox rows, so events leave within milliseconds.
+        self.outbox_signal = asyncio.Event()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def ensure_schema(self) -> None:
+        """Create this service's PostgreSQL schema (and SQLite's directory) if missing."""
+        if self.is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            return
+        admin = create_async_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            async with admin.begin() as conn:
+                await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+        finally:
+            await admin.dispose()
+
+    async def ping(self) -> None:
+        """Raise unless the database answers."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+
+def _create_engine(url: str, dialect: str, schema: str | None, pool_size: int,
+                   echo: bool) -> AsyncEngine:
+    if dialect == "sqlite":
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if schema:
+        # Each service owns a schema; search_path keeps table names unqualified in the code
+        # and puts Alembic's version table in the service's schema too.
+        connect_args["server_settings"] = {"search_path": schema}
+    return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
+                               pool_pre_ping=True, pool_timeout=5, connect_args=connect_args)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN breaks SAVEPOINT; we emit BEGIN ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer and the writer never blocks readers.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before capture answers 2xx (no accepted lead lost).
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Wait for the write lock instead of failing at once when another task holds it.
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so a read-then-write transaction never
+        # fails half-way with SQLITE_BUSY on lock upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert_ignore(table: sa.Table, dialect: str, *index_elements: str) -> Any:
+    """INSERT that silently skips rows conflicting on `index_elements`."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=list(index_elements) or None)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
+
+
+def upsert(table: sa.Table, dialect: str, index_elements: list[str], values: dict[str, Any],
+           update: dict[str, Any]) -> Any:
+    """INSERT ... ON CONFLICT (index_elements) DO UPDATE SET update."""
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).values(**values).on_conflict_do_update(
+        index_elements=index_elements, set_=update)
+
+
+async def try_leader_lock(session: AsyncSession, dialect: str, name: str) -> bool:
+    """Take a transaction-scoped lock named `name`; False when another replica holds it.
+
+    SQLite needs none: one process owns the file and BEGIN IMMEDIATE serializes writers.
+    """
+    if dialect != "postgresql":
+        return True
+    key = zlib.crc32(name.encode())
+    result = await session.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})
+    return bool(result.scalar())
+
+
+def is_transient_db_error(error: BaseException) -> bool:
+    """True for failures of the database itself (down, locked, timed out), not of our logic."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        text = str(error.orig).lower()
+        return any(s in text for s in ("connection", "database is locked", "terminat", "shutdown",
+                                       "cannot connect", "the database system"))
+    return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)

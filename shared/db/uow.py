@@ -1,0 +1,154 @@
+"""The unit of work: one transaction holding state changes, inbox marks and outbox events.
+
+Only the unit of work commits. `async with uow:` rolls back unless
+`await uow.commit()` was called; events published through it are written to
+the outbox in the same transaction, so they leave if and only if the state
+change is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.engine import Database
+from shared.db.types import utcnow
+from shared.events.contracts import Event
+from shared.events.envelope import Envelope, encode
+
+
+class UnitOfWork:
+    """A transaction on a service's database, with its outbox and inbox."""
+
+    def __init__(self, db: Database, outbox: sa.Table, inbox: sa.Table, source: str) -> None:
+        self.db = db
+        self._outbox = outbox
+        self._inbox = inbox
+        self.source = source
+        self._session: AsyncSession | None = None
+        self._pending_events: list[dict[str, Any]] = []
+        self._pending_inbox: list[dict[str, Any]] = []
+        self._committed = False
+        self._wrote_events = False
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("use the unit of work inside `async with uow:`")
+        return self._session
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self.db.session()
+        self._pending_events.clear()
+        self._pending_inbox.clear()
+        self._committed = False
+        self._wrote_events = False
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        session = self.session
+        try:
+            if not self._committed:
+                await session.rollback()
+        finally:
+            await session.close()
+            self._session = None
+
+    def publish(self, data: Event, *, event_id: str | None = None) -> Envelope[Event]:
+        """Queue an event for the outbox of this transaction."""
+        envelope: Envelope[Event] = Envelope(data=data, source=self.source)
+        if event_id is not None:
+            envelope = Envelope(data=data, source=self.source, id=event_id, time=envelope.time)
+        self.publish_envelope(envelope)
+        return envelope
+
+    def publish_envelope(self, envelope: Envelope[Event]) -> None:
+        """Queue an already-built envelope for the outbox."""
+        key, value, headers = encode(envelope)
+        self.publish_raw(envelope.topic, key, value, headers, envelope.id)
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes,
+                    headers: Iterable[tuple[str, bytes]], event_id: str) -> None:
+        """Queue a raw record (dead letters, re-drives) for the outbox."""
+        self._pending_events.append({
+            "event_id": event_id,
+            "topic": topic,
+            "key": (key or b"").decode("utf-8", "replace"),
+            "headers": [[k, (v or b"").decode("utf-8", "replace")] for k, v in headers],
+            "value": value,
+            "created_at": utcnow(),
+        })
+
+    async def handled(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
+        """Which of these event ids this consumer has already handled."""
+        ids = list(event_ids)
+        if not ids:
+            return set()
+        seen: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = await self.session.execute(
+                sa.select(self._inbox.c.event_id).where(
+                    self._inbox.c.consumer == consumer, self._inbox.c.event_id.in_(chunk)))
+            seen.update(rows.scalars())
+        return seen
+
+    def mark_handled(self, consumer: str, event_id: str) -> None:
+        """Record in this transaction that `consumer` handled `event_id`."""
+        self._pending_inbox.append(
+            {"consumer": consumer, "event_id": event_id, "handled_at": utcnow()})
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: on error only its own changes and events are undone."""
+        events_before, inbox_before = len(self._pending_events), len(self._pending_inbox)
+        nested = await self.session.begin_nested()
+        try:
+            yield
+            await self._flush_pending()
+        except BaseException:
+            if nested.is_active:
+                await nested.rollback()
+            del self._pending_events[events_before:]
+            del self._pending_inbox[inbox_before:]
+            raise
+        else:
+            await nested.commit()
+
+    async def flush(self) -> None:
+        """Write pending ORM changes and queued rows without committing."""
+        await self._flush_pending()
+        await self.session.flush()
+
+    async def commit(self) -> None:
+        """Commit state, inbox marks and outbox events together; wake the relay."""
+        await self._flush_pending()
+        wrote_events = self._wrote_events
+        await self.session.commit()
+        self._committed = True
+        if wrote_events:
+            self.db.outbox_signal.set()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+        self._pending_events.clear()
+        self._pending_inbox.clear()
+
+    async def _flush_pending(self) -> None:
+        if self._pending_events:
+            await self.session.execute(sa.insert(self._outbox), self._pending_events)
+            self._pending_events.clear()
+            self._wrote_events = True
+        if self._pending_inbox:
+            await self.session.execute(sa.insert(self._inbox), self._pending_inbox)
+            self._pending_inbox.clear()

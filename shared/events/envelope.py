@@ -1,0 +1,106 @@
+"""CloudEvents 1.0, Kafka protocol binding, binary content mode.
+
+Attributes travel as `ce_*` headers, the body is the event data as JSON and
+the record key is the lead id, so one lead's events stay in one partition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from shared.events.contracts import EVENT_TYPES, Event
+
+E = TypeVar("E", bound=Event)
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+class InvalidEnvelope(ValueError):
+    """A record that is not a leadflow CloudEvent we can read."""
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[E]):
+    """One event with its CloudEvents attributes."""
+
+    data: E
+    source: str
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def type(self) -> str:
+        return self.data.TYPE
+
+    @property
+    def topic(self) -> str:
+        return self.data.TOPIC
+
+    @property
+    def subject(self) -> str:
+        return self.data.lead_id
+
+
+def new_event(data: E, source: str) -> Envelope[E]:
+    """Wrap event data in a fresh envelope."""
+    return Envelope(data=data, source=source)
+
+
+def encode(envelope: Envelope[Event]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """The (key, value, headers) of a record carrying `envelope`."""
+    headers = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", envelope.id.encode()),
+        ("ce_type", envelope.type.encode()),
+        ("ce_source", envelope.source.encode()),
+        ("ce_time", envelope.time.astimezone(UTC).isoformat().encode()),
+        ("ce_subject", envelope.subject.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    value = orjson.dumps(envelope.data.model_dump(mode="json"))
+    return envelope.subject.encode(), value, headers
+
+
+def header_map(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> dict[str, str]:
+    """Record headers as text (the last value wins for a repeated name)."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
+
+
+def decode(value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+           ) -> Envelope[Event] | None:
+    """Read a record as an envelope; None for an event type this version does not know.
+
+    Raises InvalidEnvelope for a record that claims to be a leadflow event but
+    cannot be read: it is poison and belongs in the dead-letter topic.
+    """
+    attrs = header_map(headers)
+    event_type = attrs.get("ce_type")
+    if not event_type:
+        raise InvalidEnvelope("missing ce_type header")
+    model = EVENT_TYPES.get(event_type)
+    if model is None:
+        return None
+    for required in ("ce_id", "ce_source", "ce_specversion"):
+        if not attrs.get(required):
+            raise InvalidEnvelope(f"missing {required} header")
+    if attrs["ce_specversion"] != SPEC_VERSION:
+        raise InvalidEnvelope(f"unsupported ce_specversion {attrs['ce_specversion']!r}")
+    try:
+        payload = orjson.loads(value or b"")
+        data = model.model_validate(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEnvelope(f"body is not JSON: {exc}") from exc
+    except ValidationError as exc:
+        raise InvalidEnvelope(f"body does not match {event_type}: {exc.errors()[:3]}") from exc
+    try:
+        time = datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else datetime.now(UTC)
+    except ValueError as exc:
+        raise InvalidEnvelope(f"bad ce_time {attrs['ce_time']!r}") from exc
+    return Envelope(data=data, source=attrs["ce_source"], id=attrs["ce_id"], time=time)

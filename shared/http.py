@@ -1,0 +1,227 @@
+"""What every service's HTTP app has: health, readiness, metrics, one error shape, limits.
+
+Errors always look like
+`{"error": {"code": "...", "message": "...", "field": "...", "details": [...]}}`,
+with `field` naming the offending input where there is one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request"},
+    413: {"description": "Body larger than the limit"},
+    422: {"description": "A field is missing or invalid; `error.field` names it"},
+}
+
+
+class ApiError(Exception):
+    """An error answered with leadflow's error shape."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 details: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details or []
+        self.headers = headers
+
+
+def error_body(code: str, message: str, field: str | None = None,
+               details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The error shape, as a dict."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   details: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, field, details), status_code=status,
+                        headers=headers)
+
+
+def _field_of(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error with the one shape; a 500 never leaks a traceback."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.details,
+                              exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"field": _field_of(e.get("loc", ())), "message": e.get("msg", "invalid")}
+                   for e in exc.errors()]
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return error_response(400, "invalid_json", "the body is not valid JSON", "body")
+        return error_response(422, "invalid_field", f"{first['field']}: {first['message']}",
+                              first["field"], details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
+                403: "forbidden", 413: "payload_too_large", 415: "unsupported_media_type",
+                429: "rate_limited"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail),
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        from shared.db.engine import is_transient_db_error
+
+        if is_transient_db_error(exc):
+            return error_response(503, "unavailable", "the database is unavailable; retry later",
+                                  headers={"Retry-After": "5"})
+        import logging
+
+        logging.getLogger("leadflow.http").exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, checked on Content-Length and on the bytes read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        received = 0
+        rejected = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    rejected = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = orjson.dumps(error_body("payload_too_large",
+                                       f"the body is larger than {self.max_bytes} bytes", "body"))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class MetricsMiddleware:
+    """RED metrics per route template (bounded labels: never the raw path)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            if template != "/metrics":
+                method = scope.get("method", "GET")
+                metrics.http_requests_total.labels(self.service, method, template,
+                                                   str(status)).inc()
+                metrics.http_request_duration_seconds.labels(self.service, method, template
+                                                             ).observe(time.perf_counter() - started)
+
+
+def create_app(*, service: str, title: str, description: str, version: str,
+               lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+               readiness: ReadinessCheck, routers: Sequence[APIRouter],
+               max_body_bytes: int = 64 * 1024) -> FastAPI:
+    """A service's FastAPI app with health, readiness, metrics and the error shape."""
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
+                  responses=ERROR_RESPONSES)
+    install_error_handlers(app)
+    metrics.build_info.labels(service).info({"version": version})
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: database and broker reachable",
+             responses={503: {"description": "A dependency is unreachable"}})
+    async def readyz() -> Response:
+        checks = await readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
+                            status_code=200 if ready else 503,
+                            headers=None if ready else {"Retry-After": "5"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, service=service)
+    return app

@@ -1,0 +1,1 @@
+"""Kafka plumbing: producer, outbox relay, consumer runtime with inbox and DLQ, admin."""

@@ -1,0 +1,167 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, in order, then deletes them.
+
+Woken by the unit of work right after a commit (latency of milliseconds),
+and by a poll timer as a fallback (a commit from another replica, a publish
+that failed). Rows go out in id order, so one lead's events keep their order;
+with several replicas on PostgreSQL a transaction-scoped advisory lock lets
+only one relay of a service publish at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+
+from shared import metrics
+from shared.db.engine import Database, try_leader_lock
+from shared.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Moves outbox rows to Kafka with acks=all; at-least-once, per-lead order kept."""
+
+    def __init__(self, db: Database, outbox: sa.Table,
+                 producer_factory: Callable[[], AIOKafkaProducer], *,
+                 service: str, poll_seconds: float = 1.0, batch_size: int = 500,
+                 publish_timeout: float = 15.0) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.producer_factory = producer_factory
+        self.producer: AIOKafkaProducer | None = None
+        self.service = service
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self.publish_timeout = publish_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.last_error: str | None = None
+
+    async def ensure_producer(self) -> AIOKafkaProducer:
+        """The started producer; a broker down at start-up is retried on the next call."""
+        if self.producer is None:
+            producer = self.producer_factory()
+            try:
+                await asyncio.wait_for(producer.start(), self.publish_timeout)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self.producer = producer
+        return self.producer
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+
+    async def stop(self) -> None:
+        """Publish what is ready (briefly), then stop."""
+        self._stopping = True
+        self.db.outbox_signal.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=self.publish_timeout + 2)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), 10)
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                published = await self.publish_batch()
+                self.last_error = None
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.outbox_publish_failures_total.labels(self.service).inc()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("outbox publish failed, retrying in %.1fs: %s", backoff,
+                            self.last_error)
+                if self._stopping:
+                    return
+                await self._refresh_gauges()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if self._stopping and published == 0:
+                return
+            if published >= self.batch_size:
+                continue  # more is waiting
+            if published == 0:
+                await self._refresh_gauges()
+            try:
+                await asyncio.wait_for(self.db.outbox_signal.wait(), self.poll_seconds)
+            except TimeoutError:
+                pass
+            self.db.outbox_signal.clear()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch of outbox rows; returns how many were published."""
+        if self.db.is_sqlite:
+            # Never hold SQLite's write lock while waiting on Kafka: capture must keep
+            # committing submissions while the broker is slow or down.
+            async with self.db.session() as session, session.begin():
+                rows = await self._next_rows(session)
+            if not rows:
+                return 0
+            await asyncio.wait_for(self._send_in_order(rows), self.publish_timeout)
+            async with self.db.session() as session, session.begin():
+                await self._delete(session, rows)
+        else:
+            async with self.db.session() as session, session.begin():
+                if not await try_leader_lock(session, self.db.dialect, f"outbox:{self.service}"):
+                    return 0
+                rows = await self._next_rows(session)
+                if not rows:
+                    return 0
+                await asyncio.wait_for(self._send_in_order(rows), self.publish_timeout)
+                await self._delete(session, rows)
+        for row in rows:
+            metrics.outbox_published_total.labels(self.service, row.topic).inc()
+        return len(rows)
+
+    async def _next_rows(self, session: Any) -> list[Any]:
+        result = await session.execute(
+            sa.select(self.outbox).order_by(self.outbox.c.id).limit(self.batch_size))
+        return list(result.all())
+
+    async def _delete(self, session: Any, rows: list[Any]) -> None:
+        await session.execute(sa.delete(self.outbox).where(
+            self.outbox.c.id.in_([r.id for r in rows])))
+
+    async def _send_in_order(self, rows: list[Any]) -> None:
+        # send() only enqueues; awaiting every delivery future before deleting the rows
+        # makes a row leave the outbox only once Kafka has it (acks=all).
+        producer = await self.ensure_producer()
+        futures = []
+        for row in rows:
+            headers = [(k, v.encode()) for k, v in row.headers]
+            futures.append(await producer.send(
+                row.topic, value=row.value, key=row.key.encode() if row.key else None,
+                headers=headers))
+        await asyncio.gather(*futures)
+
+    async def _refresh_gauges(self) -> None:
+        try:
+            async with self.db.session() as session:
+                count, oldest = (await session.execute(sa.select(
+                    sa.func.count(), sa.func.min(self.outbox.c.created_at)).select_from(
+                        self.outbox))).one()
+        except Exception:
+            log.debug("outbox gauge refresh failed", exc_info=True)
+            return
+        metrics.outbox_backlog.labels(self.service).set(count or 0)
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        metrics.outbox_oldest_age_seconds.labels(self.service).set(max(age, 0.0))

@@ -1,0 +1,84 @@
+"""Process settings from `LEADFLOW_*` environment variables.
+
+Built once in a service's app factory and passed down; nothing here reads the
+environment at import time. Business configuration (forms, scoring, routing...)
+lives in the YAML file named by `config`, see shared/config.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("capture", "scoring", "nurture", "router", "insights")
+DEFAULT_PORTS = {"capture": 8001, "scoring": 8002, "nurture": 8003, "router": 8004, "insights": 8005}
+DEV_SECRET = "dev-only-not-secret"
+
+
+class Settings(BaseSettings):
+    """What every leadflow process needs: where Kafka, the database and the config are."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    config: Path = Field(default=Path("leadflow.yaml"), description="The YAML config file.")
+    var_dir: Path = Field(default=Path("var"), description="Embedded-mode data directory.")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer; true for Apache Kafka (the embedded broker lacks it).",
+    )
+    kafka_partitions: int = Field(default=3, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_client_prefix: str = Field(default="leadflow", description="Prefix of consumer groups.")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///{var_dir}/{service}.db",
+        description="One URL for all services; SQLite gets a file per service, PostgreSQL a "
+        "schema per service ({service} and {var_dir} are filled in).",
+    )
+    database_schema_prefix: str = Field(default="", description="Prefix of PostgreSQL schemas.")
+    database_pool_size: int = Field(default=10, ge=1)
+
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PORTS),
+                                  description="Per-service ports: LEADFLOW_PORTS__CAPTURE=8001.")
+    public_url: str = Field(default="", description="Base URL links in emails point at "
+                            "(default http://host:port of the service).")
+    secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET),
+                                  description="Signs tracking, ack and unsubscribe tokens.")
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
+    consumer_max_attempts: int = Field(default=3, ge=1,
+                                       description="Handler attempts before the DLQ.")
+    consumer_batch_size: int = Field(default=500, ge=1)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.env == "production" and self.secret_key.get_secret_value() == DEV_SECRET:
+            raise ValueError("LEADFLOW_SECRET_KEY must be set to a real secret in production")
+        return self
+
+    def port_of(self, service: str) -> int:
+        """The port a service listens on."""
+        return self.ports.get(service, DEFAULT_PORTS[service])
+
+    def database_url_for(self, service: str) -> str:
+        """This service's database URL."""
+        return self.database_url.format(service=service, var_dir=self.var_dir.as_posix())
+
+    def schema_for(self, service: str) -> str:
+        """This service's PostgreSQL schema."""
+        return f"{self.database_schema_prefix}{service}"
+
+    def group_id(self, service: str) -> str:
+        """This service's Kafka consumer group."""
+        return f"{self.kafka_client_prefix}-{service}"
