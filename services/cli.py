@@ -213,7 +213,8 @@ def _mount_service_commands() -> None:
             if exc.name != f"services.{name}.cli":
                 raise
             continue
-        app.add_typer(module.app, name=name)
+        # A service may name its command group (insights → `leadflow report`).
+        app.add_typer(module.app, name=getattr(module, "COMMAND_NAME", name))
 
 
 _mount_service_commands()

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     )
     kafka_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1000,
+        description="Consumer group session timeout; a dead member's partitions move after it.")
     kafka_client_prefix: str = Field(default="leadflow", description="Prefix of consumer groups.")
 
     database_url: str = Field(

@@ -101,8 +101,8 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(self.settings.kafka_session_timeout_ms // 5, 100),
             request_timeout_ms=15_000,
             retry_backoff_ms=200,
         )

@@ -13,9 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-SourceName = Literal["meta", "google", "linkedin", "tiktok", "webhook"]
+from typing import Any
 
 #: The answer keys every adapter normalizes to; anything else is kept under its own key.
 STANDARD_FIELDS = frozenset(

@@ -167,19 +167,22 @@ def parse_notifications(raw_body: bytes) -> list[MetaLeadNotification]:
             change = require_object(change, change_path)
             if change.get("field") != "leadgen":
                 continue
-            notification = _notification(change.get("value"), f"{change_path}.value", entry)
+            notification = _notification(
+                change.get("value"), f"{change_path}.value", entry.get("id"), f"{entry_path}.id"
+            )
             if notification.leadgen_id not in seen:
                 seen.add(notification.leadgen_id)
                 notifications.append(notification)
     return notifications
 
 
-def _notification(value: Any, path: str, entry: dict[str, Any]) -> MetaLeadNotification:
+def _notification(value: Any, path: str, entry_id: Any, entry_id_path: str) -> MetaLeadNotification:
     value = require_object(value, path)
     return MetaLeadNotification(
         leadgen_id=require_id(value.get("leadgen_id"), f"{path}.leadgen_id"),
+        # The entry id is the Page id, used when the change value leaves it out.
         page_id=id_or_none(value.get("page_id"), f"{path}.page_id")
-        or id_or_none(entry.get("id"), "entry.id"),
+        or id_or_none(entry_id, entry_id_path),
         form_id=id_or_none(value.get("form_id"), f"{path}.form_id"),
         ad_id=id_or_none(value.get("ad_id"), f"{path}.ad_id"),
         adgroup_id=id_or_none(value.get("adgroup_id"), f"{path}.adgroup_id"),

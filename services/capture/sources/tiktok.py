@@ -86,9 +86,12 @@ def verify_signature(
             code="missing_signature",
             field=SIGNATURE_HEADER,
         )
-    parts = dict(part.strip().partition("=")[::2] for part in header.split(",") if "=" in part)
-    timestamp = parts.get("t", "").strip()
-    given = parts.get("s", "").strip().lower()
+    parts: dict[str, str] = {}
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        parts[key] = value.strip()
+    timestamp = parts.get("t", "")
+    given = parts.get("s", "").lower()
     if not timestamp.isdigit() or not given:
         raise SourceError(
             f"{SIGNATURE_HEADER} must look like t=<unix seconds>,s=<hex>",

@@ -10,7 +10,7 @@ FORM_KEYS = {"18698608977": "bakerGoogleWebHookValue", "349080077126000000": "pm
 
 # The shape Google Ads posts for "Send test data" (is_test true, int64 ids as bare numbers).
 GOOGLE_TEST_PAYLOAD = b"""{
-  "lead_id": "TeSter-123-ABCDEFGHIJKLMNOPQRSTUVWXYZ-abcdefghijklmnopqrstuvwxyz-0123456789-AaBbCcDdEe",
+  "lead_id": "TeSter-123-ABCDEFGHIJKLMNOPQRSTUVWXYZ-abcdefghijklmnopqrstuvwxyz-0123456789",
   "user_column_data": [
     {"column_name": "Full Name", "string_value": "FirstName LastName", "column_id": "FULL_NAME"},
     {"column_name": "User Phone", "string_value": "+16505550123", "column_id": "PHONE_NUMBER"},
@@ -66,9 +66,11 @@ def test_int64_ids_beyond_2_pow_53_stay_exact_and_work_fields_map() -> None:
       "user_column_data": [
         {"column_name": "First Name", "string_value": "Ada", "column_id": "FIRST_NAME"},
         {"column_name": "Last Name", "string_value": "Lovelace", "column_id": "LAST_NAME"},
-        {"column_name": "Work Email", "string_value": "ada@engine.example", "column_id": "WORK_EMAIL"},
+        {"column_name": "Work Email", "string_value": "ada@engine.example",
+         "column_id": "WORK_EMAIL"},
         {"column_name": "Work Phone", "string_value": "+442079460000", "column_id": "WORK_PHONE"},
-        {"column_name": "Company Name", "string_value": "Analytical Engines", "column_id": "COMPANY_NAME"},
+        {"column_name": "Company Name", "string_value": "Analytical Engines",
+         "column_id": "COMPANY_NAME"},
         {"column_name": "Job Title", "string_value": "Mathematician", "column_id": "JOB_TITLE"},
         {"column_name": "City", "string_value": "London", "column_id": "CITY"},
         {"column_name": "Country", "string_value": "GB", "column_id": "COUNTRY"},

@@ -59,10 +59,14 @@ class TestHandshake:
         ("params", "code"),
         [
             ({"hub.challenge": "1", "hub.verify_token": "tok"}, "bad_handshake"),
-            ({"hub.mode": "unsubscribe", "hub.challenge": "1", "hub.verify_token": "tok"},
-             "bad_handshake"),
-            ({"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "nope"},
-             "bad_verify_token"),
+            (
+                {"hub.mode": "unsubscribe", "hub.challenge": "1", "hub.verify_token": "tok"},
+                "bad_handshake",
+            ),
+            (
+                {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "nope"},
+                "bad_verify_token",
+            ),
             ({"hub.mode": "subscribe", "hub.challenge": "1"}, "bad_verify_token"),
         ],
     )
@@ -92,8 +96,9 @@ class TestSignature:
     def test_accepts_signature_over_exact_raw_bytes(self) -> None:
         header = meta.expected_signature(DASHBOARD_TEST_PAYLOAD, APP_SECRET)
         meta.verify_signature(DASHBOARD_TEST_PAYLOAD, header, APP_SECRET)
-        meta.verify_signature(DASHBOARD_TEST_PAYLOAD, header.upper().replace("SHA256", "sha256"),
-                              APP_SECRET)
+        meta.verify_signature(
+            DASHBOARD_TEST_PAYLOAD, header.upper().replace("SHA256", "sha256"), APP_SECRET
+        )
 
     def test_missing_header_is_401(self) -> None:
         for header in (None, "", "  "):
@@ -171,22 +176,26 @@ class TestNotifications:
 def graph_lead_body(leadgen_id: str) -> bytes:
     # Built as text so the ids stay bare 64-bit JSON numbers, as a strict client must handle.
     return (
-        '{"id": "%s", "created_time": "2024-12-10T22:33:20+0000", '
-        '"ad_id": 120211234567890123, "adset_id": "120211234567890456", '
-        '"form_id": "1234567890123456789", "campaign_id": 120211234567890789, '
-        '"is_organic": false, "platform": "ig", '
-        '"field_data": ['
-        '{"name": "email", "values": ["jo@example.com"]}, '
-        '{"name": "full_name", "values": ["Jo Bloggs"]}, '
-        '{"name": "phone_number", "values": ["+447700900123"]}, '
-        '{"name": "company_name", "values": ["Acme Ltd"]}, '
-        '{"name": "job_title", "values": ["CTO"]}, '
-        '{"name": "zip_code", "values": ["SW1A 1AA"]}, '
-        '{"name": "city", "values": ["London"]}, '
-        '{"name": "country", "values": ["GB"]}, '
-        '{"name": "which_products_interest_you?", "values": ["Pumps", "Valves"]}'
-        "]}" % leadgen_id
-    ).encode()
+        (
+            '{"id": "LEADGEN_ID", "created_time": "2024-12-10T22:33:20+0000", '
+            '"ad_id": 120211234567890123, "adset_id": "120211234567890456", '
+            '"form_id": "1234567890123456789", "campaign_id": 120211234567890789, '
+            '"is_organic": false, "platform": "ig", '
+            '"field_data": ['
+            '{"name": "email", "values": ["jo@example.com"]}, '
+            '{"name": "full_name", "values": ["Jo Bloggs"]}, '
+            '{"name": "phone_number", "values": ["+447700900123"]}, '
+            '{"name": "company_name", "values": ["Acme Ltd"]}, '
+            '{"name": "job_title", "values": ["CTO"]}, '
+            '{"name": "zip_code", "values": ["SW1A 1AA"]}, '
+            '{"name": "city", "values": ["London"]}, '
+            '{"name": "country", "values": ["GB"]}, '
+            '{"name": "which_products_interest_you?", "values": ["Pumps", "Valves"]}'
+            "]}"
+        )
+        .replace("LEADGEN_ID", leadgen_id)
+        .encode()
+    )
 
 
 class TestGraphApiClient:
@@ -230,8 +239,15 @@ class TestGraphApiClient:
         assert request.headers["authorization"] == "Bearer page-token"
         assert "access_token" not in request.query
         fields = request.query["fields"][0].split(",")
-        for wanted in ("field_data", "created_time", "ad_id", "form_id", "campaign_id",
-                       "is_organic", "platform"):
+        for wanted in (
+            "field_data",
+            "created_time",
+            "ad_id",
+            "form_id",
+            "campaign_id",
+            "is_organic",
+            "platform",
+        ):
             assert wanted in fields
         assert len(request.query["appsecret_proof"][0]) == 64
 
@@ -247,20 +263,57 @@ class TestGraphApiClient:
     @pytest.mark.parametrize(
         ("status", "body", "retryable", "code"),
         [
-            (500, {"error": {"message": "oops", "code": 2, "is_transient": True}}, True,
-             "graph_error_2"),
+            (
+                500,
+                {"error": {"message": "oops", "code": 2, "is_transient": True}},
+                True,
+                "graph_error_2",
+            ),
             (503, "<html>unavailable</html>", True, "http_503"),
             (429, {"error": {"message": "slow down", "code": 613}}, True, "graph_error_613"),
-            (400, {"error": {"message": "Unsupported get request", "type": "GraphMethodException",
-                             "code": 100, "error_subcode": 33}}, False, "graph_error_100"),
-            (400, {"error": {"message": "Application request limit reached", "code": 4}}, True,
-             "graph_error_4"),
-            (400, {"error": {"message": "LeadGen BUC limit", "code": 80005}}, True,
-             "graph_error_80005"),
-            (401, {"error": {"message": "Error validating access token", "type": "OAuthException",
-                             "code": 190}}, False, "graph_error_190"),
-            (403, {"error": {"message": "no leads_retrieval", "code": 200}}, False,
-             "graph_error_200"),
+            (
+                400,
+                {
+                    "error": {
+                        "message": "Unsupported get request",
+                        "type": "GraphMethodException",
+                        "code": 100,
+                        "error_subcode": 33,
+                    }
+                },
+                False,
+                "graph_error_100",
+            ),
+            (
+                400,
+                {"error": {"message": "Application request limit reached", "code": 4}},
+                True,
+                "graph_error_4",
+            ),
+            (
+                400,
+                {"error": {"message": "LeadGen BUC limit", "code": 80005}},
+                True,
+                "graph_error_80005",
+            ),
+            (
+                401,
+                {
+                    "error": {
+                        "message": "Error validating access token",
+                        "type": "OAuthException",
+                        "code": 190,
+                    }
+                },
+                False,
+                "graph_error_190",
+            ),
+            (
+                403,
+                {"error": {"message": "no leads_retrieval", "code": 200}},
+                False,
+                "graph_error_200",
+            ),
         ],
     )
     async def test_failures_are_classified(
