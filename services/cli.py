@@ -17,14 +17,17 @@ from services import registry
 from shared.config import ConfigError, load_config
 from shared.settings import SERVICES, Settings
 
-app = typer.Typer(help="leadflow: lead capture, scoring, nurture, routing and insights.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="leadflow: lead capture, scoring, nurture, routing and insights.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 config_app = typer.Typer(help="The YAML config file.", no_args_is_help=True)
-db_app = typer.Typer(help="Database migrations (for developers of leadflow).",
-                     no_args_is_help=True)
-keys_app = typer.Typer(help="API keys for lead vendors and server-to-server intake.",
-                       no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations (for developers of leadflow).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys for lead vendors and server-to-server intake.", no_args_is_help=True
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
@@ -43,20 +46,31 @@ def _settings(config: Path | None = None) -> Settings:
 
 @app.command()
 def up(
-    config: Annotated[Path | None, typer.Option(help="Config file (default: leadflow.yaml, "
-                                                "else leadflow.example.yaml).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config file (default: leadflow.yaml, else leadflow.example.yaml)."),
+    ] = None,
     port_base: Annotated[int, typer.Option(help="Services listen on base+1 … base+5.")] = 8000,
-    broker_port: Annotated[int, typer.Option(help="Embedded broker port (0: 9092 if free, "
-                                             "else any free port).")] = 0,
+    broker_port: Annotated[
+        int, typer.Option(help="Embedded broker port (0: 9092 if free, else any free port).")
+    ] = 0,
     smtp_port: Annotated[int, typer.Option(help="Local SMTP sink port.")] = 1025,
     var_dir: Annotated[Path, typer.Option(help="Where SQLite files, mail and sinks go.")] = Path(
-        "var"),
+        "var"
+    ),
 ) -> None:
     """Run the whole system on this machine: broker, databases, all five services, sinks."""
     from services.embedded import run_embedded
 
-    raise typer.Exit(run_embedded(config=config, port_base=port_base, broker_port=broker_port,
-                                  smtp_port=smtp_port, var_dir=var_dir))
+    raise typer.Exit(
+        run_embedded(
+            config=config,
+            port_base=port_base,
+            broker_port=broker_port,
+            smtp_port=smtp_port,
+            var_dir=var_dir,
+        )
+    )
 
 
 @app.command()
@@ -79,13 +93,22 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]config error[/red]\n{exc}")
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=host or settings.host, port=port or settings.port_of(service),
-                log_config=None, access_log=False, timeout_graceful_shutdown=15)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port_of(service),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
 
 
 @app.command()
-def migrate(services: Annotated[list[str] | None, typer.Argument(
-        help="Services to migrate (default: all).")] = None) -> None:
+def migrate(
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Services to migrate (default: all).")
+    ] = None,
+) -> None:
     """Create or upgrade every service's tables (own SQLite file / own PostgreSQL schema)."""
     settings = _settings()
     for name in services or SERVICES:
@@ -115,8 +138,11 @@ def topics_create() -> None:
 
 
 @config_app.command("check")
-def config_check(path: Annotated[Path | None, typer.Argument(
-        help="Config file (default: LEADFLOW_CONFIG or leadflow.yaml).")] = None) -> None:
+def config_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Config file (default: LEADFLOW_CONFIG or leadflow.yaml).")
+    ] = None,
+) -> None:
     """Validate the config file; every mistake is printed with its file and line."""
     target = path or _settings().config
     problems = []
@@ -141,8 +167,12 @@ def config_check(path: Annotated[Path | None, typer.Argument(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="Who the key is for.")],
-    source: Annotated[str, typer.Option(help="The lead source it reports as (channel rules "
-                                        "can match utm_source=<source>).")],
+    source: Annotated[
+        str,
+        typer.Option(
+            help="The lead source it reports as (channel rules can match utm_source=<source>)."
+        ),
+    ],
     cost: Annotated[str | None, typer.Option(help="Cost per lead, e.g. 12.50.")] = None,
 ) -> None:
     """Issue an API key for `POST /v1/leads` and `/v1/erasure`; it is shown once."""
@@ -155,12 +185,19 @@ def keys_create(
 
     async def create() -> str:
         settings = _settings()
-        db = Database(settings.database_url_for("capture"), service="capture",
-                      schema=settings.schema_for("capture"))
+        db = Database(
+            settings.database_url_for("capture"),
+            service="capture",
+            schema=settings.schema_for("capture"),
+        )
         try:
             async with UnitOfWork(db, capture_store.outbox, capture_store.inbox, "cli") as uow:
-                return await handle_create_api_key(CreateApiKey(
-                    name=name, source=source, cost_per_lead=Decimal(cost) if cost else None), uow)
+                return await handle_create_api_key(
+                    CreateApiKey(
+                        name=name, source=source, cost_per_lead=Decimal(cost) if cost else None
+                    ),
+                    uow,
+                )
         finally:
             await db.dispose()
 
@@ -175,8 +212,9 @@ def db_revision(service: str, message: Annotated[str, typer.Option("-m", "--mess
 
     registry.check(service)
     target = registry.migrations_dir(service)
-    template = Path(__file__).parent.parent / "shared" / "db" / "alembic_template" / \
-        "script.py.mako"
+    template = (
+        Path(__file__).parent.parent / "shared" / "db" / "alembic_template" / "script.py.mako"
+    )
 
     async def run(tmp: str) -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp}/rev.db", service=service)

@@ -23,21 +23,28 @@ def _dlq_name(topic: str) -> str:
 
 
 @app.command("list")
-def list_letters(topic: Annotated[str | None, typer.Argument(
-        help="Topic (or its .dlq); default: every topic.")] = None,
-        limit: int = 100) -> None:
+def list_letters(
+    topic: Annotated[
+        str | None, typer.Argument(help="Topic (or its .dlq); default: every topic.")
+    ] = None,
+    limit: int = 100,
+) -> None:
     """Dead letters with their error, handler and attempt count."""
     settings = Settings()
     table = Table(title="dead letters")
-    for column in ("topic", "partition@offset", "event id", "type", "handler", "attempts",
-                   "error"):
+    for column in ("topic", "partition@offset", "event id", "type", "handler", "attempts", "error"):
         table.add_column(column)
     for name in [_dlq_name(topic)] if topic else [dlq_topic(t) for t in TOPICS]:
         for letter in asyncio.run(read_dead_letters(settings, name, limit)):
-            table.add_row(letter.original_topic, f"{letter.partition}@{letter.offset}",
-                          letter.event_id or "-", letter.event_type or "-",
-                          letter.handler or "-", str(letter.attempts),
-                          (letter.error or "")[:80])
+            table.add_row(
+                letter.original_topic,
+                f"{letter.partition}@{letter.offset}",
+                letter.event_id or "-",
+                letter.event_type or "-",
+                letter.handler or "-",
+                str(letter.attempts),
+                (letter.error or "")[:80],
+            )
     console.print(table)
 
 
@@ -55,8 +62,12 @@ def show(topic: str, event_id: str) -> None:
 
 
 @app.command("redrive")
-def redrive_letters(topic: str, event_id: Annotated[list[str] | None, typer.Option(
-        "--event-id", help="Only these events (default: all).")] = None) -> None:
+def redrive_letters(
+    topic: str,
+    event_id: Annotated[
+        list[str] | None, typer.Option("--event-id", help="Only these events (default: all).")
+    ] = None,
+) -> None:
     """Publish dead letters back to their topic; handlers that succeed now record them once."""
     settings = Settings()
     letters = asyncio.run(read_dead_letters(settings, _dlq_name(topic), limit=100_000))

@@ -57,13 +57,17 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     process = subprocess.Popen(
         [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
     wait_for_port(port, 15, process)
     return process
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
-                  ) -> None:
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -99,16 +103,20 @@ def _terminate(processes: list[subprocess.Popen[bytes]], timeout: float = 15) ->
             process.wait()
 
 
-def run_embedded(*, config: Path | None, port_base: int, broker_port: int, smtp_port: int,
-                 var_dir: Path) -> int:
+def run_embedded(
+    *, config: Path | None, port_base: int, broker_port: int, smtp_port: int, var_dir: Path
+) -> int:
     """Run everything until Ctrl-C; returns the exit code."""
     var_dir.mkdir(parents=True, exist_ok=True)
     (var_dir / "logs").mkdir(exist_ok=True)
     if config is None and os.environ.get("LEADFLOW_CONFIG"):
         config = Path(os.environ["LEADFLOW_CONFIG"])
     if config is None:
-        config = Path("leadflow.yaml") if Path("leadflow.yaml").exists() else Path(
-            "leadflow.example.yaml")
+        config = (
+            Path("leadflow.yaml")
+            if Path("leadflow.yaml").exists()
+            else Path("leadflow.example.yaml")
+        )
     broker_port = free_port(broker_port or 9092)
     smtp_port = free_port(smtp_port)
     ports = {name: port_base + i + 1 for i, name in enumerate(SERVICES)}
@@ -125,8 +133,10 @@ def run_embedded(*, config: Path | None, port_base: int, broker_port: int, smtp_
         "LEADFLOW_SMTP_PORT": str(smtp_port),
         "LEADFLOW_SMTP_HOST": "127.0.0.1",
         **{f"LEADFLOW_PORTS__{name.upper()}": str(port) for name, port in ports.items()},
-        **{f"LEADFLOW_{name.upper()}_URL": f"http://127.0.0.1:{port}"
-           for name, port in ports.items()},
+        **{
+            f"LEADFLOW_{name.upper()}_URL": f"http://127.0.0.1:{port}"
+            for name, port in ports.items()
+        },
     }
     env.setdefault("LEADFLOW_PUBLIC_URL", f"http://127.0.0.1:{ports['nurture']}")
     processes: list[subprocess.Popen[bytes]] = []
@@ -143,27 +153,52 @@ def run_embedded(*, config: Path | None, port_base: int, broker_port: int, smtp_
         console.print(f"starting the embedded broker on 127.0.0.1:{broker_port} …")
         broker = start_broker(broker_port, var_dir / "logs" / "broker.log")
         python = sys.executable
-        setup = subprocess.run([python, "-m", "services.cli", "topics", "create"], env=env,
-                               capture_output=True, text=True)
+        setup = subprocess.run(
+            [python, "-m", "services.cli", "topics", "create"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if setup.returncode != 0:
             console.print(f"[red]creating topics failed[/red]\n{setup.stderr}")
             return 1
-        migrate = subprocess.run([python, "-m", "services.cli", "migrate"], env=env,
-                                 capture_output=True, text=True)
+        migrate = subprocess.run(
+            [python, "-m", "services.cli", "migrate"], env=env, capture_output=True, text=True
+        )
         if migrate.returncode != 0:
             console.print(f"[red]migration failed[/red]\n{migrate.stderr}")
             return 1
         console.print(f"topics created, databases migrated under {var_dir}/")
         sink_log = (var_dir / "logs" / "smtp-sink.log").open("ab")
-        processes.append(subprocess.Popen(
-            [python, "-m", "services.devsinks", "smtp", "--port", str(smtp_port), "--dir",
-             str(var_dir / "mail")], env=env, stdout=sink_log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent))
+        processes.append(
+            subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "services.devsinks",
+                    "smtp",
+                    "--port",
+                    str(smtp_port),
+                    "--dir",
+                    str(var_dir / "mail"),
+                ],
+                env=env,
+                stdout=sink_log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        )
         for name in SERVICES:
             log = (var_dir / "logs" / f"{name}.log").open("ab")
-            processes.append(subprocess.Popen(
-                [python, "-m", "services.cli", "serve", name], env=env, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))
+            processes.append(
+                subprocess.Popen(
+                    [python, "-m", "services.cli", "serve", name],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )
+            )
         deadline = time.monotonic() + 60
         pending = dict(ports)
         while pending and time.monotonic() < deadline and not stopping:
@@ -172,8 +207,10 @@ def run_embedded(*, config: Path | None, port_base: int, broker_port: int, smtp_
                     del pending[name]
             for process in processes:
                 if process.poll() is not None:
-                    console.print(f"[red]a service exited[/red] (code {process.returncode}); "
-                                  f"see {var_dir}/logs/")
+                    console.print(
+                        f"[red]a service exited[/red] (code {process.returncode}); "
+                        f"see {var_dir}/logs/"
+                    )
                     return 1
             time.sleep(0.2)
         if pending:
@@ -185,8 +222,10 @@ def run_embedded(*, config: Path | None, port_base: int, broker_port: int, smtp_
         while not stopping:
             for process in processes:
                 if process.poll() is not None:
-                    console.print(f"[red]a process exited[/red] (code {process.returncode}); "
-                                  f"stopping. See {var_dir}/logs/")
+                    console.print(
+                        f"[red]a process exited[/red] (code {process.returncode}); "
+                        f"stopping. See {var_dir}/logs/"
+                    )
                     return 1
             time.sleep(0.3)
         return 0
@@ -198,22 +237,31 @@ def run_embedded(*, config: Path | None, port_base: int, broker_port: int, smtp_
         console.print("stopped.")
 
 
-def _print_welcome(ports: dict[str, int], broker_port: int, smtp_port: int, var_dir: Path,
-                   took: float) -> None:
+def _print_welcome(
+    ports: dict[str, int], broker_port: int, smtp_port: int, var_dir: Path, took: float
+) -> None:
     console.print(f"\n[bold green]leadflow is up[/bold green] in {took:.1f}s\n")
     for name, port in ports.items():
         console.print(f"  {name:<9} http://127.0.0.1:{port}   (docs: /docs, metrics: /metrics)")
-    console.print(f"  broker    127.0.0.1:{broker_port}   smtp sink 127.0.0.1:{smtp_port} → "
-                  f"{var_dir}/mail/")
+    console.print(
+        f"  broker    127.0.0.1:{broker_port}   smtp sink 127.0.0.1:{smtp_port} → {var_dir}/mail/"
+    )
     console.print("\nSubmit a hot lead:\n")
     console.print(
         f"  curl -s -X POST http://127.0.0.1:{ports['capture']}/v1/forms/demo-request \\\n"
         "    -H 'Content-Type: application/json' \\\n"
-        "    -d '{\"email\":\"ada@example.com\",\"first_name\":\"Ada\",\"last_name\":\"Lovelace\","
-        "\"company\":\"Analytical Engines\",\"job_title\":\"Director of Engineering\","
-        "\"country\":\"GB\",\"utm_source\":\"google\",\"utm_medium\":\"cpc\","
-        "\"marketing_consent\":\"yes\"}'\n", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"Then: tail -f {var_dir}/routed.jsonl     "
-                  f"report: curl -s http://127.0.0.1:{ports['insights']}/v1/reports/channels\n"
-                  "Ctrl-C stops everything.", markup=False, highlight=False)
-
+        '    -d \'{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace",'
+        '"company":"Analytical Engines","job_title":"Director of Engineering",'
+        '"country":"GB","utm_source":"google","utm_medium":"cpc",'
+        '"marketing_consent":"yes"}\'\n',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"Then: tail -f {var_dir}/routed.jsonl     "
+        f"report: curl -s http://127.0.0.1:{ports['insights']}/v1/reports/channels\n"
+        "Ctrl-C stops everything.",
+        markup=False,
+        highlight=False,
+    )

@@ -74,8 +74,9 @@ class RawConfig:
         except ValidationError as exc:
             raise ConfigError(self.problems_from(exc, prefix=(name,))) from None
 
-    def problems_from(self, exc: ValidationError, prefix: tuple[str | int, ...] = ()
-                      ) -> list[ConfigProblem]:
+    def problems_from(
+        self, exc: ValidationError, prefix: tuple[str | int, ...] = ()
+    ) -> list[ConfigProblem]:
         """Turn a pydantic error into problems that name their line."""
         problems = []
         for err in exc.errors():
@@ -84,8 +85,11 @@ class RawConfig:
             message = err["msg"]
             if err["type"] == "extra_forbidden":
                 message = f"unknown field {loc[-1]!r}" if loc else "unknown field"
-            problems.append(ConfigProblem(self.file, self.line_of(path),
-                                          ".".join(str(p) for p in path), message))
+            problems.append(
+                ConfigProblem(
+                    self.file, self.line_of(path), ".".join(str(p) for p in path), message
+                )
+            )
         return problems
 
 
@@ -127,47 +131,75 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> RawC
         raise ConfigError(problems)
     for key in data:
         if key not in SECTIONS:
-            problems.append(ConfigProblem(file, lines.get((key,)), str(key),
-                                          f"unknown section (expected one of {', '.join(SECTIONS)})"))
+            problems.append(
+                ConfigProblem(
+                    file,
+                    lines.get((key,)),
+                    str(key),
+                    f"unknown section (expected one of {', '.join(SECTIONS)})",
+                )
+            )
     if problems:
         raise ConfigError(problems)
     return RawConfig(file, data, lines)
 
 
-def _to_python(node: yaml.Node, path: tuple[str | int, ...],
-               lines: dict[tuple[str | int, ...], int], problems: list[ConfigProblem],
-               environ: dict[str, str], file: str) -> Any:
+def _to_python(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    lines: dict[tuple[str | int, ...], int],
+    problems: list[ConfigProblem],
+    environ: dict[str, str],
+    file: str,
+) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = key_node.value
             if key in out:
-                problems.append(ConfigProblem(file, key_node.start_mark.line + 1,
-                                              ".".join(map(str, (*path, key))), "duplicate key"))
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        key_node.start_mark.line + 1,
+                        ".".join(map(str, (*path, key))),
+                        "duplicate key",
+                    )
+                )
             child = (*path, key)
             out[key] = _to_python(value_node, child, lines, problems, environ, file)
             lines[child] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*path, i), lines, problems, environ, file)
-                for i, item in enumerate(node.value)]
+        return [
+            _to_python(item, (*path, i), lines, problems, environ, file)
+            for i, item in enumerate(node.value)
+        ]
     value = _SCALARS.construct_object(node) if node.tag != "tag:yaml.org,2002:str" else node.value
     if isinstance(value, str) and "${" in value:
         value = _interpolate(value, path, node.start_mark.line + 1, problems, environ, file)
     return value
 
 
-def _interpolate(value: str, path: tuple[str | int, ...], line: int,
-                 problems: list[ConfigProblem], environ: dict[str, str], file: str) -> str:
+def _interpolate(
+    value: str,
+    path: tuple[str | int, ...],
+    line: int,
+    problems: list[ConfigProblem],
+    environ: dict[str, str],
+    file: str,
+) -> str:
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in environ:
             return environ[name]
         if default is not None:
             return default
-        problems.append(ConfigProblem(file, line, ".".join(map(str, path)),
-                                      f"environment variable {name} is not set"))
+        problems.append(
+            ConfigProblem(
+                file, line, ".".join(map(str, path)), f"environment variable {name} is not set"
+            )
+        )
         return ""
 
     return _ENV_PATTERN.sub(replace, value)
@@ -189,8 +221,9 @@ class AttributionRule(StrictModel):
     utm_campaign: str | list[str] | None = None
     promo_code: str | list[str] | None = None
     referrer_contains: str | None = None
-    click_id: str | None = Field(default=None, description="gclid, fbclid, msclkid, ttclid "
-                                 "or li_fat_id present.")
+    click_id: str | None = Field(
+        default=None, description="gclid, fbclid, msclkid, ttclid or li_fat_id present."
+    )
     form_id: str | list[str] | None = None
 
 
@@ -207,8 +240,9 @@ class Channel(StrictModel):
     """A marketing channel: its display name and what it costs."""
 
     label: str | None = None
-    monthly_spend: Decimal | None = Field(default=None, ge=0, description="Spread evenly over "
-                                          "the days of the month.")
+    monthly_spend: Decimal | None = Field(
+        default=None, ge=0, description="Spread evenly over the days of the month."
+    )
     spend: list[DailySpend] = Field(default_factory=list)
 
 

@@ -34,9 +34,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 class ApiError(Exception):
     """An error answered with leadflow's error shape."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 details: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -46,8 +53,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_body(code: str, message: str, field: str | None = None,
-               details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, field: str | None = None, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The error shape, as a dict."""
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
@@ -57,11 +65,17 @@ def error_body(code: str, message: str, field: str | None = None,
     return {"error": error}
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
-                   details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message, field, details), status_code=status,
-                        headers=headers)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message, field, details), status_code=status, headers=headers
+    )
 
 
 def _field_of(loc: Sequence[Any]) -> str:
@@ -74,34 +88,49 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.field, exc.details,
-                              exc.headers)
+        return error_response(
+            exc.status, exc.code, exc.message, exc.field, exc.details, exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"field": _field_of(e.get("loc", ())), "message": e.get("msg", "invalid")}
-                   for e in exc.errors()]
+        details = [
+            {"field": _field_of(e.get("loc", ())), "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
         first = details[0] if details else {"field": "body", "message": "invalid"}
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return error_response(400, "invalid_json", "the body is not valid JSON", "body")
-        return error_response(422, "invalid_field", f"{first['field']}: {first['message']}",
-                              first["field"], details)
+        return error_response(
+            422, "invalid_field", f"{first['field']}: {first['message']}", first["field"], details
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
-                403: "forbidden", 413: "payload_too_large", 415: "unsupported_media_type",
-                429: "rate_limited"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail),
-                              headers=getattr(exc, "headers", None))
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthorized",
+            403: "forbidden",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+            429: "rate_limited",
+        }.get(exc.status_code, "http_error")
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         from shared.db.engine import is_transient_db_error
 
         if is_transient_db_error(exc):
-            return error_response(503, "unavailable", "the database is unavailable; retry later",
-                                  headers={"Retry-After": "5"})
+            return error_response(
+                503,
+                "unavailable",
+                "the database is unavailable; retry later",
+                headers={"Retry-After": "5"},
+            )
         import logging
 
         logging.getLogger("leadflow.http").exception("unhandled error")
@@ -147,11 +176,21 @@ class BodyLimitMiddleware:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = orjson.dumps(error_body("payload_too_large",
-                                       f"the body is larger than {self.max_bytes} bytes", "body"))
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = orjson.dumps(
+            error_body(
+                "payload_too_large", f"the body is larger than {self.max_bytes} bytes", "body"
+            )
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -186,19 +225,33 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             if template != "/metrics":
                 method = scope.get("method", "GET")
-                metrics.http_requests_total.labels(self.service, method, template,
-                                                   str(status)).inc()
-                metrics.http_request_duration_seconds.labels(self.service, method, template
-                                                             ).observe(time.perf_counter() - started)
+                metrics.http_requests_total.labels(
+                    self.service, method, template, str(status)
+                ).inc()
+                metrics.http_request_duration_seconds.labels(
+                    self.service, method, template
+                ).observe(time.perf_counter() - started)
 
 
-def create_app(*, service: str, title: str, description: str, version: str,
-               lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
-               readiness: ReadinessCheck, routers: Sequence[APIRouter],
-               max_body_bytes: int = 64 * 1024) -> FastAPI:
+def create_app(
+    *,
+    service: str,
+    title: str,
+    description: str,
+    version: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    readiness: ReadinessCheck,
+    routers: Sequence[APIRouter],
+    max_body_bytes: int = 64 * 1024,
+) -> FastAPI:
     """A service's FastAPI app with health, readiness, metrics and the error shape."""
-    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
-                  responses=ERROR_RESPONSES)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
     install_error_handlers(app)
     metrics.build_info.labels(service).info({"version": version})
 
@@ -206,17 +259,22 @@ def create_app(*, service: str, title: str, description: str, version: str,
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: database and broker reachable",
-             responses={503: {"description": "A dependency is unreachable"}})
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: database and broker reachable",
+        responses={503: {"description": "A dependency is unreachable"}},
+    )
     async def readyz() -> Response:
         checks = await readiness()
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503,
-                            headers=None if ready else {"Retry-After": "5"})
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "5"},
+        )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response)
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -14,8 +14,20 @@ from typing import Any
 
 import orjson
 
-STRUCTURED_FIELDS = ("service", "lead_id", "event_id", "submission_id", "topic", "handler",
-                     "destination", "assignment_id", "form_id", "channel", "status", "source")
+STRUCTURED_FIELDS = (
+    "service",
+    "lead_id",
+    "event_id",
+    "submission_id",
+    "topic",
+    "handler",
+    "destination",
+    "assignment_id",
+    "form_id",
+    "channel",
+    "status",
+    "source",
+)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # Digits with phone-like separators; dots are left out so IPs and versions stay readable.
 _PHONE = re.compile(r"(?<![\w.:/-])\+?\d[\d ()\-]{7,}\d(?![\w.-])")

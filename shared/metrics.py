@@ -10,7 +10,24 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-SPEED_TO_LEAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
+SPEED_TO_LEAD_BUCKETS = (
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    14400,
+    86400,
+)
 
 build_info = Info("leadflow_build", "Version of the running leadflow service.", ["service"])
 
@@ -89,12 +106,13 @@ nurture_engagement_total = Counter(
 
 # Router.
 leads_routed_total = Counter(
-    "leadflow_leads_routed_total", "Leads assigned to a rep, by rule and channel.", ["rule", "channel"]
+    "leadflow_leads_routed_total",
+    "Leads assigned to a rep, by rule and channel.",
+    ["rule", "channel"],
 )
 deliveries_total = Counter(
     "leadflow_deliveries_total",
-    "Delivery attempts to destinations, by destination and outcome "
-    "(delivered, retried, failed).",
+    "Delivery attempts to destinations, by destination and outcome (delivered, retried, failed).",
     ["destination", "outcome"],
 )
 delivery_duration_seconds = Histogram(
@@ -157,9 +175,7 @@ outbox_published_total = Counter(
     "Events published from the outbox, by service and topic.",
     ["service", "topic"],
 )
-outbox_backlog = Gauge(
-    "leadflow_outbox_backlog", "Outbox rows not yet published.", ["service"]
-)
+outbox_backlog = Gauge("leadflow_outbox_backlog", "Outbox rows not yet published.", ["service"])
 outbox_oldest_age_seconds = Gauge(
     "leadflow_outbox_oldest_age_seconds",
     "Age of the oldest unpublished outbox row (0 when empty).",

@@ -31,15 +31,25 @@ Worker = Callable[[asyncio.Event], Awaitable[None]]
 class ServiceRuntime:
     """Everything a service starts and stops, wired once."""
 
-    def __init__(self, service: str, settings: Settings, outbox: sa.Table, inbox: sa.Table,
-                 *, database: Database | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        settings: Settings,
+        outbox: sa.Table,
+        inbox: sa.Table,
+        *,
+        database: Database | None = None,
+    ) -> None:
         self.service = service
         self.settings = settings
         self.outbox = outbox
         self.inbox = inbox
-        self.db = database or Database(settings.database_url_for(service), service=service,
-                                       schema=settings.schema_for(service),
-                                       pool_size=settings.database_pool_size)
+        self.db = database or Database(
+            settings.database_url_for(service),
+            service=service,
+            schema=settings.schema_for(service),
+            pool_size=settings.database_pool_size,
+        )
         self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []
         self._consumer_specs: list[dict[str, Any]] = []
@@ -52,11 +62,17 @@ class ServiceRuntime:
         """A fresh unit of work on this service's database."""
         return UnitOfWork(self.db, self.outbox, self.inbox, source=f"leadflow/{self.service}")
 
-    def add_consumer(self, topics: Sequence[str], handlers: dict[str, Handler],
-                     name: str | None = None, **options: Any) -> None:
+    def add_consumer(
+        self,
+        topics: Sequence[str],
+        handlers: dict[str, Handler],
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
         """Consume `topics` with this service's group, dispatching by event type."""
-        self._consumer_specs.append({"topics": topics, "handlers": handlers, "name": name,
-                                     **options})
+        self._consumer_specs.append(
+            {"topics": topics, "handlers": handlers, "name": name, **options}
+        )
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """A background loop; it gets an event that is set when the service stops."""
@@ -67,21 +83,34 @@ class ServiceRuntime:
         # The relay connects its producer lazily: a broker that is down at start-up must not
         # stop the service from accepting work into its outbox.
         self.relay = OutboxRelay(
-            self.db, self.outbox,
+            self.db,
+            self.outbox,
             lambda: make_producer(self.settings, client_id=f"leadflow-{self.service}"),
-            service=self.service, poll_seconds=self.settings.outbox_poll_seconds)
+            service=self.service,
+            poll_seconds=self.settings.outbox_poll_seconds,
+        )
         self.relay.start()
         for spec in self._consumer_specs:
-            consumer = EventConsumer(service=self.service,
-                                     group_id=self.settings.group_id(self.service),
-                                     uow_factory=self.uow, settings=self.settings, **spec)
+            consumer = EventConsumer(
+                service=self.service,
+                group_id=self.settings.group_id(self.service),
+                uow_factory=self.uow,
+                settings=self.settings,
+                **spec,
+            )
             self.consumers.append(consumer)
-            self._worker_tasks.append(asyncio.create_task(
-                _start_consumer_with_retry(consumer, self._stop),
-                name=f"{self.service}-consumer-start"))
+            self._worker_tasks.append(
+                asyncio.create_task(
+                    _start_consumer_with_retry(consumer, self._stop),
+                    name=f"{self.service}-consumer-start",
+                )
+            )
         for name, worker in self._workers:
-            self._worker_tasks.append(asyncio.create_task(
-                _run_worker(name, worker, self._stop), name=f"{self.service}-{name}"))
+            self._worker_tasks.append(
+                asyncio.create_task(
+                    _run_worker(name, worker, self._stop), name=f"{self.service}-{name}"
+                )
+            )
         self.started = True
 
     async def stop(self) -> None:

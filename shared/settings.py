@@ -14,15 +14,22 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("capture", "scoring", "nurture", "router", "insights")
-DEFAULT_PORTS = {"capture": 8001, "scoring": 8002, "nurture": 8003, "router": 8004, "insights": 8005}
+DEFAULT_PORTS = {
+    "capture": 8001,
+    "scoring": 8002,
+    "nurture": 8003,
+    "router": 8004,
+    "insights": 8005,
+}
 DEV_SECRET = "dev-only-not-secret"
 
 
 class Settings(BaseSettings):
     """What every leadflow process needs: where Kafka, the database and the config are."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_nested_delimiter="__",
-                                      extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_", env_nested_delimiter="__", extra="ignore"
+    )
 
     env: Literal["development", "test", "production"] = "development"
     config: Path = Field(default=Path("leadflow.yaml"), description="The YAML config file.")
@@ -36,8 +43,10 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(
-        default=10_000, ge=1000,
-        description="Consumer group session timeout; a dead member's partitions move after it.")
+        default=10_000,
+        ge=1000,
+        description="Consumer group session timeout; a dead member's partitions move after it.",
+    )
     kafka_client_prefix: str = Field(default="leadflow", description="Prefix of consumer groups.")
 
     database_url: str = Field(
@@ -49,18 +58,24 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
 
     host: str = "127.0.0.1"
-    ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PORTS),
-                                  description="Per-service ports: LEADFLOW_PORTS__CAPTURE=8001.")
-    public_url: str = Field(default="", description="Base URL links in emails point at "
-                            "(default http://host:port of the service).")
-    secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET),
-                                  description="Signs tracking, ack and unsubscribe tokens.")
+    ports: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_PORTS),
+        description="Per-service ports: LEADFLOW_PORTS__CAPTURE=8001.",
+    )
+    public_url: str = Field(
+        default="",
+        description="Base URL links in emails point at (default http://host:port of the service).",
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEV_SECRET), description="Signs tracking, ack and unsubscribe tokens."
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
     max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
-    consumer_max_attempts: int = Field(default=3, ge=1,
-                                       description="Handler attempts before the DLQ.")
+    consumer_max_attempts: int = Field(
+        default=3, ge=1, description="Handler attempts before the DLQ."
+    )
     consumer_batch_size: int = Field(default=500, ge=1)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 

@@ -44,8 +44,10 @@ def _pg_reachable() -> bool:
 
 PG_AVAILABLE = _pg_reachable()
 if os.environ.get("CI") == "true" and not PG_AVAILABLE:
-    raise pytest.UsageError("CI=true but PostgreSQL at 127.0.0.1:5432 is unreachable: start it "
-                            "(pg_ctlcluster ... main start) instead of skipping its tests")
+    raise pytest.UsageError(
+        "CI=true but PostgreSQL at 127.0.0.1:5432 is unreachable: start it "
+        "(pg_ctlcluster ... main start) instead of skipping its tests"
+    )
 
 
 class Broker:
@@ -67,9 +69,11 @@ class Broker:
 def start_broker_process(port: int | None = None) -> Broker:
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen([broker_binary(), "broker", "--listener-url", url,
-                                "--advertised-listener-url", url],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, 15, process)
     return Broker(port, process)
 
@@ -127,8 +131,9 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         if backend == "postgres":
             values["database_url"] = PG_URL
             values["database_schema_prefix"] = prefix
-            _created_schemas.extend(prefix + s for s in ("capture", "scoring", "nurture",
-                                                          "router", "insights"))
+            _created_schemas.extend(
+                prefix + s for s in ("capture", "scoring", "nurture", "router", "insights")
+            )
         else:
             values["database_url"] = f"sqlite+aiosqlite:///{tmp_path}/db/{prefix}{{service}}.db"
         values.update(overrides)
@@ -161,8 +166,9 @@ async def migrate_service(settings: Settings, service: str) -> None:
     from shared.db.engine import Database
     from shared.db.migrate import upgrade
 
-    db = Database(settings.database_url_for(service), service=service,
-                  schema=settings.schema_for(service))
+    db = Database(
+        settings.database_url_for(service), service=service, schema=settings.schema_for(service)
+    )
     try:
         await upgrade(db, registry.migrations_dir(service))
     finally:
@@ -182,8 +188,9 @@ class RunningService:
 
 
 @contextlib.asynccontextmanager
-async def run_service(service: str, settings: Settings, migrate: bool = True
-                      ) -> AsyncIterator[RunningService]:
+async def run_service(
+    service: str, settings: Settings, migrate: bool = True
+) -> AsyncIterator[RunningService]:
     """Migrate, build and start a service; stop it on exit."""
     if migrate:
         await migrate_service(settings, service)
@@ -200,14 +207,16 @@ def running_service() -> Callable[..., contextlib.AbstractAsyncContextManager[Ru
     return run_service
 
 
-async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 10.0
-                      ) -> list[Any]:
+async def consume_all(
+    bootstrap: str, topic: str, expected: int, timeout: float = 10.0
+) -> list[Any]:
     """Read `topic` from the start until `expected` records arrived (or the timeout)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     # No group: assigning partitions directly skips the group join.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -227,8 +236,7 @@ async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float 
     return records
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1
-                     ) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1) -> Any:
     """Poll an (async) check until it returns a truthy value; fail with its last result."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -22,10 +22,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     config = capture_settings.load(load_config(settings.config))
     runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
     app = create_http_app(
-        service=SERVICE, title="leadflow capture",
+        service=SERVICE,
+        title="leadflow capture",
         description="Intake for landing-page forms, ad-platform webhooks and lead vendors.",
-        version=VERSION, lifespan=runtime.lifespan(), readiness=runtime.readiness,
-        routers=[router], max_body_bytes=settings.max_body_bytes)
+        version=VERSION,
+        lifespan=runtime.lifespan(),
+        readiness=runtime.readiness,
+        routers=[router],
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.state.runtime = runtime
     app.state.config = config
     return app

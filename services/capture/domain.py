@@ -13,9 +13,23 @@ from services.capture.settings import LEAD_FIELDS, FormConfig
 from shared.config import AttributionRule, ChannelsConfig
 from shared.events import Attribution, Contact
 
-ATTRIBUTION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-                    "gclid", "fbclid", "msclkid", "ttclid", "li_fat_id", "promo_code",
-                    "referrer", "landing_page", "campaign_id", "ad_id")
+ATTRIBUTION_KEYS = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "fbclid",
+    "msclkid",
+    "ttclid",
+    "li_fat_id",
+    "promo_code",
+    "referrer",
+    "landing_page",
+    "campaign_id",
+    "ad_id",
+)
 CLICK_IDS = ("gclid", "fbclid", "msclkid", "ttclid", "li_fat_id")
 MAX_FIELD_LENGTH = 2000
 
@@ -57,7 +71,8 @@ def normalize_phone(value: str, region: str) -> tuple[str, str | None]:
         raise InvalidLead("phone", "not a valid phone number")
     country = phonenumbers.region_code_for_number(number)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), (
-        country if country and country != "ZZ" else None)
+        country if country and country != "ZZ" else None
+    )
 
 
 def _clean(value: Any) -> str | None:
@@ -67,8 +82,9 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
-def normalize_submission(data: Mapping[str, Any], form: FormConfig | None,
-                         default_region: str = "US") -> NormalizedLead:
+def normalize_submission(
+    data: Mapping[str, Any], form: FormConfig | None, default_region: str = "US"
+) -> NormalizedLead:
     """Map raw input through the form's field mapping and normalize the contact."""
     mapping = form.fields if form else {}
     region = form.default_region if form else default_region
@@ -82,8 +98,9 @@ def normalize_submission(data: Mapping[str, Any], form: FormConfig | None,
         raise
 
 
-def _normalize(data: Mapping[str, Any], mapping: Mapping[str, str], form: FormConfig | None,
-               region: str) -> NormalizedLead:
+def _normalize(
+    data: Mapping[str, Any], mapping: Mapping[str, str], form: FormConfig | None, region: str
+) -> NormalizedLead:
     mapped: dict[str, Any] = {}
     attribution: dict[str, str] = {}
     for key, raw_value in data.items():
@@ -117,8 +134,12 @@ def _normalize(data: Mapping[str, Any], mapping: Mapping[str, str], form: FormCo
     if country:
         country = country.upper() if len(country) == 2 else country
     contact = Contact(
-        email=email, phone=phone, first_name=first, last_name=last,
-        company=_clean(mapped.pop("company", None)), job_title=_clean(mapped.pop("job_title", None)),
+        email=email,
+        phone=phone,
+        first_name=first,
+        last_name=last,
+        company=_clean(mapped.pop("company", None)),
+        job_title=_clean(mapped.pop("job_title", None)),
         country=country or phone_country,
     )
     extra = {k: _scalar(v) for k, v in mapped.items() if k not in LEAD_FIELDS}
@@ -141,25 +162,31 @@ def _matches(expected: str | list[str] | None, actual: str | None) -> bool:
     return actual.lower() in {o.lower() for o in options}
 
 
-def rule_matches(rule: AttributionRule, source: str, form_id: str | None,
-                 attribution: Mapping[str, str]) -> bool:
+def rule_matches(
+    rule: AttributionRule, source: str, form_id: str | None, attribution: Mapping[str, str]
+) -> bool:
     """True when every condition the rule sets holds for this touch."""
     if rule.source is not None and rule.source != source:
         return False
     if rule.click_id is not None and not attribution.get(rule.click_id):
         return False
-    if rule.referrer_contains is not None and rule.referrer_contains.lower() not in (
-            attribution.get("referrer") or "").lower():
+    if (
+        rule.referrer_contains is not None
+        and rule.referrer_contains.lower() not in (attribution.get("referrer") or "").lower()
+    ):
         return False
-    return (_matches(rule.utm_source, attribution.get("utm_source"))
-            and _matches(rule.utm_medium, attribution.get("utm_medium"))
-            and _matches(rule.utm_campaign, attribution.get("utm_campaign"))
-            and _matches(rule.promo_code, attribution.get("promo_code"))
-            and _matches(rule.form_id, form_id))
+    return (
+        _matches(rule.utm_source, attribution.get("utm_source"))
+        and _matches(rule.utm_medium, attribution.get("utm_medium"))
+        and _matches(rule.utm_campaign, attribution.get("utm_campaign"))
+        and _matches(rule.promo_code, attribution.get("promo_code"))
+        and _matches(rule.form_id, form_id)
+    )
 
 
-def resolve_channel(channels: ChannelsConfig, source: str, form_id: str | None,
-                    attribution: Mapping[str, str]) -> str:
+def resolve_channel(
+    channels: ChannelsConfig, source: str, form_id: str | None, attribution: Mapping[str, str]
+) -> str:
     """The first matching rule's channel, else the default."""
     for rule in channels.rules:
         if rule_matches(rule, source, form_id, attribution):
@@ -167,12 +194,16 @@ def resolve_channel(channels: ChannelsConfig, source: str, form_id: str | None,
     return channels.default
 
 
-def build_attribution(channels: ChannelsConfig, source: str, form_id: str | None,
-                      attribution: Mapping[str, str]) -> Attribution:
+def build_attribution(
+    channels: ChannelsConfig, source: str, form_id: str | None, attribution: Mapping[str, str]
+) -> Attribution:
     """The touch's attribution with its resolved channel."""
     channel = resolve_channel(channels, source, form_id, attribution)
-    return Attribution(channel=channel, source=source,
-                       **{k: v for k, v in attribution.items() if k in ATTRIBUTION_KEYS})
+    return Attribution(
+        channel=channel,
+        source=source,
+        **{k: v for k, v in attribution.items() if k in ATTRIBUTION_KEYS},
+    )
 
 
 def marketing_consent(form: FormConfig | None, data: Mapping[str, Any]) -> bool:

@@ -48,8 +48,9 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def handle_capture_lead(command: CaptureLead, uow: UnitOfWork, config: CaptureConfig,
-                              now: datetime | None = None) -> Captured:
+async def handle_capture_lead(
+    command: CaptureLead, uow: UnitOfWork, config: CaptureConfig, now: datetime | None = None
+) -> Captured:
     """Store a submission as a new lead or a new touch of its person; emit lead.captured."""
     now = now or datetime.now(UTC)
     session = uow.session
@@ -61,8 +62,12 @@ async def handle_capture_lead(command: CaptureLead, uow: UnitOfWork, config: Cap
             return Captured(existing.lead_id or "", existing.submission_id, "duplicate")
     form = config.forms.get(command.form_id) if command.form_id else None
     normalized = normalize_submission(command.data, form)
-    touch = build_attribution(config.channels, command.source, command.form_id,
-                              {**normalized.attribution, **command.attribution})
+    touch = build_attribution(
+        config.channels,
+        command.source,
+        command.form_id,
+        {**normalized.attribution, **command.attribution},
+    )
     consent = marketing_consent(form, command.data)
     contact = normalized.contact
     submission_id = str(uuid.uuid4())
@@ -71,10 +76,18 @@ async def handle_capture_lead(command: CaptureLead, uow: UnitOfWork, config: Cap
     if existing_lead is None:
         lead_id, touch_number, is_new = str(uuid.uuid4()), 1, True
         first_touch = touch
-        await store.insert_lead(session, lead_id=lead_id, email=contact.email,
-                                phone=contact.phone, contact=contact.model_dump(mode="json"),
-                                first_touch=touch_json, last_touch=touch_json, touches=1,
-                                created_at=now, updated_at=now)
+        await store.insert_lead(
+            session,
+            lead_id=lead_id,
+            email=contact.email,
+            phone=contact.phone,
+            contact=contact.model_dump(mode="json"),
+            first_touch=touch_json,
+            last_touch=touch_json,
+            touches=1,
+            created_at=now,
+            updated_at=now,
+        )
         captured_at = now
     else:
         lead_id, is_new = existing_lead.lead_id, False
@@ -82,31 +95,66 @@ async def handle_capture_lead(command: CaptureLead, uow: UnitOfWork, config: Cap
         first_touch = Attribution.model_validate(existing_lead.first_touch)
         merged = _merge_contact(Contact.model_validate(existing_lead.contact or {}), contact)
         contact = merged
-        await store.update_lead(session, lead_id, touches=touch_number, last_touch=touch_json,
-                                contact=merged.model_dump(mode="json"),
-                                email=existing_lead.email or merged.email,
-                                phone=existing_lead.phone or merged.phone, updated_at=now)
+        await store.update_lead(
+            session,
+            lead_id,
+            touches=touch_number,
+            last_touch=touch_json,
+            contact=merged.model_dump(mode="json"),
+            email=existing_lead.email or merged.email,
+            phone=existing_lead.phone or merged.phone,
+            updated_at=now,
+        )
         captured_at = existing_lead.created_at
     await store.insert_submission(
-        session, submission_id=submission_id, lead_id=lead_id, source=command.source,
-        form_id=command.form_id, dedupe_key=dedupe_key, status="accepted",
-        channel=touch.channel, payload=dict(normalized.fields), attribution=touch_json,
-        consent={"marketing": consent,
-                 "text": form.consent.text if form else None,
-                 "version": form.consent.version if form else None,
-                 "double_opt_in": bool(form and form.consent.double_opt_in),
-                 "at": now.isoformat(), "ip": command.client_ip, "source": command.source},
-        client_ip=command.client_ip, is_test=command.is_test, received_at=now)
-    uow.publish(LeadCaptured(
-        lead_id=lead_id, submission_id=submission_id, is_new_lead=is_new,
-        touch_number=touch_number, source=command.source, form_id=command.form_id,
-        form_type=form.type if form else None, channel=touch.channel, attribution=touch,
-        first_touch=first_touch, contact=contact, fields=dict(normalized.fields),
-        marketing_consent=consent, double_opt_in=bool(form and form.consent.double_opt_in),
-        is_test=command.is_test, cost=command.cost, captured_at=captured_at))
+        session,
+        submission_id=submission_id,
+        lead_id=lead_id,
+        source=command.source,
+        form_id=command.form_id,
+        dedupe_key=dedupe_key,
+        status="accepted",
+        channel=touch.channel,
+        payload=dict(normalized.fields),
+        attribution=touch_json,
+        consent={
+            "marketing": consent,
+            "text": form.consent.text if form else None,
+            "version": form.consent.version if form else None,
+            "double_opt_in": bool(form and form.consent.double_opt_in),
+            "at": now.isoformat(),
+            "ip": command.client_ip,
+            "source": command.source,
+        },
+        client_ip=command.client_ip,
+        is_test=command.is_test,
+        received_at=now,
+    )
+    uow.publish(
+        LeadCaptured(
+            lead_id=lead_id,
+            submission_id=submission_id,
+            is_new_lead=is_new,
+            touch_number=touch_number,
+            source=command.source,
+            form_id=command.form_id,
+            form_type=form.type if form else None,
+            channel=touch.channel,
+            attribution=touch,
+            first_touch=first_touch,
+            contact=contact,
+            fields=dict(normalized.fields),
+            marketing_consent=consent,
+            double_opt_in=bool(form and form.consent.double_opt_in),
+            is_test=command.is_test,
+            cost=command.cost,
+            captured_at=captured_at,
+        )
+    )
     await uow.commit()
-    metrics.leads_captured_total.labels(command.source, touch.channel,
-                                        "new" if is_new else "repeat").inc()
+    metrics.leads_captured_total.labels(
+        command.source, touch.channel, "new" if is_new else "repeat"
+    ).inc()
     return Captured(lead_id, submission_id, "accepted", is_new)
 
 
@@ -131,8 +179,11 @@ class EraseLead:
 async def handle_erase_lead(command: EraseLead, uow: UnitOfWork) -> str | None:
     """Remove the person's PII here and tell every service; None when unknown."""
     session = uow.session
-    lead = (await store.get_lead(session, command.lead_id) if command.lead_id
-            else await store.find_lead(session, command.email, command.phone))
+    lead = (
+        await store.get_lead(session, command.lead_id)
+        if command.lead_id
+        else await store.find_lead(session, command.email, command.phone)
+    )
     if lead is None:
         return None
     now = datetime.now(UTC)
@@ -156,9 +207,15 @@ async def handle_create_api_key(command: CreateApiKey, uow: UnitOfWork) -> str:
     """Store the key's hash; return the key itself (shown once)."""
     key = "lf_" + secrets.token_urlsafe(32)
     await store.insert_api_key(
-        uow.session, key_id=str(uuid.uuid4()), key_hash=hash_api_key(key), name=command.name,
-        source=command.source, cost_per_lead=command.cost_per_lead, scopes=list(command.scopes),
-        created_at=datetime.now(UTC))
+        uow.session,
+        key_id=str(uuid.uuid4()),
+        key_hash=hash_api_key(key),
+        name=command.name,
+        source=command.source,
+        cost_per_lead=command.cost_per_lead,
+        scopes=list(command.scopes),
+        created_at=datetime.now(UTC),
+    )
     await uow.commit()
     return key
 

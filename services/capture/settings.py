@@ -6,8 +6,16 @@ from pydantic import Field, HttpUrl, RootModel
 
 from shared.config import ChannelsConfig, RawConfig, StrictModel, validate_sections
 
-LEAD_FIELDS = ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title",
-               "country")
+LEAD_FIELDS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "full_name",
+    "company",
+    "job_title",
+    "country",
+)
 
 
 class ConsentConfig(StrictModel):
@@ -16,18 +24,24 @@ class ConsentConfig(StrictModel):
     field: str = Field(default="marketing_consent", description="Checkbox input name.")
     text: str = Field(default="", description="The consent wording shown next to the box.")
     version: str = Field(default="v1")
-    double_opt_in: bool = Field(default=False, description="Consent counts only after the "
-                                "confirmation email is clicked.")
+    double_opt_in: bool = Field(
+        default=False, description="Consent counts only after the confirmation email is clicked."
+    )
     implied: bool = Field(default=False, description="Submitting the form is consent.")
 
 
 class FormConfig(StrictModel):
     """One landing-page form."""
 
-    type: str = Field(default="contact", description="The form's purpose, for scoring rules: "
-                      "demo_request, contact_me, newsletter, download...")
-    fields: dict[str, str] = Field(default_factory=dict, description="input name → lead field "
-                                   f"({', '.join(LEAD_FIELDS)}) or any custom field name.")
+    type: str = Field(
+        default="contact",
+        description="The form's purpose, for scoring rules: "
+        "demo_request, contact_me, newsletter, download...",
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"input name → lead field ({', '.join(LEAD_FIELDS)}) or any custom field name.",
+    )
     required: list[str] = Field(default_factory=lambda: ["email"])
     allowed_origins: list[str] = Field(default_factory=list)
     thank_you_url: HttpUrl | None = None

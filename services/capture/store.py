@@ -64,8 +64,9 @@ api_keys = sa.Table(
 )
 
 
-async def find_lead(session: AsyncSession, email: str | None, phone: str | None
-                    ) -> sa.Row[Any] | None:
+async def find_lead(
+    session: AsyncSession, email: str | None, phone: str | None
+) -> sa.Row[Any] | None:
     """The lead of this person: matched on email first, then phone."""
     if email:
         row = (await session.execute(sa.select(leads).where(leads.c.email == email))).first()
@@ -89,8 +90,9 @@ async def update_lead(session: AsyncSession, lead_id: str, **values: Any) -> Non
 
 
 async def find_submission_by_key(session: AsyncSession, dedupe_key: str) -> sa.Row[Any] | None:
-    return (await session.execute(
-        sa.select(submissions).where(submissions.c.dedupe_key == dedupe_key))).first()
+    return (
+        await session.execute(sa.select(submissions).where(submissions.c.dedupe_key == dedupe_key))
+    ).first()
 
 
 async def insert_submission(session: AsyncSession, **values: Any) -> None:
@@ -98,8 +100,13 @@ async def insert_submission(session: AsyncSession, **values: Any) -> None:
 
 
 async def find_api_key(session: AsyncSession, key_hash: str) -> sa.Row[Any] | None:
-    return (await session.execute(sa.select(api_keys).where(
-        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)))).first()
+    return (
+        await session.execute(
+            sa.select(api_keys).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+            )
+        )
+    ).first()
 
 
 async def insert_api_key(session: AsyncSession, **values: Any) -> None:
@@ -108,7 +115,13 @@ async def insert_api_key(session: AsyncSession, **values: Any) -> None:
 
 async def erase_lead(session: AsyncSession, lead_id: str, erased_at: datetime) -> None:
     """Remove the person's PII; keep counts and attribution (channel) anonymous."""
-    await session.execute(sa.update(leads).where(leads.c.lead_id == lead_id).values(
-        email=None, phone=None, contact={}, erased_at=erased_at, updated_at=erased_at))
-    await session.execute(sa.update(submissions).where(submissions.c.lead_id == lead_id).values(
-        payload={}, client_ip=None, consent={}))
+    await session.execute(
+        sa.update(leads)
+        .where(leads.c.lead_id == lead_id)
+        .values(email=None, phone=None, contact={}, erased_at=erased_at, updated_at=erased_at)
+    )
+    await session.execute(
+        sa.update(submissions)
+        .where(submissions.c.lead_id == lead_id)
+        .values(payload={}, client_ip=None, consent={})
+    )

@@ -22,8 +22,15 @@ from sqlalchemy.ext.asyncio import (
 class Database:
     """A service's engine, session factory and the signal that wakes its outbox relay."""
 
-    def __init__(self, url: str, *, service: str, schema: str | None = None, pool_size: int = 10,
-                 echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        service: str,
+        schema: str | None = None,
+        pool_size: int = 10,
+        echo: bool = False,
+    ) -> None:
         self.service = service
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
@@ -63,8 +70,9 @@ class Database:
         return self.sessions()
 
 
-def _create_engine(url: str, dialect: str, schema: str | None, pool_size: int,
-                   echo: bool) -> AsyncEngine:
+def _create_engine(
+    url: str, dialect: str, schema: str | None, pool_size: int, echo: bool
+) -> AsyncEngine:
     if dialect == "sqlite":
         database = make_url(url).database
         if database and database != ":memory:":
@@ -77,8 +85,15 @@ def _create_engine(url: str, dialect: str, schema: str | None, pool_size: int,
         # Each service owns a schema; search_path keeps table names unqualified in the code
         # and puts Alembic's version table in the service's schema too.
         connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
-                               pool_pre_ping=True, pool_timeout=5, connect_args=connect_args)
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args=connect_args,
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -107,16 +122,25 @@ def insert_ignore(table: sa.Table, dialect: str, *index_elements: str) -> Any:
     """INSERT that silently skips rows conflicting on `index_elements`."""
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(
-            index_elements=list(index_elements) or None)
+            index_elements=list(index_elements) or None
+        )
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
 
 
-def upsert(table: sa.Table, dialect: str, index_elements: list[str], values: dict[str, Any],
-           update: dict[str, Any]) -> Any:
+def upsert(
+    table: sa.Table,
+    dialect: str,
+    index_elements: list[str],
+    values: dict[str, Any],
+    update: dict[str, Any],
+) -> Any:
     """INSERT ... ON CONFLICT (index_elements) DO UPDATE SET update."""
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).values(**values).on_conflict_do_update(
-        index_elements=index_elements, set_=update)
+    return (
+        module.insert(table)
+        .values(**values)
+        .on_conflict_do_update(index_elements=index_elements, set_=update)
+    )
 
 
 async def try_leader_lock(session: AsyncSession, dialect: str, name: str) -> bool:
@@ -139,6 +163,15 @@ def is_transient_db_error(error: BaseException) -> bool:
         return True
     if isinstance(error, exc.DBAPIError):
         text = str(error.orig).lower()
-        return any(s in text for s in ("connection", "database is locked", "terminat", "shutdown",
-                                       "cannot connect", "the database system"))
+        return any(
+            s in text
+            for s in (
+                "connection",
+                "database is locked",
+                "terminat",
+                "shutdown",
+                "cannot connect",
+                "the database system",
+            )
+        )
     return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)

@@ -49,11 +49,15 @@ async def pending_changes(db: Database, metadata: sa.MetaData) -> list[Any]:
     """Differences between the migrated database and the models (empty when in sync)."""
     async with db.engine.connect() as conn:
         return await conn.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
 
 
 async def revision(db: Database, script_location: Path, message: str) -> None:
     """Autogenerate a new revision from the models (run against an up-to-date database)."""
     async with db.engine.connect() as conn:
-        await conn.run_sync(lambda sync: command.revision(
-            _config(script_location, sync), message=message, autogenerate=True))
+        await conn.run_sync(
+            lambda sync: command.revision(
+                _config(script_location, sync), message=message, autogenerate=True
+            )
+        )

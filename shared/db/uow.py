@@ -54,8 +54,12 @@ class UnitOfWork:
         self._wrote_events = False
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         session = self.session
         try:
             if not self._committed:
@@ -77,17 +81,25 @@ class UnitOfWork:
         key, value, headers = encode(envelope)
         self.publish_raw(envelope.topic, key, value, headers, envelope.id)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes,
-                    headers: Iterable[tuple[str, bytes]], event_id: str) -> None:
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Iterable[tuple[str, bytes]],
+        event_id: str,
+    ) -> None:
         """Queue a raw record (dead letters, re-drives) for the outbox."""
-        self._pending_events.append({
-            "event_id": event_id,
-            "topic": topic,
-            "key": (key or b"").decode("utf-8", "replace"),
-            "headers": [[k, (v or b"").decode("utf-8", "replace")] for k, v in headers],
-            "value": value,
-            "created_at": utcnow(),
-        })
+        self._pending_events.append(
+            {
+                "event_id": event_id,
+                "topic": topic,
+                "key": (key or b"").decode("utf-8", "replace"),
+                "headers": [[k, (v or b"").decode("utf-8", "replace")] for k, v in headers],
+                "value": value,
+                "created_at": utcnow(),
+            }
+        )
 
     async def handled(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these event ids this consumer has already handled."""
@@ -96,17 +108,20 @@ class UnitOfWork:
             return set()
         seen: set[str] = set()
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             rows = await self.session.execute(
                 sa.select(self._inbox.c.event_id).where(
-                    self._inbox.c.consumer == consumer, self._inbox.c.event_id.in_(chunk)))
+                    self._inbox.c.consumer == consumer, self._inbox.c.event_id.in_(chunk)
+                )
+            )
             seen.update(rows.scalars())
         return seen
 
     def mark_handled(self, consumer: str, event_id: str) -> None:
         """Record in this transaction that `consumer` handled `event_id`."""
         self._pending_inbox.append(
-            {"consumer": consumer, "event_id": event_id, "handled_at": utcnow()})
+            {"consumer": consumer, "event_id": event_id, "handled_at": utcnow()}
+        )
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

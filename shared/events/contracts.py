@@ -29,16 +29,20 @@ class Event(_Frozen):
     TYPE: ClassVar[str]
     TOPIC: ClassVar[str]
 
-    lead_id: str = Field(description="The lead this event is about (the Kafka key).",
-                         examples=["6f1c2b1e-8a0e-4d57-9a53-1d1c7f3f2a10"])
+    lead_id: str = Field(
+        description="The lead this event is about (the Kafka key).",
+        examples=["6f1c2b1e-8a0e-4d57-9a53-1d1c7f3f2a10"],
+    )
 
 
 class Attribution(_Frozen):
     """Where one touch came from."""
 
     channel: str = Field(description="Resolved channel name.", examples=["facebook_ads"])
-    source: str = Field(description="Intake door: form, api, meta, google, linkedin, tiktok, "
-                        "webhook.", examples=["form"])
+    source: str = Field(
+        description="Intake door: form, api, meta, google, linkedin, tiktok, webhook.",
+        examples=["form"],
+    )
     utm_source: str | None = Field(default=None, examples=["facebook"])
     utm_medium: str | None = Field(default=None, examples=["cpc"])
     utm_campaign: str | None = Field(default=None, examples=["spring-launch"])
@@ -52,10 +56,14 @@ class Attribution(_Frozen):
     promo_code: str | None = Field(default=None, examples=["SPRING26"])
     referrer: str | None = Field(default=None, examples=["https://www.google.com/"])
     landing_page: str | None = Field(default=None, examples=["https://example.com/demo"])
-    campaign_id: str | None = Field(default=None, description="Ad platform campaign id, as a "
-                                    "string (platform ids exceed 2^53).", examples=[None])
-    ad_id: str | None = Field(default=None, description="Ad platform ad id, as a string.",
-                              examples=[None])
+    campaign_id: str | None = Field(
+        default=None,
+        description="Ad platform campaign id, as a string (platform ids exceed 2^53).",
+        examples=[None],
+    )
+    ad_id: str | None = Field(
+        default=None, description="Ad platform ad id, as a string.", examples=[None]
+    )
 
 
 class Contact(_Frozen):
@@ -67,8 +75,7 @@ class Contact(_Frozen):
     last_name: str | None = Field(default=None, examples=["Lovelace"])
     company: str | None = Field(default=None, examples=["Analytical Engines Ltd"])
     job_title: str | None = Field(default=None, examples=["Director of Engineering"])
-    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2.",
-                                examples=["GB"])
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2.", examples=["GB"])
 
 
 class LeadCaptured(Event):
@@ -77,35 +84,56 @@ class LeadCaptured(Event):
     TYPE: ClassVar[str] = "leadflow.lead.captured.v1"
     TOPIC: ClassVar[str] = topics.LEADS_CAPTURED
 
-    submission_id: str = Field(description="This submission's id.",
-                               examples=["0b7d5d1e-3c39-4b7e-9a55-2b1f3a4c5d6e"])
-    is_new_lead: bool = Field(description="False when the person was already known "
-                              "(a repeat touch).", examples=[True])
-    touch_number: int = Field(ge=1, description="1 for the first submission of this person.",
-                              examples=[1])
-    source: str = Field(description="Intake door: form, api, meta, google, linkedin, tiktok, "
-                        "webhook.", examples=["form"])
+    submission_id: str = Field(
+        description="This submission's id.", examples=["0b7d5d1e-3c39-4b7e-9a55-2b1f3a4c5d6e"]
+    )
+    is_new_lead: bool = Field(
+        description="False when the person was already known (a repeat touch).", examples=[True]
+    )
+    touch_number: int = Field(
+        ge=1, description="1 for the first submission of this person.", examples=[1]
+    )
+    source: str = Field(
+        description="Intake door: form, api, meta, google, linkedin, tiktok, webhook.",
+        examples=["form"],
+    )
     form_id: str | None = Field(default=None, examples=["demo-request"])
-    form_type: str | None = Field(default=None, description="The form's purpose, e.g. "
-                                  "demo_request, newsletter, contact_me.",
-                                  examples=["demo_request"])
+    form_type: str | None = Field(
+        default=None,
+        description="The form's purpose, e.g. demo_request, newsletter, contact_me.",
+        examples=["demo_request"],
+    )
     channel: str = Field(description="This touch's channel.", examples=["facebook_ads"])
     attribution: Attribution = Field(description="This touch's attribution (last touch).")
     first_touch: Attribution = Field(description="The person's first touch.")
     contact: Contact
-    fields: dict[str, FieldValue] = Field(default_factory=dict,
-                                          description="Other submitted fields, mapped by the "
-                                          "form config.", examples=[{"company_size": 120}])
-    marketing_consent: bool = Field(description="Marketing consent given with this submission.",
-                                    examples=[True])
-    double_opt_in: bool = Field(default=False, description="Consent counts only after the "
-                                "confirmation email is clicked.", examples=[False])
-    is_test: bool = Field(default=False, description="A platform test lead: counted, never "
-                          "routed by default.", examples=[False])
-    cost: Decimal | None = Field(default=None, description="Price paid for this lead "
-                                 "(lead vendors), in the report currency.", examples=["12.50"])
-    captured_at: datetime = Field(description="When capture committed the submission (UTC); "
-                                  "the speed-to-lead clock starts here.")
+    fields: dict[str, FieldValue] = Field(
+        default_factory=dict,
+        description="Other submitted fields, mapped by the form config.",
+        examples=[{"company_size": 120}],
+    )
+    marketing_consent: bool = Field(
+        description="Marketing consent given with this submission.", examples=[True]
+    )
+    double_opt_in: bool = Field(
+        default=False,
+        description="Consent counts only after the confirmation email is clicked.",
+        examples=[False],
+    )
+    is_test: bool = Field(
+        default=False,
+        description="A platform test lead: counted, never routed by default.",
+        examples=[False],
+    )
+    cost: Decimal | None = Field(
+        default=None,
+        description="Price paid for this lead (lead vendors), in the report currency.",
+        examples=["12.50"],
+    )
+    captured_at: datetime = Field(
+        description="When capture committed the submission (UTC); "
+        "the speed-to-lead clock starts here."
+    )
 
 
 class LeadEngaged(Event):
@@ -117,8 +145,9 @@ class LeadEngaged(Event):
     kind: Literal["open", "click", "reply", "repeat_visit", "confirm"] = Field(examples=["click"])
     sequence_id: str | None = Field(default=None, examples=["welcome"])
     step: int | None = Field(default=None, examples=[1])
-    link_id: str | None = Field(default=None, description="Which tracked link was clicked.",
-                                examples=["case-study"])
+    link_id: str | None = Field(
+        default=None, description="Which tracked link was clicked.", examples=["case-study"]
+    )
     occurred_at: datetime
 
 
@@ -129,7 +158,8 @@ class LeadUnsubscribed(Event):
     TOPIC: ClassVar[str] = topics.LEADS_ENGAGEMENT
 
     method: Literal["one_click", "page", "reply", "complaint", "bounce"] = Field(
-        examples=["one_click"])
+        examples=["one_click"]
+    )
     occurred_at: datetime
 
 
@@ -154,12 +184,14 @@ class LeadScored(Event):
     grade: Grade = Field(examples=["hot"])
     previous_grade: Grade | None = Field(default=None, examples=["warm"])
     sales_ready: bool = Field(examples=[True])
-    became_sales_ready: bool = Field(description="True exactly once per qualification: the "
-                                     "event that crossed into sales-ready.", examples=[True])
-    disqualified: bool = Field(default=False, description="A disqualifying rule fired.",
-                               examples=[False])
-    model_version: str = Field(description="Hash of the scoring config.",
-                               examples=["3f2a9c1b7d4e"])
+    became_sales_ready: bool = Field(
+        description="True exactly once per qualification: the event that crossed into sales-ready.",
+        examples=[True],
+    )
+    disqualified: bool = Field(
+        default=False, description="A disqualifying rule fired.", examples=[False]
+    )
+    model_version: str = Field(description="Hash of the scoring config.", examples=["3f2a9c1b7d4e"])
     reasons: list[ScoreReason] = Field(default_factory=list)
     cause_event_id: str = Field(description="The event that caused this score.")
     cause_type: str = Field(examples=["leadflow.lead.captured.v1"])

@@ -73,8 +73,9 @@ def header_map(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...])
     return {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
 
 
-def decode(value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
-           ) -> Envelope[Event] | None:
+def decode(
+    value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+) -> Envelope[Event] | None:
     """Read a record as an envelope; None for an event type this version does not know.
 
     Raises InvalidEnvelope for a record that claims to be a leadflow event but
@@ -100,7 +101,9 @@ def decode(value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[s
     except ValidationError as exc:
         raise InvalidEnvelope(f"body does not match {event_type}: {exc.errors()[:3]}") from exc
     try:
-        time = datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else datetime.now(UTC)
+        time = (
+            datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else datetime.now(UTC)
+        )
     except ValueError as exc:
         raise InvalidEnvelope(f"bad ce_time {attrs['ce_time']!r}") from exc
     return Envelope(data=data, source=attrs["ce_source"], id=attrs["ce_id"], time=time)

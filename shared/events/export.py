@@ -63,15 +63,20 @@ def asyncapi() -> dict[str, Any]:
         topic_messages = {
             name: {"$ref": f"#/components/messages/{name}"}
             for name, message in messages.items()
-            if EVENT_TYPES[message["name"]].TOPIC == topic
+            if topic == EVENT_TYPES[message["name"]].TOPIC
         }
         channels[topic] = {"address": topic, "messages": topic_messages}
         operations[f"publish_{topic.replace('.', '_')}"] = {
-            "action": "send", "channel": {"$ref": f"#/channels/{topic}"}}
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{topic}"},
+        }
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "leadflow events", "version": "1.0.0",
-                 "description": "CloudEvents 1.0 in Kafka binary mode; key = lead_id."},
+        "info": {
+            "title": "leadflow events",
+            "version": "1.0.0",
+            "description": "CloudEvents 1.0 in Kafka binary mode; key = lead_id.",
+        },
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
@@ -81,8 +86,10 @@ def asyncapi() -> dict[str, Any]:
 
 def render() -> dict[str, bytes]:
     """File name → content of the whole export."""
-    files = {f"{t}.json": orjson.dumps(s, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-             + b"\n" for t, s in json_schemas().items()}
+    files = {
+        f"{t}.json": orjson.dumps(s, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        for t, s in json_schemas().items()
+    }
     files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False).encode()
     return files
 

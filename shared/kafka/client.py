@@ -34,8 +34,11 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
 
 async def create_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
     """Create leadflow's topics (and their DLQs); returns the ones that were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                client_id="leadflow-admin", request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="leadflow-admin",
+        request_timeout_ms=10_000,
+    )
     await admin.start()
     created: list[str] = []
     try:
@@ -43,8 +46,9 @@ async def create_topics(settings: Settings, topics: list[str] | None = None) -> 
         wanted = [t for t in (topics or all_topics()) if t not in existing]
         for topic in wanted:
             try:
-                response = await admin.create_topics([NewTopic(
-                    topic, settings.kafka_partitions, settings.kafka_replication_factor)])
+                response = await admin.create_topics(
+                    [NewTopic(topic, settings.kafka_partitions, settings.kafka_replication_factor)]
+                )
             except TopicAlreadyExistsError:
                 continue
             errors = [e for e in getattr(response, "topic_errors", []) if e[1] not in (0, 36)]
@@ -60,8 +64,9 @@ async def broker_reachable(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the bootstrap broker answers a metadata request."""
     import asyncio
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000)
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout)
         await asyncio.wait_for(admin.list_topics(), timeout)

@@ -39,8 +39,17 @@ Handler = Callable[[Envelope[Any], UnitOfWork], Awaitable[None]]
 UowFactory = Callable[[], UnitOfWork]
 
 REDRIVE_HEADER = "leadflow_redrive"
-DLQ_HEADERS = (REDRIVE_HEADER, "dlq_error", "dlq_handler", "dlq_attempts", "dlq_original_topic",
-               "dlq_original_partition", "dlq_original_offset", "dlq_failed_at", "dlq_consumer")
+DLQ_HEADERS = (
+    REDRIVE_HEADER,
+    "dlq_error",
+    "dlq_handler",
+    "dlq_attempts",
+    "dlq_original_topic",
+    "dlq_original_partition",
+    "dlq_original_offset",
+    "dlq_failed_at",
+    "dlq_consumer",
+)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -72,10 +81,20 @@ def record_event_id(record: ConsumerRecord[Any, Any]) -> str:
 class EventConsumer:
     """Runs one consumer group member: topic → event type → handler."""
 
-    def __init__(self, *, service: str, group_id: str, topics: Sequence[str],
-                 handlers: dict[str, Handler], uow_factory: UowFactory, settings: Settings,
-                 name: str | None = None, max_attempts: int | None = None,
-                 batch_size: int | None = None, retry_delay: float = 0.05) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        group_id: str,
+        topics: Sequence[str],
+        handlers: dict[str, Handler],
+        uow_factory: UowFactory,
+        settings: Settings,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        batch_size: int | None = None,
+        retry_delay: float = 0.05,
+    ) -> None:
         self.service = service
         self.group_id = group_id
         self.topics = list(topics)
@@ -149,8 +168,11 @@ class EventConsumer:
                 if not is_transient_db_error(exc):
                     log.exception("batch failed unexpectedly; will retry")
                 else:
-                    log.warning("database unavailable (%s); retrying batch in %.1fs",
-                                type(exc).__name__, backoff)
+                    log.warning(
+                        "database unavailable (%s); retrying batch in %.1fs",
+                        type(exc).__name__,
+                        backoff,
+                    )
                 for tp, tp_records in batch.items():
                     consumer.seek(tp, tp_records[0].offset)
                 await self._sleep(backoff)
@@ -158,14 +180,17 @@ class EventConsumer:
                 continue
             backoff = 0.2
             self.last_batch_at = time.monotonic()
-            offsets = {tp: OffsetAndMetadata(tp_records[-1].offset + 1, "")
-                       for tp, tp_records in batch.items()}
+            offsets = {
+                tp: OffsetAndMetadata(tp_records[-1].offset + 1, "")
+                for tp, tp_records in batch.items()
+            }
             try:
                 await consumer.commit(offsets)
             except KafkaError as exc:
                 # The effects are committed and recorded in the inbox: redelivery is harmless.
-                log.warning("offset commit failed (%s); events will be redelivered and skipped",
-                            exc)
+                log.warning(
+                    "offset commit failed (%s); events will be redelivered and skipped", exc
+                )
             await self._maybe_update_lag()
 
     async def _sleep(self, seconds: float) -> None:
@@ -176,34 +201,49 @@ class EventConsumer:
         """Handle a batch in one transaction: effects, inbox marks and dead letters."""
         async with self.uow_factory() as uow:
             ids = [record_event_id(r) for r in records]
-            seen = await uow.handled(self.name, [*ids, *(
-                dead_letter_key(r, i) for r, i in zip(records, ids, strict=True))])
+            seen = await uow.handled(
+                self.name,
+                [*ids, *(dead_letter_key(r, i) for r, i in zip(records, ids, strict=True))],
+            )
             for record, event_id in zip(records, ids, strict=True):
                 if event_id in seen:
                     metrics.events_consumed_total.labels(
-                        self.service, record.topic, "-", "duplicate").inc()
+                        self.service, record.topic, "-", "duplicate"
+                    ).inc()
                     continue
                 seen.add(event_id)
                 await self._handle_record(uow, record, event_id)
             await uow.commit()
 
-    async def _handle_record(self, uow: UnitOfWork, record: ConsumerRecord[Any, Any],
-                             event_id: str) -> None:
+    async def _handle_record(
+        self, uow: UnitOfWork, record: ConsumerRecord[Any, Any], event_id: str
+    ) -> None:
         try:
             envelope = decode(record.value, record.headers or ())
         except InvalidEnvelope as exc:
-            log.error("undecodable record on %s[%d]@%d: %s", record.topic, record.partition,
-                      record.offset, exc, extra={"event_id": event_id, "topic": record.topic})
-            await self._dead_letter_once(uow, record, event_id, "decode", 1,
-                                         f"InvalidEnvelope: {exc}")
+            log.error(
+                "undecodable record on %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+                extra={"event_id": event_id, "topic": record.topic},
+            )
+            await self._dead_letter_once(
+                uow, record, event_id, "decode", 1, f"InvalidEnvelope: {exc}"
+            )
             return
         handler = self.handlers.get(envelope.type) if envelope is not None else None
         if envelope is None or handler is None:
             metrics.events_consumed_total.labels(self.service, record.topic, "-", "ignored").inc()
             return
         name = handler_name(handler)
-        log_extra = {"event_id": event_id, "lead_id": envelope.subject, "topic": record.topic,
-                     "handler": name}
+        log_extra = {
+            "event_id": event_id,
+            "lead_id": envelope.subject,
+            "topic": record.topic,
+            "handler": name,
+        }
         for attempt in range(1, self.max_attempts + 1):
             started = time.perf_counter()
             try:
@@ -215,25 +255,41 @@ class EventConsumer:
                     raise
                 if attempt < self.max_attempts:
                     metrics.events_consumed_total.labels(
-                        self.service, record.topic, name, "retried").inc()
-                    log.warning("handler failed (attempt %d/%d): %s", attempt,
-                                self.max_attempts, exc, extra=log_extra)
+                        self.service, record.topic, name, "retried"
+                    ).inc()
+                    log.warning(
+                        "handler failed (attempt %d/%d): %s",
+                        attempt,
+                        self.max_attempts,
+                        exc,
+                        extra=log_extra,
+                    )
                     await asyncio.sleep(self.retry_delay * attempt)
                     continue
-                log.error("handler failed %d times; dead-lettering: %s", attempt, exc,
-                          extra=log_extra)
+                log.error(
+                    "handler failed %d times; dead-lettering: %s", attempt, exc, extra=log_extra
+                )
                 error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 await self._dead_letter_once(uow, record, event_id, name, attempt, error)
                 return
             else:
                 metrics.handler_duration_seconds.labels(self.service, name).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started
+                )
                 metrics.events_consumed_total.labels(
-                    self.service, record.topic, name, "handled").inc()
+                    self.service, record.topic, name, "handled"
+                ).inc()
                 return
 
-    async def _dead_letter_once(self, uow: UnitOfWork, record: ConsumerRecord[Any, Any],
-                                event_id: str, handler: str, attempts: int, error: str) -> None:
+    async def _dead_letter_once(
+        self,
+        uow: UnitOfWork,
+        record: ConsumerRecord[Any, Any],
+        event_id: str,
+        handler: str,
+        attempts: int,
+        error: str,
+    ) -> None:
         key = dead_letter_key(record, event_id)
         if await uow.handled(self.name, [key]):
             return  # a redelivery of an event already in the DLQ
@@ -241,8 +297,14 @@ class EventConsumer:
             self._dead_letter(uow, record, handler, attempts, error)
             uow.mark_handled(self.name, key)
 
-    def _dead_letter(self, uow: UnitOfWork, record: ConsumerRecord[Any, Any], handler: str,
-                     attempts: int, error: str) -> None:
+    def _dead_letter(
+        self,
+        uow: UnitOfWork,
+        record: ConsumerRecord[Any, Any],
+        handler: str,
+        attempts: int,
+        error: str,
+    ) -> None:
         original = [(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS]
         headers = [
             *original,
@@ -255,12 +317,18 @@ class EventConsumer:
             ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
             ("dlq_consumer", self.name.encode()),
         ]
-        uow.publish_raw(dlq_topic(record.topic), record.key, record.value or b"", headers,
-                        event_id=header_map(record.headers or ()).get("ce_id")
-                        or f"{record.topic}/{record.partition}/{record.offset}")
+        uow.publish_raw(
+            dlq_topic(record.topic),
+            record.key,
+            record.value or b"",
+            headers,
+            event_id=header_map(record.headers or ()).get("ce_id")
+            or f"{record.topic}/{record.partition}/{record.offset}",
+        )
         metrics.dlq_messages_total.labels(record.topic, handler).inc()
-        metrics.events_consumed_total.labels(self.service, record.topic, handler,
-                                             "dead_lettered").inc()
+        metrics.events_consumed_total.labels(
+            self.service, record.topic, handler, "dead_lettered"
+        ).inc()
 
     async def _maybe_update_lag(self) -> None:
         now = time.monotonic()

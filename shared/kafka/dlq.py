@@ -37,32 +37,54 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
 
     def summary(self) -> dict[str, Any]:
-        return {"dlq_topic": self.dlq_topic, "partition": self.partition, "offset": self.offset,
-                "lead_id": self.key, "event_id": self.event_id, "event_type": self.event_type,
-                "original_topic": self.original_topic, "handler": self.handler,
-                "consumer": self.consumer, "attempts": self.attempts, "error": self.error,
-                "failed_at": self.failed_at, "redrives": self.redrives}
+        return {
+            "dlq_topic": self.dlq_topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "lead_id": self.key,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "original_topic": self.original_topic,
+            "handler": self.handler,
+            "consumer": self.consumer,
+            "attempts": self.attempts,
+            "error": self.error,
+            "failed_at": self.failed_at,
+            "redrives": self.redrives,
+        }
 
 
 def _to_dead_letter(record: Any) -> DeadLetter:
     attrs = header_map(record.headers or ())
     return DeadLetter(
-        dlq_topic=record.topic, partition=record.partition, offset=record.offset,
+        dlq_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
         key=record.key.decode("utf-8", "replace") if record.key else None,
-        event_id=attrs.get("ce_id"), event_type=attrs.get("ce_type"),
-        original_topic=attrs.get("dlq_original_topic")
-        or record.topic.removesuffix(DLQ_SUFFIX),
-        handler=attrs.get("dlq_handler"), consumer=attrs.get("dlq_consumer"),
-        attempts=int(attrs.get("dlq_attempts", "0") or 0), error=attrs.get("dlq_error"),
-        failed_at=attrs.get("dlq_failed_at"), redrives=int(attrs.get(REDRIVE_HEADER, "0") or 0),
-        value=record.value or b"", headers=list(record.headers or ()))
+        event_id=attrs.get("ce_id"),
+        event_type=attrs.get("ce_type"),
+        original_topic=attrs.get("dlq_original_topic") or record.topic.removesuffix(DLQ_SUFFIX),
+        handler=attrs.get("dlq_handler"),
+        consumer=attrs.get("dlq_consumer"),
+        attempts=int(attrs.get("dlq_attempts", "0") or 0),
+        error=attrs.get("dlq_error"),
+        failed_at=attrs.get("dlq_failed_at"),
+        redrives=int(attrs.get(REDRIVE_HEADER, "0") or 0),
+        value=record.value or b"",
+        headers=list(record.headers or ()),
+    )
 
 
-async def read_dead_letters(settings: Settings, dlq_topic: str, limit: int = 1000,
-                            group_id: str | None = None) -> list[DeadLetter]:
+async def read_dead_letters(
+    settings: Settings, dlq_topic: str, limit: int = 1000, group_id: str | None = None
+) -> list[DeadLetter]:
     """Dead letters of one DLQ topic, oldest first (from the group's position if given)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group_id,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(dlq_topic) or set()
@@ -99,9 +121,14 @@ async def redrive(settings: Settings, letters: Iterable[DeadLetter]) -> int:
         for letter in letters:
             headers = [(k, v) for k, v in letter.headers if k not in DLQ_HEADERS]
             headers.append((REDRIVE_HEADER, str(letter.redrives + 1).encode()))
-            futures.append(await producer.send(
-                letter.original_topic, value=letter.value,
-                key=letter.key.encode() if letter.key else None, headers=headers))
+            futures.append(
+                await producer.send(
+                    letter.original_topic,
+                    value=letter.value,
+                    key=letter.key.encode() if letter.key else None,
+                    headers=headers,
+                )
+            )
             count += 1
         await asyncio.gather(*futures)
     finally:

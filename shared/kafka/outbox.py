@@ -28,10 +28,17 @@ log = logging.getLogger(__name__)
 class OutboxRelay:
     """Moves outbox rows to Kafka with acks=all; at-least-once, per-lead order kept."""
 
-    def __init__(self, db: Database, outbox: sa.Table,
-                 producer_factory: Callable[[], AIOKafkaProducer], *,
-                 service: str, poll_seconds: float = 1.0, batch_size: int = 500,
-                 publish_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        outbox: sa.Table,
+        producer_factory: Callable[[], AIOKafkaProducer],
+        *,
+        service: str,
+        poll_seconds: float = 1.0,
+        batch_size: int = 500,
+        publish_timeout: float = 15.0,
+    ) -> None:
         self.db = db
         self.outbox = outbox
         self.producer_factory = producer_factory
@@ -87,8 +94,9 @@ class OutboxRelay:
             except Exception as exc:
                 metrics.outbox_publish_failures_total.labels(self.service).inc()
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("outbox publish failed, retrying in %.1fs: %s", backoff,
-                            self.last_error)
+                log.warning(
+                    "outbox publish failed, retrying in %.1fs: %s", backoff, self.last_error
+                )
                 if self._stopping:
                     return
                 await self._refresh_gauges()
@@ -101,10 +109,8 @@ class OutboxRelay:
                 continue  # more is waiting
             if published == 0:
                 await self._refresh_gauges()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.db.outbox_signal.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
             self.db.outbox_signal.clear()
 
     async def publish_batch(self) -> int:
@@ -134,12 +140,14 @@ class OutboxRelay:
 
     async def _next_rows(self, session: Any) -> list[Any]:
         result = await session.execute(
-            sa.select(self.outbox).order_by(self.outbox.c.id).limit(self.batch_size))
+            sa.select(self.outbox).order_by(self.outbox.c.id).limit(self.batch_size)
+        )
         return list(result.all())
 
     async def _delete(self, session: Any, rows: list[Any]) -> None:
-        await session.execute(sa.delete(self.outbox).where(
-            self.outbox.c.id.in_([r.id for r in rows])))
+        await session.execute(
+            sa.delete(self.outbox).where(self.outbox.c.id.in_([r.id for r in rows]))
+        )
 
     async def _send_in_order(self, rows: list[Any]) -> None:
         # send() only enqueues; awaiting every delivery future before deleting the rows
@@ -148,17 +156,26 @@ class OutboxRelay:
         futures = []
         for row in rows:
             headers = [(k, v.encode()) for k, v in row.headers]
-            futures.append(await producer.send(
-                row.topic, value=row.value, key=row.key.encode() if row.key else None,
-                headers=headers))
+            futures.append(
+                await producer.send(
+                    row.topic,
+                    value=row.value,
+                    key=row.key.encode() if row.key else None,
+                    headers=headers,
+                )
+            )
         await asyncio.gather(*futures)
 
     async def _refresh_gauges(self) -> None:
         try:
             async with self.db.session() as session:
-                count, oldest = (await session.execute(sa.select(
-                    sa.func.count(), sa.func.min(self.outbox.c.created_at)).select_from(
-                        self.outbox))).one()
+                count, oldest = (
+                    await session.execute(
+                        sa.select(
+                            sa.func.count(), sa.func.min(self.outbox.c.created_at)
+                        ).select_from(self.outbox)
+                    )
+                ).one()
         except Exception:
             log.debug("outbox gauge refresh failed", exc_info=True)
             return

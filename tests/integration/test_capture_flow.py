@@ -10,24 +10,34 @@ from shared.events import LeadCaptured, decode
 from tests.conftest import consume_all
 
 
-async def test_form_submission_reaches_kafka_once_per_person(backend, broker, settings_factory,
-                                                             running_service):
+async def test_form_submission_reaches_kafka_once_per_person(
+    backend, broker, settings_factory, running_service
+):
     settings = settings_factory(backend, kafka_bootstrap=broker.bootstrap)
     email = f"ada-{uuid.uuid4().hex[:6]}@example.com"
     async with running_service("capture", settings) as capture:
-        first = await capture.client.post("/v1/forms/demo-request", json={
-            "work_email": email.upper(), "name": "Ada Lovelace", "utm_source": "google",
-            "utm_medium": "cpc", "marketing_consent": "yes"})
+        first = await capture.client.post(
+            "/v1/forms/demo-request",
+            json={
+                "work_email": email.upper(),
+                "name": "Ada Lovelace",
+                "utm_source": "google",
+                "utm_medium": "cpc",
+                "marketing_consent": "yes",
+            },
+        )
         second = await capture.client.post(
-            "/v1/forms/demo-request", data={"work_email": email, "promo_code": "SPRING26"})
+            "/v1/forms/demo-request", data={"work_email": email, "promo_code": "SPRING26"}
+        )
         assert first.status_code == 202, first.text
         assert second.status_code == 202, second.text
         assert first.json()["lead_id"] == second.json()["lead_id"]
         records = await consume_all(broker.bootstrap, "leads.captured", 2)
     events = [decode(r.value, r.headers) for r in records]
     assert len(events) == 2
-    data = sorted((e.data for e in events if isinstance(e.data, LeadCaptured)),
-                  key=lambda d: d.touch_number)
+    data = sorted(
+        (e.data for e in events if isinstance(e.data, LeadCaptured)), key=lambda d: d.touch_number
+    )
     assert [d.is_new_lead for d in data] == [True, False]
     assert data[0].contact.email == email
     assert data[0].channel == "google_ads" and data[1].channel == "radio"
@@ -40,15 +50,18 @@ async def test_form_submission_reaches_kafka_once_per_person(backend, broker, se
     assert orjson.loads(records[0].value)["lead_id"] == first.json()["lead_id"]
 
 
-async def test_invalid_submission_changes_nothing(backend, broker, settings_factory,
-                                                  running_service):
+async def test_invalid_submission_changes_nothing(
+    backend, broker, settings_factory, running_service
+):
     settings = settings_factory(backend, kafka_bootstrap=broker.bootstrap)
     async with running_service("capture", settings) as capture:
-        bad = await capture.client.post("/v1/forms/demo-request",
-                                        json={"work_email": "not-an-email"})
+        bad = await capture.client.post(
+            "/v1/forms/demo-request", json={"work_email": "not-an-email"}
+        )
         unknown = await capture.client.post("/v1/forms/nope", json={"email": "a@example.com"})
-        wrong_type = await capture.client.post("/v1/forms/demo-request", content=b"x",
-                                               headers={"content-type": "text/plain"})
+        wrong_type = await capture.client.post(
+            "/v1/forms/demo-request", content=b"x", headers={"content-type": "text/plain"}
+        )
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "work_email"
         assert unknown.status_code == 404
         assert wrong_type.status_code == 415

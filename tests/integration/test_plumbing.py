@@ -28,8 +28,12 @@ from tests.conftest import consume_all, eventually
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
-effects = sa.Table("effects", metadata, sa.Column("id", sa.Integer, primary_key=True),
-                   sa.Column("lead_id", sa.String(64), nullable=False))
+effects = sa.Table(
+    "effects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("lead_id", sa.String(64), nullable=False),
+)
 
 
 class Probe:
@@ -37,8 +41,9 @@ class Probe:
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url_for("probe"), service="probe",
-                           schema=settings.schema_for("probe"))
+        self.db = Database(
+            settings.database_url_for("probe"), service="probe", schema=settings.schema_for("probe")
+        )
         self.fail_on: set[str] = set()
 
     async def setup(self) -> None:
@@ -59,10 +64,17 @@ class Probe:
 
     def consumer(self, topic: str = LEADS_ERASURE) -> EventConsumer:
         return EventConsumer(
-            service="probe", group_id=self.settings.group_id("probe"), topics=[topic],
-            handlers={LeadErased.TYPE: self.handle_lead_erased,
-                      LeadCaptured.TYPE: self.handle_lead_captured},
-            uow_factory=self.uow, settings=self.settings, retry_delay=0.01)
+            service="probe",
+            group_id=self.settings.group_id("probe"),
+            topics=[topic],
+            handlers={
+                LeadErased.TYPE: self.handle_lead_erased,
+                LeadCaptured.TYPE: self.handle_lead_captured,
+            },
+            uow_factory=self.uow,
+            settings=self.settings,
+            retry_delay=0.01,
+        )
 
     async def effect_leads(self) -> list[str]:
         async with self.db.engine.connect() as conn:
@@ -73,8 +85,9 @@ class Probe:
         from shared.kafka.client import make_producer
         from shared.kafka.outbox import OutboxRelay
 
-        relay = OutboxRelay(self.db, outbox, lambda: make_producer(self.settings, "probe"),
-                            service="probe")
+        relay = OutboxRelay(
+            self.db, outbox, lambda: make_producer(self.settings, "probe"), service="probe"
+        )
         try:
             return await relay.publish_batch()
         finally:
@@ -82,8 +95,11 @@ class Probe:
                 await relay.producer.stop()
 
 
-async def _produce(bootstrap: str, envelopes: list[Envelope[Any]],
-                   raw: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] | None = None) -> None:
+async def _produce(
+    bootstrap: str,
+    envelopes: list[Envelope[Any]],
+    raw: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -97,12 +113,12 @@ async def _produce(bootstrap: str, envelopes: list[Envelope[Any]],
 
 
 def _erased(lead_id: str) -> Envelope[Any]:
-    return Envelope(data=LeadErased(lead_id=lead_id, erased_at=datetime.now(UTC)),
-                    source="test")
+    return Envelope(data=LeadErased(lead_id=lead_id, erased_at=datetime.now(UTC)), source="test")
 
 
 async def test_redelivery_after_a_crash_before_the_offset_commit_changes_nothing(
-        backend, broker, settings_factory):
+    backend, broker, settings_factory
+):
     settings = settings_factory(backend, kafka_bootstrap=broker.bootstrap)
     probe = Probe(settings)
     await probe.setup()
@@ -138,7 +154,8 @@ async def _count(probe: Probe, expected: int) -> bool:
 
 
 async def test_poison_message_is_dead_lettered_and_the_partition_keeps_moving(
-        backend, broker, settings_factory):
+    backend, broker, settings_factory
+):
     settings = settings_factory(backend, kafka_bootstrap=broker.bootstrap)
     probe = Probe(settings)
     await probe.setup()
@@ -148,9 +165,16 @@ async def test_poison_message_is_dead_lettered_and_the_partition_keeps_moving(
     envelopes = [_erased(good_before), _erased(poison), _erased(good_after)]
     poison_event_id = envelopes[1].id
     probe.fail_on = set()
-    garbage = (b"k-garbage", b"{not json", [("ce_type", b"leadflow.lead.erased.v1"),
-                                           ("ce_id", b"garbage-1"), ("ce_source", b"x"),
-                                           ("ce_specversion", b"1.0")])
+    garbage = (
+        b"k-garbage",
+        b"{not json",
+        [
+            ("ce_type", b"leadflow.lead.erased.v1"),
+            ("ce_id", b"garbage-1"),
+            ("ce_source", b"x"),
+            ("ce_specversion", b"1.0"),
+        ],
+    )
 
     handled: list[str] = []
     original = probe.handle_lead_erased
@@ -193,7 +217,8 @@ async def test_poison_message_is_dead_lettered_and_the_partition_keeps_moving(
 
 @pytest.mark.slow
 async def test_capture_keeps_accepting_with_the_broker_down_and_every_lead_flows_once(
-        backend, broker, settings_factory, running_service):
+    backend, broker, settings_factory, running_service
+):
     settings = settings_factory(backend, kafka_bootstrap=broker.bootstrap)
     probe = Probe(settings)
     await probe.setup()
@@ -204,8 +229,7 @@ async def test_capture_keeps_accepting_with_the_broker_down_and_every_lead_flows
         try:
             statuses = []
             for email in emails:
-                response = await capture.client.post("/v1/forms/newsletter",
-                                                     json={"email": email})
+                response = await capture.client.post("/v1/forms/newsletter", json={"email": email})
                 statuses.append(response.status_code)
             assert statuses == [202] * 5
             ready = await capture.client.get("/readyz")

@@ -28,11 +28,14 @@ def test_missing_env_var_names_its_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
     assert f"{path}:3: channels.currency: environment variable NOT_SET is not set" in str(
-        info.value)
+        info.value
+    )
 
 
 def test_unknown_field_and_bad_value_name_their_lines(tmp_path):
-    path = write(tmp_path, """channels:
+    path = write(
+        tmp_path,
+        """channels:
   rules:
     - channel: facebook_ads
       utm_sauce: facebook
@@ -40,7 +43,8 @@ def test_unknown_field_and_bad_value_name_their_lines(tmp_path):
     radio:
       spend:
         - {date: 2026-11-01, amount: lots}
-""")
+""",
+    )
     raw = load_config(path, environ={})
     with pytest.raises(ConfigError) as info:
         raw.validate("channels", ChannelsConfig)
@@ -51,8 +55,7 @@ def test_unknown_field_and_bad_value_name_their_lines(tmp_path):
 
 def test_unknown_section_duplicate_key_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, "forms: {}\nrouting: {}\nforms: {}\nsorting: {}\n"),
-                    environ={})
+        load_config(write(tmp_path, "forms: {}\nrouting: {}\nforms: {}\nsorting: {}\n"), environ={})
     messages = [str(p) for p in info.value.problems]
     assert any(":3: forms: duplicate key" in m for m in messages)
     assert any(":4: sorting: unknown section" in m for m in messages)

@@ -21,7 +21,8 @@ def test_committed_export_matches_the_contracts():
         assert committed.exists(), f"{name} is not exported: run `make schemas`"
         assert committed.read_bytes() == content, (
             f"{name} changed: a compatible change needs `make schemas`; a breaking one a new "
-            "type version (.v2) and a new model")
+            "type version (.v2) and a new model"
+        )
 
 
 def test_every_type_is_versioned_and_names_its_topic():
@@ -32,8 +33,9 @@ def test_every_type_is_versioned_and_names_its_topic():
 
 
 def test_binary_mode_round_trip_and_headers():
-    envelope = Envelope(data=LeadErased(lead_id="lead-1", erased_at=datetime.now(UTC)),
-                        source="leadflow/capture")
+    envelope = Envelope(
+        data=LeadErased(lead_id="lead-1", erased_at=datetime.now(UTC)), source="leadflow/capture"
+    )
     key, value, headers = encode(envelope)
     names = dict(headers)
     assert key == b"lead-1"
@@ -53,13 +55,30 @@ def test_unknown_fields_are_ignored_and_unknown_types_skipped():
     assert decode(value, other) is None
 
 
-@pytest.mark.parametrize("value, headers", [
-    (b"{}", [("ce_id", b"1")]),
-    (b"not json", [("ce_type", b"leadflow.lead.erased.v1"), ("ce_id", b"1"),
-                   ("ce_source", b"s"), ("ce_specversion", b"1.0")]),
-    (b'{"lead_id": "x"}', [("ce_type", b"leadflow.lead.erased.v1"), ("ce_id", b"1"),
-                           ("ce_source", b"s"), ("ce_specversion", b"1.0")]),
-])
+@pytest.mark.parametrize(
+    "value, headers",
+    [
+        (b"{}", [("ce_id", b"1")]),
+        (
+            b"not json",
+            [
+                ("ce_type", b"leadflow.lead.erased.v1"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_specversion", b"1.0"),
+            ],
+        ),
+        (
+            b'{"lead_id": "x"}',
+            [
+                ("ce_type", b"leadflow.lead.erased.v1"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_specversion", b"1.0"),
+            ],
+        ),
+    ],
+)
 def test_unreadable_records_are_poison(value, headers):
     with pytest.raises(InvalidEnvelope):
         decode(value, headers)
