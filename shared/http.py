@@ -198,6 +198,50 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class LoadShedMiddleware:
+    """Past `max_in_flight` concurrent requests, answer 503 + Retry-After at once.
+
+    Queueing without bound would raise every request's latency and the process's
+    memory; refusing early keeps the accepted requests fast, and well-behaved
+    clients (and ad platforms) retry. Health, readiness and metrics are never shed.
+    """
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            metrics.http_requests_shed_total.labels(scope.get("method", "GET")).inc()
+            body = orjson.dumps(
+                error_body("overloaded", "too many requests in flight; retry after the given delay")
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", b"1"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 class MetricsMiddleware:
     """RED metrics per route template (bounded labels: never the raw path)."""
 
@@ -243,6 +287,7 @@ def create_app(
     readiness: ReadinessCheck,
     routers: Sequence[APIRouter],
     max_body_bytes: int = 64 * 1024,
+    max_in_flight: int = 512,
 ) -> FastAPI:
     """A service's FastAPI app with health, readiness, metrics and the error shape."""
     app = FastAPI(
@@ -281,5 +326,6 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(LoadShedMiddleware, max_in_flight=max_in_flight)
     app.add_middleware(MetricsMiddleware, service=service)
     return app

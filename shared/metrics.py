@@ -44,6 +44,12 @@ http_request_duration_seconds = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+http_requests_shed_total = Counter(
+    "leadflow_http_requests_shed_total",
+    "Requests refused with 503 because too many were in flight (load shedding).",
+    ["method"],
+)
+
 # Capture.
 leads_captured_total = Counter(
     "leadflow_leads_captured_total",

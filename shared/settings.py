@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
 
     max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
+    max_in_flight: int = Field(
+        default=512,
+        ge=1,
+        description="Concurrent requests per process before new ones get 503 + Retry-After.",
+    )
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Handler attempts before the DLQ."
     )

@@ -64,8 +64,9 @@ class GroupCommitter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch = [self._queue.popleft()
-                         for _ in range(min(self.max_batch, len(self._queue)))]
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
+                ]
                 await self._commit_group(batch)
 
     async def _commit_group(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:

@@ -47,6 +47,8 @@ class UnitOfWork:
         return self.db.dialect
 
     async def __aenter__(self) -> UnitOfWork:
+        self._gate = self.db.write_gate()
+        await self._gate.__aenter__()
         self._session = self.db.session()
         self._pending_events.clear()
         self._pending_inbox.clear()
@@ -65,8 +67,11 @@ class UnitOfWork:
             if not self._committed:
                 await session.rollback()
         finally:
-            await session.close()
-            self._session = None
+            try:
+                await session.close()
+            finally:
+                self._session = None
+                await self._gate.__aexit__(None, None, None)
 
     def publish(self, data: Event, *, event_id: str | None = None) -> Envelope[Event]:
         """Queue an event for the outbox of this transaction."""

@@ -118,12 +118,12 @@ class OutboxRelay:
         if self.db.is_sqlite:
             # Never hold SQLite's write lock while waiting on Kafka: capture must keep
             # committing submissions while the broker is slow or down.
-            async with self.db.session() as session, session.begin():
+            async with self.db.write_gate(), self.db.session() as session, session.begin():
                 rows = await self._next_rows(session)
             if not rows:
                 return 0
             await asyncio.wait_for(self._send_in_order(rows), self.publish_timeout)
-            async with self.db.session() as session, session.begin():
+            async with self.db.write_gate(), self.db.session() as session, session.begin():
                 await self._delete(session, rows)
         else:
             async with self.db.session() as session, session.begin():
@@ -168,7 +168,7 @@ class OutboxRelay:
 
     async def _refresh_gauges(self) -> None:
         try:
-            async with self.db.session() as session:
+            async with self.db.write_gate(), self.db.session() as session:
                 count, oldest = (
                     await session.execute(
                         sa.select(

@@ -1,0 +1,113 @@
+"""Every service's HTTP basics: error shape, body limit, load shedding, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+from fastapi import APIRouter
+
+from shared.http import ApiError, create_app
+
+router = APIRouter()
+release = asyncio.Event()
+
+
+@router.post("/echo")
+async def echo(payload: dict[str, int]) -> dict[str, int]:
+    return payload
+
+
+@router.get("/slow")
+async def slow() -> dict[str, str]:
+    await release.wait()
+    return {"status": "done"}
+
+
+@router.get("/boom")
+async def boom() -> None:
+    raise ApiError(409, "conflict_here", "explained", field="thing")
+
+
+@router.get("/bug")
+async def bug() -> None:
+    raise RuntimeError("secret internals")
+
+
+async def _ready() -> dict[str, str]:
+    return {"database": "ok", "broker": "unreachable: KafkaConnectionError"}
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_app):
+    yield
+
+
+def app(**kwargs):
+    return create_app(
+        service="test",
+        title="t",
+        description="d",
+        version="0",
+        routers=[router],
+        lifespan=_lifespan,
+        readiness=_ready,
+        **kwargs,
+    )
+
+
+def client(application) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application, raise_app_exceptions=False),
+        base_url="http://t",
+    )
+
+
+async def test_errors_share_one_shape_and_name_the_field():
+    async with client(app()) as c:
+        invalid = await c.post("/echo", json={"a": "not a number"})
+        bad_json = await c.post("/echo", content=b"{", headers={"content-type": "application/json"})
+        missing = await c.get("/nowhere")
+        conflict = await c.get("/boom")
+        crash = await c.get("/bug")
+    assert invalid.status_code == 422 and invalid.json()["error"]["field"] == "a"
+    assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert conflict.json() == {
+        "error": {"code": "conflict_here", "message": "explained", "field": "thing"}
+    }
+    assert crash.status_code == 500 and "secret" not in crash.text
+
+
+async def test_oversized_bodies_get_413_before_the_route_runs():
+    async with client(app(max_body_bytes=100)) as c:
+        response = await c.post(
+            "/echo", content=b"{" + b" " * 200 + b"}", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_past_the_in_flight_limit_requests_are_shed_with_retry_after():
+    release.clear()
+    application = app(max_in_flight=2)
+    async with client(application) as c:
+        waiting = [asyncio.create_task(c.get("/slow")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        shed = await c.get("/slow")
+        health = await c.get("/healthz")
+        release.set()
+        done = await asyncio.gather(*waiting)
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+    assert health.status_code == 200
+    assert [r.status_code for r in done] == [200, 200]
+
+
+async def test_readiness_reports_each_dependency():
+    async with client(app()) as c:
+        ready = await c.get("/readyz")
+        metrics = await c.get("/metrics")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["broker"].startswith("unreachable")
+    assert "leadflow_http_requests_total" in metrics.text
