@@ -20,6 +20,5 @@ async def submit(form_id: str, request: Request) -> Response:
     data = orjson.loads(await request.body())
     if not isinstance(data, dict):
         return Response(status_code=422)
-    body = {"lead_id": str(uuid.uuid4()), "submission_id": str(uuid.uuid4()),
-            "status": "accepted"}
+    body = {"lead_id": str(uuid.uuid4()), "submission_id": str(uuid.uuid4()), "status": "accepted"}
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")

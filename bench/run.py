@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from services.embedded import free_port, start_broker, wait_for_port  # noqa: E402
 
-PG_URL = os.environ.get("LEADFLOW_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "LEADFLOW_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 PYTHON = sys.executable
 
 
@@ -43,8 +45,12 @@ def ensure_tool(name: str, package: str) -> str:
     if path:
         return path
     subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, capture_output=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", package],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     found = shutil.which(name)
     if not found:
         raise SystemExit(f"{name} is not available")
@@ -85,8 +91,7 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 def run_wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, float]:
     wrk = ensure_tool("wrk", "wrk")
-    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-               url]
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = parse_wrk(output)
     result["command"] = " ".join(command[1:-2]) + " -s bench/form_post.lua URL"  # type: ignore[assignment]
@@ -98,8 +103,9 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log.open("wb")
-        self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        cwd=ROOT)
+        self.process = subprocess.Popen(
+            args, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -111,10 +117,15 @@ class Proc:
 
 
 def capture_env(tmp: Path, bootstrap: str, backend: str, port: int) -> dict[str, str]:
-    env = {**os.environ, "LEADFLOW_CONFIG": str(ROOT / "leadflow.example.yaml"),
-           "LEADFLOW_KAFKA_BOOTSTRAP": bootstrap, "LEADFLOW_LOG_LEVEL": "WARNING",
-           "LEADFLOW_VAR_DIR": str(tmp / "var"), "LEADFLOW_PORTS__CAPTURE": str(port),
-           "LEADFLOW_ENV": "test"}
+    env = {
+        **os.environ,
+        "LEADFLOW_CONFIG": str(ROOT / "leadflow.example.yaml"),
+        "LEADFLOW_KAFKA_BOOTSTRAP": bootstrap,
+        "LEADFLOW_LOG_LEVEL": "WARNING",
+        "LEADFLOW_VAR_DIR": str(tmp / "var"),
+        "LEADFLOW_PORTS__CAPTURE": str(port),
+        "LEADFLOW_ENV": "test",
+    }
     if backend == "postgres":
         env["LEADFLOW_DATABASE_URL"] = PG_URL
         env["LEADFLOW_DATABASE_SCHEMA_PREFIX"] = f"bench{uuid.uuid4().hex[:6]}_"
@@ -131,28 +142,59 @@ def bench_capture(seconds: int, connections: int) -> dict[str, Any]:
         broker = start_broker(broker_port, tmp / "broker.log")
         bootstrap = f"127.0.0.1:{broker_port}"
         try:
-            subprocess.run([PYTHON, "-m", "services.cli", "topics", "create"], check=True,
-                           capture_output=True, env={**os.environ,
-                                                     "LEADFLOW_KAFKA_BOOTSTRAP": bootstrap})
+            subprocess.run(
+                [PYTHON, "-m", "services.cli", "topics", "create"],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "LEADFLOW_KAFKA_BOOTSTRAP": bootstrap},
+            )
             bare_port = free_port()
-            bare = Proc([PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
-                         "--log-level", "warning", "--no-access-log"], dict(os.environ),
-                        tmp / "bare.log")
+            bare = Proc(
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "bench.bare_app:app",
+                    "--port",
+                    str(bare_port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                dict(os.environ),
+                tmp / "bare.log",
+            )
             try:
                 wait_for_port(bare_port, 15)
-                run_wrk(f"http://127.0.0.1:{bare_port}/v1/forms/demo-request", 2, connections,
-                        ROOT / "bench/form_post.lua")  # warm-up
-                results["bare"] = run_wrk(f"http://127.0.0.1:{bare_port}/v1/forms/demo-request",
-                                          seconds, connections, ROOT / "bench/form_post.lua")
+                run_wrk(
+                    f"http://127.0.0.1:{bare_port}/v1/forms/demo-request",
+                    2,
+                    connections,
+                    ROOT / "bench/form_post.lua",
+                )  # warm-up
+                results["bare"] = run_wrk(
+                    f"http://127.0.0.1:{bare_port}/v1/forms/demo-request",
+                    seconds,
+                    connections,
+                    ROOT / "bench/form_post.lua",
+                )
             finally:
                 bare.stop()
             for backend in ("sqlite", "postgres"):
                 port = free_port()
                 env = capture_env(tmp, bootstrap, backend, port)
-                subprocess.run([PYTHON, "-m", "services.cli", "migrate", "capture"], check=True,
-                               capture_output=True, env=env, cwd=ROOT)
-                server = Proc([PYTHON, "-m", "services.cli", "serve", "capture"], env,
-                              tmp / f"capture-{backend}.log")
+                subprocess.run(
+                    [PYTHON, "-m", "services.cli", "migrate", "capture"],
+                    check=True,
+                    capture_output=True,
+                    env=env,
+                    cwd=ROOT,
+                )
+                server = Proc(
+                    [PYTHON, "-m", "services.cli", "serve", "capture"],
+                    env,
+                    tmp / f"capture-{backend}.log",
+                )
                 try:
                     wait_healthy(port)
                     url = f"http://127.0.0.1:{port}/v1/forms/demo-request"
@@ -169,23 +211,28 @@ def bench_capture(seconds: int, connections: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=15, help="Duration of each wrk run.")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", default="capture,webhook,scoring,e2e")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(),
-                                           "python": sys.version.split()[0]},
-                               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if "capture" in wanted:
         print("capture: bare endpoint, SQLite, PostgreSQL …", flush=True)
         results["capture"] = bench_capture(args.seconds, args.connections)
         print(json.dumps(results["capture"], indent=2), flush=True)
-    for name, script in (("webhook", "webhook_bench.py"), ("scoring", "scoring_bench.py"),
-                         ("e2e", "e2e_bench.py")):
+    for name, script in (
+        ("webhook", "webhook_bench.py"),
+        ("scoring", "scoring_bench.py"),
+        ("e2e", "e2e_bench.py"),
+    ):
         if name not in wanted:
             continue
         path = ROOT / "bench" / script

@@ -248,7 +248,7 @@ def _mount_service_commands() -> None:
         try:
             module = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:
-            if exc.name != f"services.{name}.cli":
+            if exc.name not in (f"services.{name}", f"services.{name}.cli"):
                 raise
             continue
         # A service may name its command group (insights → `leadflow report`).

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(
         default=SecretStr(DEV_SECRET), description="Signs tracking, ack and unsubscribe tokens."
     )
+    admin_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token of admin endpoints (dead letters, outcomes); "
+        "when empty they are open in development and refused elsewhere.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

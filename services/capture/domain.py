@@ -32,15 +32,35 @@ ATTRIBUTION_KEYS = (
 )
 CLICK_IDS = ("gclid", "fbclid", "msclkid", "ttclid", "li_fat_id")
 MAX_FIELD_LENGTH = 2000
+MAX_FIELDS = 100
+MAX_FIELD_NAME_LENGTH = 100
 
 
 class InvalidLead(ValueError):
     """The submission cannot become a lead; `field` names the culprit."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: str = "invalid_field") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.code = code
+
+
+def check_limits(data: Mapping[str, Any]) -> None:
+    """Refuse submissions with too many fields or overlong names and values."""
+    if len(data) > MAX_FIELDS:
+        raise InvalidLead("body", f"more than {MAX_FIELDS} fields", code="too_many_fields")
+    for key, value in data.items():
+        if len(str(key)) > MAX_FIELD_NAME_LENGTH:
+            raise InvalidLead(
+                str(key)[:MAX_FIELD_NAME_LENGTH],
+                f"field names are at most {MAX_FIELD_NAME_LENGTH} characters",
+                code="field_too_long",
+            )
+        if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
+            raise InvalidLead(
+                str(key), f"longer than {MAX_FIELD_LENGTH} characters", code="field_too_long"
+            )
 
 
 @dataclass(frozen=True)
@@ -83,13 +103,24 @@ def _clean(value: Any) -> str | None:
 
 
 def normalize_submission(
-    data: Mapping[str, Any], form: FormConfig | None, default_region: str = "US"
+    data: Mapping[str, Any],
+    form: FormConfig | None,
+    default_region: str = "US",
+    *,
+    from_platform: bool = False,
 ) -> NormalizedLead:
-    """Map raw input through the form's field mapping and normalize the contact."""
+    """Map raw input through the form's field mapping and normalize the contact.
+
+    Ad-platform leads skip the form's `required` list (the platform's own form decided
+    what to ask), and a phone number the platform let through but that does not parse
+    is kept as the custom field `phone_unverified` when an email identifies the person:
+    nobody is there to correct it.
+    """
     mapping = form.fields if form else {}
     region = form.default_region if form else default_region
+    check_limits(data)
     try:
-        return _normalize(data, mapping, form, region)
+        return _normalize(data, mapping, None if from_platform else form, region, from_platform)
     except InvalidLead as exc:
         # Name the input the visitor filled in, not the lead field it maps to.
         inputs = [name for name, target in mapping.items() if target == exc.field]
@@ -99,15 +130,17 @@ def normalize_submission(
 
 
 def _normalize(
-    data: Mapping[str, Any], mapping: Mapping[str, str], form: FormConfig | None, region: str
+    data: Mapping[str, Any],
+    mapping: Mapping[str, str],
+    form: FormConfig | None,
+    region: str,
+    lenient_phone: bool = False,
 ) -> NormalizedLead:
     mapped: dict[str, Any] = {}
     attribution: dict[str, str] = {}
     for key, raw_value in data.items():
         if isinstance(raw_value, dict | list):
             raise InvalidLead(key, "must be a single value")
-        if isinstance(raw_value, str) and len(raw_value) > MAX_FIELD_LENGTH:
-            raise InvalidLead(key, f"longer than {MAX_FIELD_LENGTH} characters")
         target = mapping.get(key, key)
         if target in ATTRIBUTION_KEYS:
             text = _clean(raw_value)
@@ -129,7 +162,13 @@ def _normalize(
     if not email_raw and not phone_raw:
         raise InvalidLead("email", "an email or a phone number is required")
     email = normalize_email(email_raw) if email_raw else None
-    phone, phone_country = normalize_phone(phone_raw, region) if phone_raw else (None, None)
+    try:
+        phone, phone_country = normalize_phone(phone_raw, region) if phone_raw else (None, None)
+    except InvalidLead:
+        if not (lenient_phone and email):
+            raise
+        phone, phone_country = None, None
+        mapped["phone_unverified"] = phone_raw
     country = _clean(mapped.pop("country", None))
     if country:
         country = country.upper() if len(country) == 2 else country

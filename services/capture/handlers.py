@@ -5,15 +5,25 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
 from services.capture import store
-from services.capture.domain import build_attribution, marketing_consent, normalize_submission
+from services.capture.domain import (
+    InvalidLead,
+    NormalizedLead,
+    build_attribution,
+    marketing_consent,
+    normalize_submission,
+)
 from services.capture.settings import CaptureConfig
+from services.capture.spam import is_disposable
 from shared import metrics
 from shared.db import UnitOfWork
 from shared.events import Attribution, Contact, LeadCaptured, LeadErased
@@ -21,7 +31,7 @@ from shared.events import Attribution, Contact, LeadCaptured, LeadErased
 
 @dataclass(frozen=True)
 class CaptureLead:
-    """Store one submission and announce it."""
+    """Store one submission and announce it (or hold it back as suspected spam)."""
 
     source: str
     data: Mapping[str, Any]
@@ -31,16 +41,31 @@ class CaptureLead:
     is_test: bool = False
     cost: Decimal | None = None
     attribution: Mapping[str, str] = field(default_factory=dict)
+    quarantine: str | None = None  # a spam signal found before the handler (honeypot...)
+    spam_checks: bool = False  # landing-page forms: also check the normalized address
+    from_platform: bool = False  # ad platforms: no required list, invalid → quarantine
+    platform: Mapping[str, str] = field(default_factory=dict)  # platform ids worth keeping
 
 
 @dataclass(frozen=True)
 class Captured:
     """What the caller learns: the lead, the submission and what happened."""
 
-    lead_id: str
+    lead_id: str | None
     submission_id: str
-    status: str  # accepted | duplicate | quarantined
+    status: str  # accepted | duplicate | quarantined | released
     is_new_lead: bool = False
+    source: str = ""
+    channel: str = ""
+    reason: str | None = None
+
+
+class NotReleasable(Exception):
+    """The submission is unknown or not held in quarantine."""
+
+    def __init__(self, submission_id: str, status: str | None) -> None:
+        super().__init__(f"submission {submission_id} is {status or 'unknown'}")
+        self.status = status
 
 
 def hash_api_key(key: str) -> str:
@@ -49,28 +74,123 @@ def hash_api_key(key: str) -> str:
 
 
 async def handle_capture_lead(
-    command: CaptureLead, uow: UnitOfWork, config: CaptureConfig, now: datetime | None = None
+    command: CaptureLead,
+    uow: UnitOfWork,
+    config: CaptureConfig,
+    now: datetime | None = None,
+    *,
+    release: sa.Row[Any] | None = None,
 ) -> Captured:
-    """Store a submission as a new lead or a new touch of its person; emit lead.captured."""
+    """Store a submission as a new lead, a new touch of its person, or quarantined spam.
+
+    Writes only into `uow`; the caller commits. `release` is a quarantined submission
+    being let through: its row is updated instead of a new one inserted.
+    """
     now = now or datetime.now(UTC)
     session = uow.session
     dedupe_key = f"{command.source}:{command.dedupe_key}" if command.dedupe_key else None
-    if dedupe_key:
+    if dedupe_key and release is None:
         existing = await store.find_submission_by_key(session, dedupe_key)
         if existing is not None:
-            metrics.leads_deduplicated_total.labels(command.source).inc()
-            return Captured(existing.lead_id or "", existing.submission_id, "duplicate")
+            return Captured(
+                existing.lead_id,
+                existing.submission_id,
+                "duplicate",
+                source=command.source,
+                channel=existing.channel,
+            )
     form = config.forms.get(command.form_id) if command.form_id else None
-    normalized = normalize_submission(command.data, form)
+    reason, detail = command.quarantine, None
+    normalized: NormalizedLead | None = None
+    try:
+        normalized = normalize_submission(command.data, form, from_platform=command.from_platform)
+    except InvalidLead as exc:
+        if reason is None and not command.from_platform:
+            raise
+        reason, detail = reason or "invalid_contact", f"{exc.field}: {exc.message}"[:200]
+    if (
+        reason is None
+        and command.spam_checks
+        and form is not None
+        and normalized is not None
+        and is_disposable(normalized.contact.email, form)
+    ):
+        reason = "disposable_email"
     touch = build_attribution(
         config.channels,
         command.source,
         command.form_id,
-        {**normalized.attribution, **command.attribution},
+        {**(normalized.attribution if normalized else {}), **command.attribution},
     )
+    if reason is not None:
+        return await _quarantine(uow, command, normalized, touch, dedupe_key, reason, detail, now)
+    assert normalized is not None
+    return await _accept(uow, command, config, normalized, touch, dedupe_key, now, release)
+
+
+async def _quarantine(
+    uow: UnitOfWork,
+    command: CaptureLead,
+    normalized: NormalizedLead | None,
+    touch: Attribution,
+    dedupe_key: str | None,
+    reason: str,
+    detail: str | None,
+    now: datetime,
+) -> Captured:
+    submission_id = str(uuid.uuid4())
+    contact = normalized.contact if normalized else Contact()
+    await store.insert_submission(
+        uow.session,
+        submission_id=submission_id,
+        lead_id=None,
+        source=command.source,
+        form_id=command.form_id,
+        dedupe_key=dedupe_key,
+        status="quarantined",
+        quarantine_reason=reason,
+        quarantine_detail=detail,
+        channel=touch.channel,
+        email=contact.email,
+        phone=contact.phone,
+        payload=dict(normalized.fields) if normalized else {},
+        raw={
+            "data": dict(command.data),
+            "attribution": dict(command.attribution),
+            "cost": str(command.cost) if command.cost is not None else None,
+            "from_platform": command.from_platform,
+        },
+        platform=dict(command.platform) or None,
+        attribution=touch.model_dump(mode="json", exclude_none=True),
+        consent={},
+        client_ip=command.client_ip,
+        is_test=command.is_test,
+        received_at=now,
+    )
+    return Captured(
+        None,
+        submission_id,
+        "quarantined",
+        source=command.source,
+        channel=touch.channel,
+        reason=reason,
+    )
+
+
+async def _accept(
+    uow: UnitOfWork,
+    command: CaptureLead,
+    config: CaptureConfig,
+    normalized: NormalizedLead,
+    touch: Attribution,
+    dedupe_key: str | None,
+    now: datetime,
+    release: sa.Row[Any] | None,
+) -> Captured:
+    session = uow.session
+    form = config.forms.get(command.form_id) if command.form_id else None
     consent = marketing_consent(form, command.data)
     contact = normalized.contact
-    submission_id = str(uuid.uuid4())
     existing_lead = await store.find_lead(session, contact.email, contact.phone)
     touch_json = touch.model_dump(mode="json", exclude_none=True)
     if existing_lead is None:
@@ -93,42 +213,72 @@ async def handle_capture_lead(
         lead_id, is_new = existing_lead.lead_id, False
         touch_number = existing_lead.touches + 1
         first_touch = Attribution.model_validate(existing_lead.first_touch)
-        merged = _merge_contact(Contact.model_validate(existing_lead.contact or {}), contact)
-        contact = merged
+        contact = _merge_contact(Contact.model_validate(existing_lead.contact or {}), contact)
         await store.update_lead(
             session,
             lead_id,
             touches=touch_number,
             last_touch=touch_json,
-            contact=merged.model_dump(mode="json"),
-            email=existing_lead.email or merged.email,
-            phone=existing_lead.phone or merged.phone,
+            contact=contact.model_dump(mode="json"),
+            email=existing_lead.email or contact.email,
+            phone=existing_lead.phone or contact.phone,
             updated_at=now,
         )
         captured_at = existing_lead.created_at
-    await store.insert_submission(
+    double_opt_in = bool(form and form.consent.double_opt_in)
+    consent_record = {
+        "marketing": consent,
+        "text": form.consent.text if form else None,
+        "version": form.consent.version if form else None,
+        "double_opt_in": double_opt_in,
+        "at": now.isoformat(),
+        "ip": command.client_ip,
+        "source": command.source,
+    }
+    values = {
+        "lead_id": lead_id,
+        "channel": touch.channel,
+        "email": normalized.contact.email,
+        "phone": normalized.contact.phone,
+        "payload": dict(normalized.fields),
+        "attribution": touch_json,
+        "consent": consent_record,
+    }
+    if release is not None:
+        submission_id = release.submission_id
+        changed = await store.release_submission(
+            session, submission_id, status="released", raw=None, released_at=now, **values
+        )
+        if not changed:
+            raise NotReleasable(submission_id, "no longer quarantined")
+    else:
+        submission_id = str(uuid.uuid4())
+        await store.insert_submission(
+            session,
+            submission_id=submission_id,
+            source=command.source,
+            form_id=command.form_id,
+            dedupe_key=dedupe_key,
+            status="accepted",
+            platform=dict(command.platform) or None,
+            client_ip=command.client_ip,
+            is_test=command.is_test,
+            received_at=now,
+            **values,
+        )
+    await store.insert_consent(
         session,
-        submission_id=submission_id,
+        consent_id=str(uuid.uuid4()),
         lead_id=lead_id,
+        submission_id=submission_id,
         source=command.source,
         form_id=command.form_id,
-        dedupe_key=dedupe_key,
-        status="accepted",
-        channel=touch.channel,
-        payload=dict(normalized.fields),
-        attribution=touch_json,
-        consent={
-            "marketing": consent,
-            "text": form.consent.text if form else None,
-            "version": form.consent.version if form else None,
-            "double_opt_in": bool(form and form.consent.double_opt_in),
-            "at": now.isoformat(),
-            "ip": command.client_ip,
-            "source": command.source,
-        },
-        client_ip=command.client_ip,
-        is_test=command.is_test,
-        received_at=now,
+        marketing=consent,
+        double_opt_in=double_opt_in,
+        text=consent_record["text"],
+        version=consent_record["version"],
+        ip=command.client_ip,
+        recorded_at=now,
     )
     uow.publish(
         LeadCaptured(
@@ -145,17 +295,20 @@ async def handle_capture_lead(
             contact=contact,
             fields=dict(normalized.fields),
             marketing_consent=consent,
-            double_opt_in=bool(form and form.consent.double_opt_in),
+            double_opt_in=double_opt_in,
             is_test=command.is_test,
             cost=command.cost,
             captured_at=captured_at,
         )
     )
-    await uow.commit()
-    metrics.leads_captured_total.labels(
-        command.source, touch.channel, "new" if is_new else "repeat"
-    ).inc()
-    return Captured(lead_id, submission_id, "accepted", is_new)
+    return Captured(
+        lead_id,
+        submission_id,
+        "released" if release is not None else "accepted",
+        is_new,
+        source=command.source,
+        channel=touch.channel,
+    )
 
 
 def _merge_contact(known: Contact, new: Contact) -> Contact:
@@ -165,6 +318,98 @@ def _merge_contact(known: Contact, new: Contact) -> Contact:
         if value and not (name in ("email", "phone") and values.get(name)):
             values[name] = value
     return Contact(**values)
+
+
+AfterCapture = Callable[[UnitOfWork, Captured], Awaitable[None]]
+
+
+async def capture(
+    command: CaptureLead,
+    uow_factory: Callable[[], UnitOfWork],
+    config: CaptureConfig,
+    *,
+    after: AfterCapture | None = None,
+) -> Captured:
+    """Run `handle_capture_lead` in its own transaction and commit.
+
+    Retries when a concurrent first touch of the same person (or the same dedupe key)
+    won the race: the retry finds the winner's lead. `after` runs in the same
+    transaction (the retrieval worker marks its job done there).
+    """
+    for attempt in range(3):
+        try:
+            async with uow_factory() as uow:
+                result = await handle_capture_lead(command, uow, config)
+                if after is not None:
+                    await after(uow, result)
+                await uow.commit()
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            continue
+        record_outcome(result)
+        return result
+    raise AssertionError("unreachable")
+
+
+def record_outcome(result: Captured) -> None:
+    """Count a committed capture."""
+    if result.status == "duplicate":
+        metrics.leads_deduplicated_total.labels(result.source).inc()
+    elif result.status == "quarantined":
+        metrics.leads_quarantined_total.labels(result.source, result.reason or "unknown").inc()
+    else:
+        metrics.leads_captured_total.labels(
+            result.source, result.channel, "new" if result.is_new_lead else "repeat"
+        ).inc()
+
+
+async def handle_release_submission(
+    submission_id: str, uow: UnitOfWork, config: CaptureConfig
+) -> Captured:
+    """Let a quarantined submission through: the normal capture path, on the same row."""
+    row = await store.get_submission(uow.session, submission_id)
+    if row is None or row.status != "quarantined":
+        raise NotReleasable(submission_id, row.status if row else None)
+    raw = row.raw or {}
+    command = CaptureLead(
+        source=row.source,
+        data=raw.get("data") or {},
+        form_id=row.form_id,
+        client_ip=row.client_ip,
+        is_test=bool(row.is_test),
+        cost=Decimal(raw["cost"]) if raw.get("cost") else None,
+        attribution=raw.get("attribution") or {},
+        from_platform=bool(raw.get("from_platform")),
+        platform=row.platform or {},
+    )
+    form = config.forms.get(command.form_id) if command.form_id else None
+    normalized = normalize_submission(command.data, form, from_platform=command.from_platform)
+    touch = build_attribution(
+        config.channels,
+        command.source,
+        command.form_id,
+        {**normalized.attribution, **command.attribution},
+    )
+    return await _accept(uow, command, config, normalized, touch, None, datetime.now(UTC), row)
+
+
+async def release(
+    submission_id: str, uow_factory: Callable[[], UnitOfWork], config: CaptureConfig
+) -> Captured:
+    """Release and commit, retrying a lost first-touch race like `capture`."""
+    for attempt in range(3):
+        try:
+            async with uow_factory() as uow:
+                result = await handle_release_submission(submission_id, uow, config)
+                await uow.commit()
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            continue
+        record_outcome(result)
+        return result
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -177,16 +422,25 @@ class EraseLead:
 
 
 async def handle_erase_lead(command: EraseLead, uow: UnitOfWork) -> str | None:
-    """Remove the person's PII here and tell every service; None when unknown."""
+    """Remove the person's PII here and tell every service; None when nothing matched.
+
+    Held-back (quarantined) submissions of the same address or number are scrubbed too.
+    """
     session = uow.session
     lead = (
         await store.get_lead(session, command.lead_id)
         if command.lead_id
         else await store.find_lead(session, command.email, command.phone)
     )
-    if lead is None:
-        return None
     now = datetime.now(UTC)
+    email = command.email or (lead.email if lead else None)
+    phone = command.phone or (lead.phone if lead else None)
+    scrubbed = await store.erase_held_submissions(session, email, phone)
+    if lead is None:
+        if scrubbed:
+            await uow.commit()
+            return ""
+        return None
     await store.erase_lead(session, lead.lead_id, now)
     uow.publish(LeadErased(lead_id=lead.lead_id, erased_at=now))
     await uow.commit()
@@ -218,18 +472,3 @@ async def handle_create_api_key(command: CreateApiKey, uow: UnitOfWork) -> str:
     )
     await uow.commit()
     return key
-
-
-async def capture(command: CaptureLead, uow_factory: Any, config: CaptureConfig) -> Captured:
-    """Run `handle_capture_lead`, retrying when a concurrent first touch of the same person won."""
-    from sqlalchemy.exc import IntegrityError
-
-    for attempt in range(3):
-        try:
-            async with uow_factory() as uow:
-                return await handle_capture_lead(command, uow, config)
-        except IntegrityError:
-            # Two first submissions of one person raced; the loser finds the winner's lead.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")

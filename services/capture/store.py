@@ -1,4 +1,4 @@
-"""Capture's tables and queries: leads (one per person), submissions, API keys."""
+"""Capture's tables and queries: leads, submissions, consent ledger, retrievals, API keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
+from shared.db.engine import insert_ignore
 from shared.db.types import JSONType, UTCDateTime
 
 metadata = make_metadata()
@@ -40,14 +41,55 @@ submissions = sa.Table(
     # Retries and double-clicks: the same key (per source) is the same submission.
     sa.Column("dedupe_key", sa.String(300), nullable=True, unique=True),
     sa.Column("status", sa.String(16), nullable=False),  # accepted | quarantined | released
-    sa.Column("quarantine_reason", sa.String(64), nullable=True),
+    sa.Column("quarantine_reason", sa.String(64), nullable=True, index=True),
+    sa.Column("quarantine_detail", sa.String(200), nullable=True),
     sa.Column("channel", sa.String(100), nullable=False),
+    # Normalized identity keys of the submitter, so erasure also reaches held-back submissions.
+    sa.Column("email", sa.String(320), nullable=True, index=True),
+    sa.Column("phone", sa.String(32), nullable=True, index=True),
     sa.Column("payload", JSONType(), nullable=False),
+    # What a quarantined submission needs to be captured on release (cleared then).
+    sa.Column("raw", JSONType(), nullable=True),
+    sa.Column("platform", JSONType(), nullable=True),
     sa.Column("attribution", JSONType(), nullable=False),
     sa.Column("consent", JSONType(), nullable=False),
     sa.Column("client_ip", sa.String(64), nullable=True),
     sa.Column("is_test", sa.Boolean, nullable=False, default=False),
     sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("released_at", UTCDateTime(), nullable=True),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("consent_id", sa.String(36), primary_key=True),
+    sa.Column("lead_id", sa.String(36), nullable=False, index=True),
+    sa.Column("submission_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("form_id", sa.String(200), nullable=True),
+    sa.Column("marketing", sa.Boolean, nullable=False),
+    sa.Column("double_opt_in", sa.Boolean, nullable=False),
+    sa.Column("text", sa.Text, nullable=True),
+    sa.Column("version", sa.String(64), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+)
+
+retrievals = sa.Table(
+    "retrievals",
+    metadata,
+    sa.Column("retrieval_id", sa.String(36), primary_key=True),
+    sa.Column("platform", sa.String(32), nullable=False),
+    sa.Column("external_id", sa.String(256), nullable=False),
+    sa.Column("notification", JSONType(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | done | deleted
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("last_error", sa.String(300), nullable=True),
+    sa.Column("submission_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("platform", "external_id"),
 )
 
 api_keys = sa.Table(
@@ -95,8 +137,69 @@ async def find_submission_by_key(session: AsyncSession, dedupe_key: str) -> sa.R
     ).first()
 
 
+async def get_submission(session: AsyncSession, submission_id: str) -> sa.Row[Any] | None:
+    return (
+        await session.execute(
+            sa.select(submissions).where(submissions.c.submission_id == submission_id)
+        )
+    ).first()
+
+
 async def insert_submission(session: AsyncSession, **values: Any) -> None:
     await session.execute(sa.insert(submissions).values(**values))
+
+
+async def release_submission(session: AsyncSession, submission_id: str, **values: Any) -> bool:
+    """Update a quarantined submission; False when it was no longer quarantined."""
+    result = await session.execute(
+        sa.update(submissions)
+        .where(submissions.c.submission_id == submission_id, submissions.c.status == "quarantined")
+        .values(**values)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def scrub_submission(session: AsyncSession, submission_id: str) -> None:
+    """Remove what a platform asked us to delete from one submission."""
+    await session.execute(
+        sa.update(submissions)
+        .where(submissions.c.submission_id == submission_id)
+        .values(payload={}, raw=None, email=None, phone=None, client_ip=None)
+    )
+
+
+async def list_quarantined(
+    session: AsyncSession,
+    *,
+    limit: int,
+    before: datetime | None = None,
+    form_id: str | None = None,
+    reason: str | None = None,
+) -> list[sa.Row[Any]]:
+    """Held-back submissions, newest first."""
+    query = sa.select(submissions).where(submissions.c.status == "quarantined")
+    if before is not None:
+        query = query.where(submissions.c.received_at < before)
+    if form_id is not None:
+        query = query.where(submissions.c.form_id == form_id)
+    if reason is not None:
+        query = query.where(submissions.c.quarantine_reason == reason)
+    query = query.order_by(
+        submissions.c.received_at.desc(), submissions.c.submission_id.desc()
+    ).limit(limit)
+    return list((await session.execute(query)).all())
+
+
+async def insert_consent(session: AsyncSession, **values: Any) -> None:
+    await session.execute(sa.insert(consents).values(**values))
+
+
+async def list_consents(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:
+    """The consent ledger of one lead, oldest first."""
+    query = (
+        sa.select(consents).where(consents.c.lead_id == lead_id).order_by(consents.c.recorded_at)
+    )
+    return list((await session.execute(query)).all())
 
 
 async def find_api_key(session: AsyncSession, key_hash: str) -> sa.Row[Any] | None:
@@ -114,7 +217,7 @@ async def insert_api_key(session: AsyncSession, **values: Any) -> None:
 
 
 async def erase_lead(session: AsyncSession, lead_id: str, erased_at: datetime) -> None:
-    """Remove the person's PII; keep counts and attribution (channel) anonymous."""
+    """Remove the person's PII; keep counts, attribution (channel) and consent facts anonymous."""
     await session.execute(
         sa.update(leads)
         .where(leads.c.lead_id == lead_id)
@@ -123,5 +226,132 @@ async def erase_lead(session: AsyncSession, lead_id: str, erased_at: datetime) -
     await session.execute(
         sa.update(submissions)
         .where(submissions.c.lead_id == lead_id)
-        .values(payload={}, client_ip=None, consent={})
+        .values(payload={}, raw=None, email=None, phone=None, client_ip=None, consent={})
     )
+    await session.execute(sa.update(consents).where(consents.c.lead_id == lead_id).values(ip=None))
+
+
+async def erase_held_submissions(
+    session: AsyncSession, email: str | None, phone: str | None
+) -> int:
+    """Scrub quarantined submissions of a person who has no lead (yet); how many."""
+    conditions = []
+    if email:
+        conditions.append(submissions.c.email == email)
+    if phone:
+        conditions.append(submissions.c.phone == phone)
+    if not conditions:
+        return 0
+    result = await session.execute(
+        sa.update(submissions)
+        .where(sa.or_(*conditions), submissions.c.lead_id.is_(None))
+        .values(
+            payload={},
+            raw=None,
+            email=None,
+            phone=None,
+            client_ip=None,
+            consent={},
+            status="erased",
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# Retrievals: ad-platform leads acknowledged by id, fetched later by the retrieval worker.
+
+
+async def enqueue_retrieval(session: AsyncSession, dialect: str, **values: Any) -> bool:
+    """Store a retrieval job; False when this platform lead is already known."""
+    result = await session.execute(
+        insert_ignore(retrievals, dialect, "platform", "external_id").values(**values)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def due_retrievals(session: AsyncSession, now: datetime, limit: int) -> list[sa.Row[Any]]:
+    query = (
+        sa.select(retrievals)
+        .where(retrievals.c.status == "pending", retrievals.c.next_attempt_at <= now)
+        .order_by(retrievals.c.next_attempt_at)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def next_retrieval_at(session: AsyncSession) -> datetime | None:
+    query = sa.select(sa.func.min(retrievals.c.next_attempt_at)).where(
+        retrievals.c.status == "pending"
+    )
+    value = (await session.execute(query)).scalar()
+    return value if isinstance(value, datetime) else None
+
+
+async def claim_retrieval(
+    session: AsyncSession, retrieval_id: str, attempts: int, lease_until: datetime, now: datetime
+) -> bool:
+    """Take a job for one attempt (optimistic: only if nobody took it since it was read)."""
+    result = await session.execute(
+        sa.update(retrievals)
+        .where(
+            retrievals.c.retrieval_id == retrieval_id,
+            retrievals.c.status == "pending",
+            retrievals.c.attempts == attempts,
+        )
+        .values(attempts=attempts + 1, next_attempt_at=lease_until, updated_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def finish_retrieval(
+    session: AsyncSession, retrieval_id: str, submission_id: str | None, now: datetime
+) -> None:
+    await session.execute(
+        sa.update(retrievals)
+        .where(retrievals.c.retrieval_id == retrieval_id)
+        .values(status="done", submission_id=submission_id, last_error=None, updated_at=now)
+    )
+
+
+async def reschedule_retrieval(
+    session: AsyncSession, retrieval_id: str, next_at: datetime, error: str, now: datetime
+) -> None:
+    await session.execute(
+        sa.update(retrievals)
+        .where(retrievals.c.retrieval_id == retrieval_id, retrievals.c.status == "pending")
+        .values(next_attempt_at=next_at, last_error=error[:300], updated_at=now)
+    )
+
+
+async def cancel_retrieval(
+    session: AsyncSession, platform: str, external_id: str, now: datetime
+) -> None:
+    """The platform reported the lead deleted: never fetch it."""
+    await session.execute(
+        sa.update(retrievals)
+        .where(
+            retrievals.c.platform == platform,
+            retrievals.c.external_id == external_id,
+            retrievals.c.status == "pending",
+        )
+        .values(status="deleted", updated_at=now)
+    )
+
+
+async def pending_retrievals(session: AsyncSession) -> dict[str, int]:
+    """Pending jobs per platform."""
+    query = (
+        sa.select(retrievals.c.platform, sa.func.count())
+        .where(retrievals.c.status == "pending")
+        .group_by(retrievals.c.platform)
+    )
+    return {platform: int(count) for platform, count in (await session.execute(query)).all()}
+
+
+async def retrieval_of(
+    session: AsyncSession, platform: str, external_id: str
+) -> sa.Row[Any] | None:
+    query = sa.select(retrievals).where(
+        retrievals.c.platform == platform, retrievals.c.external_id == external_id
+    )
+    return (await session.execute(query)).first()

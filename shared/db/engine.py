@@ -187,6 +187,9 @@ def is_transient_db_error(error: BaseException) -> bool:
                 "shutdown",
                 "cannot connect",
                 "the database system",
+                # PostgreSQL aborted the transaction to break a lock cycle: retry it whole.
+                "deadlock detected",
+                "could not serialize access",
             )
         )
     return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)

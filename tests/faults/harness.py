@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -147,11 +146,28 @@ class CrmStandIn:
         self.server.shutdown()
 
 
+def start_broker(listen: str, advertised: str) -> subprocess.Popen[bytes]:
+    """A Tansu broker that advertises `advertised` (a proxy in front of it)."""
+    return subprocess.Popen(
+        [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            listen,
+            "--advertised-listener-url",
+            advertised,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def _signature_ok(header: str, body: bytes) -> bool:
     try:
         parts = dict(p.split("=", 1) for p in header.split(","))
-        expected = hmac.new(WEBHOOK_SECRET.encode(), f"{parts['t']}.".encode() + body,
-                            hashlib.sha256).hexdigest()
+        expected = hmac.new(
+            WEBHOOK_SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256
+        ).hexdigest()
         return hmac.compare_digest(expected, parts["v1"])
     except (KeyError, ValueError):
         return False
@@ -180,9 +196,7 @@ class System:
         # The broker advertises the proxy's address, so every client goes through it.
         listen = f"tcp://127.0.0.1:{self.broker_port}"
         advertised = f"tcp://127.0.0.1:{self.broker_proxy.port}"
-        self.broker_process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", listen, "--advertised-listener-url",
-             advertised], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.broker_process = start_broker(listen, advertised)
         wait_for_port(self.broker_port, 15, self.broker_process)
         self.ports = {name: free_port() for name in SERVICES}
         prefix = f"f{uuid.uuid4().hex[:8]}"
@@ -205,15 +219,22 @@ class System:
             self.pg_proxy = TcpProxy(PG_PORT)
             await self.pg_proxy.start()
             self.env["LEADFLOW_DATABASE_URL"] = (
-                f"postgresql+asyncpg://postgres@127.0.0.1:{self.pg_proxy.port}/test")
+                f"postgresql+asyncpg://postgres@127.0.0.1:{self.pg_proxy.port}/test"
+            )
             self.env["LEADFLOW_DATABASE_SCHEMA_PREFIX"] = prefix + "_"
         else:
             self.env["LEADFLOW_DATABASE_URL"] = (
-                f"sqlite+aiosqlite:///{self.workdir}/var/{{service}}.db")
+                f"sqlite+aiosqlite:///{self.workdir}/var/{{service}}.db"
+            )
         for command in (["topics", "create"], ["migrate"]):
-            await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli",
-                                                     *command], env=self.env, check=True,
-                                    capture_output=True, cwd=ROOT)
+            await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "services.cli", *command],
+                env=self.env,
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
         for name in SERVICES:
             self.spawn(name)
         await self.wait_healthy()
@@ -221,21 +242,25 @@ class System:
     def spawn(self, name: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", name], env=self.env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "services.cli", "serve", name],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     async def wait_healthy(self, names: tuple[str, ...] = SERVICES, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         pending = set(names)
-        while pending and time.monotonic() < deadline:
-            for name in list(pending):
-                if self.processes[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited; see {self.workdir}/{name}.log")
-                with contextlib.suppress(OSError):
-                    url = f"http://127.0.0.1:{self.ports[name]}/healthz"
-                    with urllib.request.urlopen(url, timeout=1):
+        async with httpx.AsyncClient(timeout=1) as client:
+            while pending and time.monotonic() < deadline:
+                for name in list(pending):
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited; see {self.workdir}/{name}.log")
+                    with contextlib.suppress(httpx.HTTPError):
+                        await client.get(f"http://127.0.0.1:{self.ports[name]}/healthz")
                         pending.discard(name)
-            await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)
         if pending:
             raise TimeoutError(f"not healthy: {sorted(pending)}")
 
@@ -301,10 +326,16 @@ class LoadGenerator:
         if kind == "hot":
             url = f"{self.capture_url}/v1/forms/demo-request"
             body: dict[str, Any] = {
-                "work_email": f"hot.{tag}@analytical-engines.co.uk", "name": "Hot Lead",
-                "company": "Analytical Engines", "title": "Director of Engineering",
-                "country": "GB", "company_size": "120", "utm_source": "google",
-                "utm_medium": "cpc", "marketing_consent": "yes"}
+                "work_email": f"hot.{tag}@analytical-engines.co.uk",
+                "name": "Hot Lead",
+                "company": "Analytical Engines",
+                "title": "Director of Engineering",
+                "country": "GB",
+                "company_size": "120",
+                "utm_source": "google",
+                "utm_medium": "cpc",
+                "marketing_consent": "yes",
+            }
         else:
             url = f"{self.capture_url}/v1/forms/guide-download"
             body = {"email": f"cold.{tag}@gmail.com", "marketing_consent": "yes"}
@@ -357,30 +388,39 @@ async def reconcile(system: System, load: LoadGenerator, timeout: float = 90) ->
             for lead in load.cold:
                 with contextlib.suppress(httpx.HTTPError):
                     response = await client.get(
-                        f"{system.url('nurture')}/v1/leads/{lead}/enrollments")
+                        f"{system.url('nurture')}/v1/leads/{lead}/enrollments"
+                    )
                     if response.status_code == 200:
                         enrollments = response.json()
-                        items = enrollments.get("enrollments", enrollments) if isinstance(
-                            enrollments, dict) else enrollments
+                        items = (
+                            enrollments.get("enrollments", enrollments)
+                            if isinstance(enrollments, dict)
+                            else enrollments
+                        )
                         if items:
                             enrolled.add(lead)
                         if len(items) > 1:
                             duplicated_enrollments.add(lead)
             leads_counted = None
             with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-                report_json = (await client.get(
-                    f"{system.url('insights')}/v1/reports/channels")).json()
+                report_json = (
+                    await client.get(f"{system.url('insights')}/v1/reports/channels")
+                ).json()
                 leads_counted = sum(row["leads"] for row in report_json["channels"])
             report = {
-                "accepted": len(load.accepted), "hot": len(load.hot), "cold": len(load.cold),
-                "lost_at_crm": sorted(lost_crm), "duplicated_at_crm": sorted(duplicated_crm),
+                "accepted": len(load.accepted),
+                "hot": len(load.hot),
+                "cold": len(load.cold),
+                "lost_at_crm": sorted(lost_crm),
+                "duplicated_at_crm": sorted(duplicated_crm),
                 "unexpected_at_crm": sorted(unexpected_crm),
                 "not_enrolled": sorted(load.cold - enrolled),
                 "duplicated_enrollments": sorted(duplicated_enrollments),
                 "insights_leads": leads_counted,
             }
-            done = (not lost_crm and not (load.cold - enrolled)
-                    and leads_counted == len(load.accepted))
+            done = (
+                not lost_crm and not (load.cold - enrolled) and leads_counted == len(load.accepted)
+            )
             if done or time.monotonic() > deadline:
                 return report
             await asyncio.sleep(0.5)

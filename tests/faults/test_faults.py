@@ -65,6 +65,7 @@ async def system(tmp_path, request):
 
 async def _during(load: LoadGenerator, count: int, fault, heal, outage: float) -> float:
     """Run load; apply the fault a little after it starts, heal it `outage` seconds later."""
+
     async def break_and_heal() -> float:
         await asyncio.sleep(1.0)
         await fault()
@@ -89,10 +90,16 @@ async def test_broker_cut_off_under_load(system):
     assert set(load.statuses) <= {202}, load.statuses  # capture kept accepting
     assert_reconciled(report)
     backlog = RATE * OUTAGE_BROKER
-    record("broker_cut", {"outage_s": OUTAGE_BROKER, "input_rate": RATE,
-                          "accepted": report["accepted"], "drained_in_s": round(drained_in, 2),
-                          "drain_rate_x_input": round(backlog / max(drained_in, 0.001) / RATE,
-                                                      2)})
+    record(
+        "broker_cut",
+        {
+            "outage_s": OUTAGE_BROKER,
+            "input_rate": RATE,
+            "accepted": report["accepted"],
+            "drained_in_s": round(drained_in, 2),
+            "drain_rate_x_input": round(backlog / max(drained_in, 0.001) / RATE, 2),
+        },
+    )
 
 
 @pytest.mark.postgres
@@ -106,8 +113,10 @@ async def test_database_unreachable_under_load(system):
         await system.pg_proxy.cut()
         async with httpx.AsyncClient() as client:
             for _ in range(50):
-                response = await client.post(f"{system.url('capture')}/v1/forms/guide-download",
-                                             json={"email": "probe@example.com"})
+                response = await client.post(
+                    f"{system.url('capture')}/v1/forms/guide-download",
+                    json={"email": "probe@example.com"},
+                )
                 if response.status_code == 503:
                     seen_503.append(response)
                     break
@@ -121,8 +130,10 @@ async def test_database_unreachable_under_load(system):
     assert seen_503 and seen_503[0].headers.get("retry-after")
     assert 500 not in load.statuses
     assert_reconciled(report)
-    record("database_cut", {"outage_s": OUTAGE_DB, "accepted": report["accepted"],
-                            "statuses": dict(load.statuses)})
+    record(
+        "database_cut",
+        {"outage_s": OUTAGE_DB, "accepted": report["accepted"], "statuses": dict(load.statuses)},
+    )
 
 
 async def test_crm_failing_with_500_then_429(system):
@@ -185,8 +196,9 @@ async def _republish_everything(bootstrap: str) -> int:
     count = 0
     try:
         for topic in TOPICS:
-            partitions = [TopicPartition(topic, p)
-                          for p in consumer.partitions_for_topic(topic) or ()]
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
             if not partitions:
                 continue
             consumer.assign(partitions)

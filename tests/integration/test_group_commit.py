@@ -12,12 +12,17 @@ from shared.db.group_commit import GroupCommitter
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
-rows = sa.Table("rows", metadata, sa.Column("id", sa.Integer, primary_key=True),
-                sa.Column("name", sa.String(50), unique=True, nullable=False))
+rows = sa.Table(
+    "rows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(50), unique=True, nullable=False),
+)
 
 
-async def test_concurrent_writes_commit_together_and_failures_stay_isolated(backend,
-                                                                         settings_factory):
+async def test_concurrent_writes_commit_together_and_failures_stay_isolated(
+    backend, settings_factory
+):
     settings = settings_factory(backend)
     db = Database(settings.database_url_for("gc"), service="gc", schema=settings.schema_for("gc"))
     await db.ensure_schema()
@@ -29,11 +34,13 @@ async def test_concurrent_writes_commit_together_and_failures_stay_isolated(back
         async def work(uow: UnitOfWork) -> str:
             await uow.session.execute(sa.insert(rows).values(name=name))
             return name
+
         return work
 
     names = [f"n{i}" for i in range(60)] + ["n7"]  # the duplicate must fail alone
-    results = await asyncio.gather(*(committer.run(insert(n)) for n in names),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(committer.run(insert(n)) for n in names), return_exceptions=True
+    )
     await committer.stop()
     failures = [r for r in results if isinstance(r, Exception)]
     assert len(failures) == 1 and isinstance(failures[0], sa.exc.IntegrityError)

@@ -1,0 +1,155 @@
+"""Capture's admin routes: the spam quarantine and the consent ledger.
+
+`Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`. With no token configured the routes
+are open in development and refused everywhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.capture import openapi, store
+from services.capture.domain import InvalidLead
+from services.capture.handlers import NotReleasable, release
+from services.capture.http import ConfigDep, RuntimeDep, _accepted, has_admin_token
+from shared.http import ApiError
+from shared.service import ServiceRuntime
+
+
+def require_admin(request: Request, runtime: RuntimeDep) -> None:
+    """Admin endpoints: `Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`."""
+    settings = runtime.settings
+    if has_admin_token(request, runtime):
+        return
+    if not settings.admin_token.get_secret_value():
+        if settings.env == "development":
+            return
+        raise ApiError(
+            403,
+            "admin_disabled",
+            "set LEADFLOW_ADMIN_TOKEN to use admin endpoints",
+            field="authorization",
+        )
+    raise ApiError(
+        401,
+        "unauthorized",
+        "send the admin token as `Authorization: Bearer <token>`",
+        field="authorization",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+def _held(row: Any) -> dict[str, Any]:
+    raw = row.raw or {}
+    return {
+        "submission_id": row.submission_id,
+        "source": row.source,
+        "form_id": row.form_id,
+        "reason": row.quarantine_reason,
+        "detail": row.quarantine_detail,
+        "channel": row.channel,
+        "email": row.email,
+        "phone": row.phone,
+        "fields": row.payload,
+        "data": raw.get("data") or {},
+        "attribution": row.attribution,
+        "is_test": bool(row.is_test),
+        "received_at": row.received_at.isoformat(),
+    }
+
+
+@router.get(
+    "/v1/quarantine",
+    summary="List submissions held back as suspected spam",
+    responses={200: openapi.QUARANTINE_LIST, **openapi.ADMIN_ERRORS},
+)
+async def list_quarantine(
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[
+        datetime | None, Query(description="Page on: the previous page's next_before.")
+    ] = None,
+    form_id: str | None = None,
+    reason: Annotated[
+        str | None,
+        Query(description="honeypot, too_fast, disposable_email, captcha_*, invalid_contact"),
+    ] = None,
+) -> dict[str, Any]:
+    """Newest first; page with `before`."""
+    async with runtime.uow() as uow:
+        rows = await store.list_quarantined(
+            uow.session, limit=limit, before=before, form_id=form_id, reason=reason
+        )
+    items = [_held(row) for row in rows]
+    next_before = items[-1]["received_at"] if len(items) == limit else None
+    return {"items": items, "next_before": next_before}
+
+
+@router.post(
+    "/v1/quarantine/{submission_id}/release",
+    summary="Release a quarantined submission",
+    status_code=202,
+    responses={
+        202: openapi.RELEASED,
+        404: openapi.json_response(
+            "Not in quarantine", openapi.error("not_quarantined", "...", "submission_id")
+        ),
+        409: openapi.json_response(
+            "Already released or erased", openapi.error("not_quarantined", "...", "submission_id")
+        ),
+        422: openapi.json_response(
+            "Cannot become a lead", openapi.error("invalid_field", "...", "email")
+        ),
+        **openapi.ADMIN_ERRORS,
+    },
+)
+async def release_submission(submission_id: str, runtime: RuntimeDep, config: ConfigDep) -> Any:
+    """Capture it as if it had passed the spam checks: lead.captured is emitted."""
+    try:
+        result = await release(submission_id, runtime.uow, config)
+    except NotReleasable as exc:
+        status = 404 if exc.status is None else 409
+        raise ApiError(status, "not_quarantined", str(exc), field="submission_id") from None
+    except InvalidLead as exc:
+        raise ApiError(422, exc.code, str(exc), field=exc.field) from None
+    return _accepted(result)
+
+
+@router.get(
+    "/v1/leads/{lead_id}/consents",
+    summary="The consent ledger of a lead",
+    responses={200: openapi.CONSENTS, **openapi.ADMIN_ERRORS},
+)
+async def lead_consents(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """Every consent decision with its wording, version, time, IP and source."""
+    rows = await _consents(runtime, lead_id)
+    if not rows:
+        raise ApiError(404, "unknown_lead", "no consent recorded for this lead", field="lead_id")
+    return {
+        "lead_id": lead_id,
+        "consents": [
+            {
+                "submission_id": row.submission_id,
+                "source": row.source,
+                "form_id": row.form_id,
+                "marketing": row.marketing,
+                "double_opt_in": row.double_opt_in,
+                "text": row.text,
+                "version": row.version,
+                "ip": row.ip,
+                "recorded_at": row.recorded_at.isoformat(),
+            }
+            for row in rows
+        ],
+    }
+
+
+async def _consents(runtime: ServiceRuntime, lead_id: str) -> list[Any]:
+    async with runtime.uow() as uow:
+        return await store.list_consents(uow.session, lead_id)

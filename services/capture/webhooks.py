@@ -1,0 +1,298 @@
+"""Ad-platform and lead-vendor webhooks: verify first, then store, then acknowledge.
+
+Nothing is read from the database and nothing is stored before a request's
+signature (or google_key) checks out. Meta and LinkedIn send ids only: their leads
+are queued for the retrieval worker in the same transaction that acknowledges them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from services.capture import openapi
+from services.capture.handlers import capture
+from services.capture.http import ConfigDep, RuntimeDep, content_type
+from services.capture.platforms import (
+    RetrievalWorker,
+    command_from_inbound,
+    handle_lead_deleted,
+    handle_lead_notifications,
+    notification_record,
+)
+from services.capture.settings import CaptureConfig
+from services.capture.sources import InboundLead, SourceError
+from services.capture.sources import google as google_source
+from services.capture.sources import linkedin as linkedin_source
+from services.capture.sources import meta as meta_source
+from services.capture.sources import signed as signed_source
+from services.capture.sources import tiktok as tiktok_source
+from shared import metrics
+from shared.http import ApiError
+from shared.service import ServiceRuntime
+
+router = APIRouter(tags=["webhooks"])
+
+
+def get_worker(request: Request) -> RetrievalWorker:
+    return request.app.state.retrieval  # type: ignore[no-any-return]
+
+
+WorkerDep = Annotated[RetrievalWorker, Depends(get_worker)]
+
+
+def _refuse(source: str, exc: SourceError) -> ApiError:
+    metrics.leads_rejected_total.labels(source, exc.code).inc()
+    return ApiError(exc.status, exc.code, exc.message, field=exc.field)
+
+
+async def _raw_json(request: Request, source: str) -> bytes:
+    kind = content_type(request)
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        metrics.leads_rejected_total.labels(source, "unsupported_media_type").inc()
+        raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
+    return await request.body()
+
+
+@router.get(
+    "/v1/webhooks/meta",
+    summary="Meta Lead Ads: subscription handshake",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "The hub.challenge, echoed",
+            "content": {"text/plain": {"example": "1158201444"}},
+        },
+        403: openapi.json_response(
+            "Wrong verify token", openapi.error("bad_verify_token", "...", "hub.verify_token")
+        ),
+    },
+)
+async def meta_handshake(request: Request, config: ConfigDep) -> Response:
+    """Answer Meta's `hub.mode=subscribe` verification with the challenge."""
+    try:
+        challenge = meta_source.verify_handshake(
+            dict(request.query_params), config.platforms.meta.verify_token
+        )
+    except SourceError as exc:
+        raise _refuse("meta", exc) from None
+    return PlainTextResponse(challenge)
+
+
+@router.post(
+    "/v1/webhooks/meta",
+    summary="Meta Lead Ads: leadgen notifications",
+    responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
+    openapi_extra=openapi.META_BODY,
+)
+async def meta_webhook(
+    request: Request,
+    runtime: RuntimeDep,
+    config: ConfigDep,
+    worker: WorkerDep,
+    x_hub_signature_256: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Verify X-Hub-Signature-256 over the raw body, queue each lead for retrieval, answer 200.
+
+    The answer does not wait for the Graph API: each leadgen id is stored as a pending
+    retrieval and fetched by the retrieval worker, with retries, until it arrives.
+    """
+    raw = await _raw_json(request, "meta")
+    try:
+        meta_source.verify_signature(raw, x_hub_signature_256, config.platforms.meta.app_secret)
+        notifications = meta_source.parse_notifications(raw)
+    except SourceError as exc:
+        raise _refuse("meta", exc) from None
+    records = {n.leadgen_id: notification_record(n) for n in notifications}
+    new = await _enqueue(runtime, worker, "meta", records)
+    return {"received": len(records), "new": new}
+
+
+async def _enqueue(
+    runtime: ServiceRuntime, worker: RetrievalWorker, platform: str, records: dict[str, Any]
+) -> int:
+    if not records:
+        return 0
+    async with runtime.uow() as uow:
+        new = await handle_lead_notifications(platform, records, uow)
+        await uow.commit()
+    worker.wake()
+    return new
+
+
+@router.post(
+    "/v1/webhooks/google",
+    summary="Google Ads lead forms",
+    responses={
+        200: openapi.json_response("Stored (a duplicate lead_id too)", {}),
+        403: openapi.json_response(
+            "Wrong google_key", openapi.error("bad_google_key", "...", "google_key")
+        ),
+    },
+    openapi_extra=openapi.GOOGLE_BODY,
+)
+async def google_webhook(request: Request, runtime: RuntimeDep, config: ConfigDep) -> Response:
+    """Check `google_key` against the form's key (constant time) and store the lead.
+
+    Test leads ("Send test data") are stored flagged `is_test` and never routed; a
+    lead_id seen before is answered 200 and not stored again.
+    """
+    raw = await _raw_json(request, "google")
+    try:
+        lead = google_source.parse_google_lead(raw, config.google_key_for)
+    except SourceError as exc:
+        raise _refuse("google", exc) from None
+    await _capture_leads(runtime, config, [lead])
+    return JSONResponse({}, status_code=200)
+
+
+async def _capture_leads(
+    runtime: ServiceRuntime,
+    config: CaptureConfig,
+    leads: list[InboundLead],
+    vendor: str | None = None,
+) -> list[dict[str, Any]]:
+    results = []
+    for lead in leads:
+        if lead.is_test and not config.platforms.accept_test_leads:
+            results.append({"external_id": lead.external_id, "status": "test_skipped"})
+            continue
+        result = await capture(
+            command_from_inbound(lead, config, vendor=vendor), runtime.uow, config
+        )
+        results.append(
+            {
+                "external_id": lead.external_id,
+                "status": result.status,
+                "lead_id": result.lead_id,
+                "submission_id": result.submission_id,
+            }
+        )
+    return results
+
+
+@router.get(
+    "/v1/webhooks/linkedin",
+    summary="LinkedIn: webhook validation",
+    responses={
+        200: openapi.json_response(
+            "The challenge and its HMAC",
+            {
+                "challengeCode": "890e4665-4dfe-4ab1-b689-ed553bceeed0",
+                "challengeResponse": "3f1c...",
+            },
+        )
+    },
+)
+async def linkedin_validation(request: Request, config: ConfigDep) -> dict[str, str]:
+    """Answer LinkedIn's `challengeCode` with HMAC-SHA256(client secret, challengeCode)."""
+    try:
+        return linkedin_source.challenge_response(
+            dict(request.query_params), config.platforms.linkedin.client_secret
+        )
+    except SourceError as exc:
+        raise _refuse("linkedin", exc) from None
+
+
+@router.post(
+    "/v1/webhooks/linkedin",
+    summary="LinkedIn Lead Sync notifications",
+    responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
+    openapi_extra=openapi.LINKEDIN_BODY,
+)
+async def linkedin_webhook(
+    request: Request,
+    runtime: RuntimeDep,
+    config: ConfigDep,
+    worker: WorkerDep,
+    x_li_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Verify X-LI-Signature, queue created leads for retrieval, scrub deleted ones."""
+    raw = await _raw_json(request, "linkedin")
+    try:
+        linkedin_source.verify_signature(
+            raw, x_li_signature, config.platforms.linkedin.client_secret
+        )
+        notifications = linkedin_source.parse_notifications(raw)
+    except SourceError as exc:
+        raise _refuse("linkedin", exc) from None
+    created = {n.response_id: notification_record(n) for n in notifications if not n.is_deletion}
+    deleted = [n.response_id for n in notifications if n.is_deletion]
+    if deleted:
+        async with runtime.uow() as uow:
+            for response_id in deleted:
+                await handle_lead_deleted("linkedin", response_id, uow)
+            await uow.commit()
+    new = await _enqueue(runtime, worker, "linkedin", created)
+    return {"received": len(notifications), "new": new, "deleted": len(deleted)}
+
+
+@router.post(
+    "/v1/webhooks/tiktok",
+    summary="TikTok Instant Form leads",
+    responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
+    openapi_extra=openapi.TIKTOK_BODY,
+)
+async def tiktok_webhook(
+    request: Request,
+    runtime: RuntimeDep,
+    config: ConfigDep,
+    tiktok_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Verify TikTok-Signature (5-minute window) and store each lead; dedupe on lead_id."""
+    raw = await _raw_json(request, "tiktok")
+    settings = config.platforms.tiktok
+    try:
+        tiktok_source.verify_signature(
+            raw, tiktok_signature, settings.client_secret, time.time(), settings.tolerance_seconds
+        )
+        leads = tiktok_source.parse_leads(raw)
+    except SourceError as exc:
+        raise _refuse("tiktok", exc) from None
+    results = await _capture_leads(runtime, config, leads)
+    return {"received": len(results), "results": results}
+
+
+@router.post(
+    "/v1/webhooks/{source}",
+    summary="Signed webhook of a lead vendor or tool",
+    responses={
+        200: openapi.json_response(
+            "Stored: a result per lead",
+            {"received": 1, "results": [{"external_id": "acme-778", "status": "accepted"}]},
+        ),
+        404: openapi.json_response(
+            "Unknown source", openapi.error("unknown_source", "...", "source")
+        ),
+        **openapi.SIGNATURE_ERRORS,
+    },
+    openapi_extra=openapi.SIGNED_BODY,
+)
+async def signed_webhook(
+    source: str,
+    request: Request,
+    runtime: RuntimeDep,
+    config: ConfigDep,
+    leadflow_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Verify `Leadflow-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>` and store.
+
+    Requests older or newer than the source's window (5 minutes by default) are refused.
+    """
+    hook = config.platforms.webhooks.get(source)
+    if hook is None:
+        metrics.leads_rejected_total.labels("webhook", "unknown_source").inc()
+        raise ApiError(404, "unknown_source", f"no webhook source {source!r}", field="source")
+    raw = await _raw_json(request, "webhook")
+    try:
+        signed_source.verify(
+            raw, leadflow_signature, hook.secrets, time.time(), hook.tolerance_seconds
+        )
+        leads = signed_source.parse_generic(raw)
+    except SourceError as exc:
+        raise _refuse("webhook", exc) from None
+    results = await _capture_leads(runtime, config, leads, vendor=source)
+    return {"received": len(results), "results": results}

@@ -1,0 +1,36 @@
+"""Topic → event type → handler: insights reads every topic."""
+
+from __future__ import annotations
+
+from services.insights import handlers
+from shared.events import (
+    LeadCaptured,
+    LeadConverted,
+    LeadDeliveryFailed,
+    LeadDisqualified,
+    LeadEngaged,
+    LeadErased,
+    LeadRouted,
+    LeadScored,
+    LeadUnsubscribed,
+)
+from shared.events.topics import TOPICS
+from shared.kafka.consumer import Handler
+from shared.service import ServiceRuntime
+
+HANDLERS: dict[str, Handler] = {
+    LeadCaptured.TYPE: handlers.handle_lead_captured,
+    LeadScored.TYPE: handlers.handle_lead_scored,
+    LeadRouted.TYPE: handlers.handle_lead_routed,
+    LeadDeliveryFailed.TYPE: handlers.handle_lead_delivery_failed,
+    LeadConverted.TYPE: handlers.handle_lead_converted,
+    LeadDisqualified.TYPE: handlers.handle_lead_disqualified,
+    LeadEngaged.TYPE: handlers.handle_lead_engaged,
+    LeadUnsubscribed.TYPE: handlers.handle_lead_unsubscribed,
+    LeadErased.TYPE: handlers.handle_lead_erased,
+}
+
+
+def register(runtime: ServiceRuntime) -> None:
+    """One consumer group on all six topics."""
+    runtime.add_consumer(TOPICS, HANDLERS)

@@ -1,0 +1,145 @@
+"""`leadflow router …`: the delivery queue (list, show, re-drive) from the command line.
+
+Dead letters of Kafka topics have their own command (`leadflow dlq`); this one
+reads the router's database. A re-driven delivery is picked up by a running
+router within its poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.router import store
+from services.router.handlers import AckError, handle_redrive
+from shared.db.engine import Database
+from shared.db.uow import UnitOfWork
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="The router: its delivery queue.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="Deliveries to CRMs and reps: list, show, re-drive.")
+app.add_typer(deliveries_app, name="deliveries", no_args_is_help=True)
+console = Console()
+STATUSES = (store.PENDING, store.DELIVERED, store.FAILED, store.CANCELLED)
+
+
+def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
+    async def main() -> T:
+        settings = Settings()
+        db = Database(
+            settings.database_url_for("router"),
+            service="router",
+            schema=settings.schema_for("router"),
+        )
+        try:
+            return await work(lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+@deliveries_app.command("list")
+def list_deliveries(
+    status: Annotated[
+        str, typer.Option(help=f"One of {', '.join(STATUSES)}, or 'all'.")
+    ] = store.FAILED,
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    lead_id: Annotated[str | None, typer.Option(help="Only this lead.")] = None,
+    limit: int = 100,
+) -> None:
+    """Deliveries (by default the failed ones), newest first."""
+    if status != "all" and status not in STATUSES:
+        raise typer.BadParameter(f"one of {', '.join(STATUSES)} or all", param_hint="--status")
+
+    async def work(uow_factory: Callable[[], UnitOfWork]) -> list[Any]:
+        async with uow_factory() as uow:
+            return await store.list_deliveries(
+                uow.session,
+                status=None if status == "all" else status,
+                destination=destination,
+                lead_id=lead_id,
+                limit=limit,
+            )
+
+    rows = _run(work)
+    table = Table(title=f"deliveries ({status})")
+    for column in ("delivery id", "lead id", "destination", "status", "attempts", "last error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.delivery_id,
+            row.lead_id,
+            row.destination,
+            row.status,
+            str(row.attempts),
+            (row.last_error or "")[:80],
+        )
+    console.print(table)
+
+
+@deliveries_app.command()
+def show(delivery_id: str) -> None:
+    """One delivery in full."""
+
+    async def work(uow_factory: Callable[[], UnitOfWork]) -> Any:
+        async with uow_factory() as uow:
+            return await store.get_delivery(uow.session, delivery_id)
+
+    row = _run(work)
+    if row is None:
+        console.print(f"no delivery {delivery_id}")
+        raise typer.Exit(1)
+    console.print_json(
+        orjson.dumps({str(k): v for k, v in row._asdict().items()}, default=str).decode()
+    )
+
+
+@deliveries_app.command("redrive")
+def redrive(
+    delivery_ids: Annotated[list[str] | None, typer.Argument(help="Failed deliveries.")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed one.")] = False,
+    destination: Annotated[
+        str | None, typer.Option(help="With --all-failed: only this destination.")
+    ] = None,
+) -> None:
+    """Queue failed deliveries again with a fresh attempt budget (after fixing the config)."""
+    if not delivery_ids and not all_failed:
+        raise typer.BadParameter("give delivery ids or --all-failed")
+
+    async def work(uow_factory: Callable[[], UnitOfWork]) -> tuple[int, list[str]]:
+        ids = list(delivery_ids or [])
+        if all_failed:
+            async with uow_factory() as uow:
+                rows = await store.list_deliveries(
+                    uow.session, status=store.FAILED, destination=destination, limit=100_000
+                )
+            ids += [r.delivery_id for r in rows]
+        done, problems = 0, []
+        for delivery_id in dict.fromkeys(ids):
+            try:
+                async with uow_factory() as uow:
+                    row = await handle_redrive(delivery_id, uow)
+            except AckError as exc:
+                problems.append(f"{delivery_id}: {exc.message}")
+                continue
+            if row is None:
+                problems.append(f"{delivery_id}: no such delivery")
+            else:
+                done += 1
+        return done, problems
+
+    done, problems = _run(work)
+    for problem in problems:
+        console.print(problem, markup=False)
+    console.print(f"re-drove {done} deliver{'y' if done == 1 else 'ies'}")
+    if problems:
+        raise typer.Exit(1)

@@ -1,0 +1,22 @@
+"""Topic → event type → handler."""
+
+from __future__ import annotations
+
+import functools
+
+from services.router.handlers import Wake, handle_lead_erased, handle_lead_scored
+from services.router.settings import RoutingConfig
+from shared.events import LeadErased, LeadScored
+from shared.events.topics import LEADS_ERASURE, LEADS_SCORED
+from shared.service import ServiceRuntime
+
+
+def register(runtime: ServiceRuntime, config: RoutingConfig, wake: Wake) -> None:
+    """Sales-ready leads to route, and people to forget."""
+    runtime.add_consumer(
+        [LEADS_SCORED, LEADS_ERASURE],
+        {
+            LeadScored.TYPE: functools.partial(handle_lead_scored, config=config, wake=wake),
+            LeadErased.TYPE: handle_lead_erased,
+        },
+    )

@@ -1,0 +1,54 @@
+"""Destinations: one module per type, built from the `routing.destinations` config."""
+
+from __future__ import annotations
+
+import httpx
+
+from services.router.destinations.base import Destination, Item, Outcome
+from services.router.destinations.email import Email
+from services.router.destinations.file import FileSink
+from services.router.destinations.hubspot import HubSpot
+from services.router.destinations.pipedrive import Pipedrive
+from services.router.destinations.salesforce import Salesforce
+from services.router.destinations.slack import Slack
+from services.router.destinations.webhook import Webhook
+from services.router.settings import (
+    EmailDestination,
+    FileDestination,
+    HubSpotDestination,
+    PipedriveDestination,
+    RoutingConfig,
+    SalesforceDestination,
+    SlackDestination,
+    WebhookDestination,
+)
+
+__all__ = ["Destination", "Item", "Outcome", "build_destination", "build_destinations"]
+
+
+def build_destination(name: str, config: object, client: httpx.AsyncClient) -> Destination:
+    """The destination object for one config entry."""
+    if isinstance(config, FileDestination):
+        return FileSink(name, config)
+    if isinstance(config, WebhookDestination):
+        return Webhook(name, config, client)
+    if isinstance(config, HubSpotDestination):
+        return HubSpot(name, config, client)
+    if isinstance(config, SalesforceDestination):
+        return Salesforce(name, config, client)
+    if isinstance(config, PipedriveDestination):
+        return Pipedrive(name, config, client)
+    if isinstance(config, SlackDestination):
+        return Slack(name, config, client)
+    if isinstance(config, EmailDestination):
+        return Email(name, config)
+    raise ValueError(f"unknown destination type {type(config).__name__}")
+
+
+def build_destinations(config: RoutingConfig, client: httpx.AsyncClient) -> dict[str, Destination]:
+    """Every enabled destination of the config, by name."""
+    return {
+        name: build_destination(name, entry, client)
+        for name, entry in config.destinations.items()
+        if config.destination_enabled(name)
+    }

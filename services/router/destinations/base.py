@@ -1,0 +1,179 @@
+"""What every destination shares: the delivery item, the outcome, HTTP error handling, mapping."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from jinja2 import Undefined
+from jinja2.sandbox import SandboxedEnvironment
+
+log = logging.getLogger(__name__)
+
+DELIVERED, RETRY, FAILED = "delivered", "retry", "failed"
+
+_templates = SandboxedEnvironment(undefined=Undefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One claimed delivery and the document to send."""
+
+    delivery_id: str
+    lead_id: str
+    purpose: str
+    claims: int
+    document: dict[str, Any]
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """How one delivery attempt ended."""
+
+    status: str
+    error: str | None = None
+    http_status: int | None = None
+    retry_after: float | None = None
+    external_id: str | None = None
+    progress: dict[str, Any] | None = None
+    counts_as_attempt: bool = True
+
+    @classmethod
+    def delivered(cls, external_id: str | None = None, http_status: int | None = None) -> Outcome:
+        return cls(DELIVERED, external_id=external_id, http_status=http_status)
+
+
+@dataclass
+class Pause:
+    """The destination asked us to wait (429, quota headers): no request before `seconds`."""
+
+    seconds: float
+
+
+class Destination:
+    """A place leads are delivered to; subclasses implement `deliver_batch`."""
+
+    kind = "base"
+    max_batch = 1
+    # Requests in flight at once; 1 where the answer says whether to send the next one.
+    concurrency = 8
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+        self.config = config
+        self.pause: Pause | None = None
+
+    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+        """Deliver `items` (at most `max_batch`); one outcome per item, in order."""
+        raise NotImplementedError
+
+    def render(self, default: Mapping[str, Any], document: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply the configured (or default) field mapping to a document."""
+        mapping = self.config.mapping if self.config.mapping is not None else default
+        return render_mapping(mapping, template_context(document, self.name))
+
+    def note_pause(self, seconds: float | None) -> None:
+        if seconds is not None and seconds > 0:
+            current = self.pause.seconds if self.pause else 0.0
+            self.pause = Pause(max(current, seconds))
+
+
+def template_context(document: Mapping[str, Any], destination: str) -> dict[str, Any]:
+    """What mapping templates see: lead, rep (with this destination's owner id), assignment."""
+    rep = dict(document.get("rep") or {})
+    rep["owner_id"] = (rep.get("owner_ids") or {}).get(destination, "")
+    return {
+        "lead": document.get("lead", {}),
+        "rep": rep,
+        "assignment": document.get("assignment", {}),
+        "ack_url": document.get("ack_url", ""),
+        "event": document.get("event", ""),
+        "document": document,
+    }
+
+
+def render_mapping(mapping: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Render each string value as a Jinja2 template; empty results are left out."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        rendered: Any
+        if isinstance(value, str):
+            rendered = _templates.from_string(value).render(**context).strip()
+            if rendered == "" or rendered == "None":
+                continue
+        elif isinstance(value, Mapping):
+            rendered = render_mapping(value, context)
+        else:
+            rendered = value
+        out[key] = rendered
+    return out
+
+
+def render_text(template: str, document: Mapping[str, Any], destination: str) -> str:
+    return _templates.from_string(template).render(**template_context(document, destination))
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def short_error(response: httpx.Response, limit: int = 300) -> str:
+    """`HTTP 400: <start of the body>` for the delivery's last error."""
+    body = response.text.strip().replace("\n", " ")
+    return (
+        f"HTTP {response.status_code}: {body[:limit]}" if body else f"HTTP {response.status_code}"
+    )
+
+
+def outcome_of(response: httpx.Response, destination: Destination) -> Outcome | None:
+    """The outcome of a failed response; None for a 2xx (the caller reads the body).
+
+    429: retried after Retry-After, and the whole destination pauses. 408, 425 and 5xx:
+    retried with backoff. Other 4xx: permanent, the request itself is wrong (no retry).
+    """
+    status = response.status_code
+    if status < 300:
+        return None
+    if status == 429:
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        destination.note_pause(wait if wait is not None else 1.0)
+        return Outcome(
+            RETRY,
+            short_error(response),
+            status,
+            retry_after=wait,
+            counts_as_attempt=False,
+        )
+    if status in (408, 425) or status >= 500:
+        return Outcome(
+            RETRY,
+            short_error(response),
+            status,
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
+    return Outcome(FAILED, short_error(response), status)
+
+
+def transport_error(exc: Exception) -> Outcome:
+    """A connection refused, reset or timed out: the destination is down, retry."""
+    return Outcome(RETRY, f"{type(exc).__name__}: {exc}"[:300])

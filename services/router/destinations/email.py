@@ -1,0 +1,98 @@
+"""Email to the assigned rep over SMTP (aiosmtplib), with the acknowledgement link.
+
+Temporary SMTP failures (4xx replies, connection errors) are retried; a
+permanent 5xx reply (unknown mailbox) is not.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from services.router.destinations.base import (
+    FAILED,
+    Destination,
+    Item,
+    Outcome,
+    render_text,
+    transport_error,
+)
+from services.router.settings import EmailDestination
+
+SUBJECTS = {
+    "assigned": "New lead: {{ lead.full_name or lead.company or document.lead_id }}",
+    "reassigned": "Lead reassigned to you: {{ lead.full_name or document.lead_id }}",
+    "escalation": "SLA missed: lead {{ document.lead_id }} not acknowledged",
+}
+BODY = """Hello {{ rep.name or rep.id or 'team' }},
+
+{% if event == 'lead.sla_breached' -%}
+Lead {{ document.lead_id }} was not acknowledged within {{ assignment.sla_minutes }} minutes.
+{%- else -%}
+A sales-ready lead is yours
+{%- if event == 'lead.reassigned' %} (reassigned after the SLA){% endif %}:
+
+  Name:     {{ lead.full_name }}
+  Company:  {{ lead.company }}
+  Title:    {{ lead.job_title }}
+  Email:    {{ lead.email }}
+  Phone:    {{ lead.phone }}
+  Country:  {{ lead.country }}
+  Channel:  {{ lead.channel }}
+  Score:    {{ lead.score }} ({{ lead.grade }})
+
+Why you: {{ assignment.explanation }}
+
+Take it (starts your speed-to-lead clock): {{ ack_url }}
+{%- endif %}
+"""
+
+
+class Email(Destination):
+    kind = "email"
+
+    def __init__(self, name: str, config: EmailDestination) -> None:
+        super().__init__(name, config)
+
+    def build(self, item: Item) -> EmailMessage | None:
+        config: EmailDestination = self.config
+        rep = item.document.get("rep") or {}
+        recipients = list(config.to) or ([rep["email"]] if rep.get("email") else [])
+        if not recipients:
+            return None
+        mapping = config.mapping or {}
+        message = EmailMessage()
+        message["From"] = config.sender
+        message["To"] = ", ".join(recipients)
+        subject = mapping.get("subject") or SUBJECTS.get(item.purpose, SUBJECTS["assigned"])
+        message["Subject"] = render_text(subject, item.document, self.name).strip()
+        message["Message-ID"] = f"<{item.delivery_id}@leadflow>"
+        message.set_content(render_text(mapping.get("body") or BODY, item.document, self.name))
+        return message
+
+    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+        return [await self._deliver(item) for item in items]
+
+    async def _deliver(self, item: Item) -> Outcome:
+        config: EmailDestination = self.config
+        message = self.build(item)
+        if message is None:
+            return Outcome(FAILED, "no recipient: the rep has no email and `to` is empty")
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=config.host,
+                port=config.port,
+                username=config.username or None,
+                password=config.password or None,
+                start_tls=config.starttls,
+                timeout=10,
+            )
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                return Outcome(FAILED, f"SMTP {exc.code}: {exc.message}"[:300], exc.code)
+            return Outcome("retry", f"SMTP {exc.code}: {exc.message}"[:300], exc.code)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return transport_error(exc)
+        return Outcome.delivered(message["Message-ID"])
