@@ -19,7 +19,7 @@ from shared.http import ApiError
 from shared.service import ServiceRuntime
 
 
-def require_admin(request: Request, runtime: RuntimeDep) -> None:
+async def require_admin(request: Request, runtime: RuntimeDep) -> None:
     """Admin endpoints: `Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`."""
     settings = runtime.settings
     if has_admin_token(request, runtime):

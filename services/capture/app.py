@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from services.capture import admin, store, webhooks
 from services.capture import settings as capture_settings
 from services.capture.http import router
+from services.capture.intake import Intake
 from services.capture.platforms import RetrievalWorker
 from services.capture.spam import RateLimiter
 from shared.config import load_config
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
     retrieval = RetrievalWorker(runtime.uow, config)
     runtime.add_worker("retrieval", retrieval.run)
+    intake = Intake(runtime.uow, config)
     # Captcha verification reuses one connection pool for the process's lifetime.
     http_client = httpx.AsyncClient(headers={"User-Agent": f"leadflow-capture/{VERSION}"})
     runtime_lifespan = runtime.lifespan()
@@ -40,7 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with runtime_lifespan(app):
-                yield
+                try:
+                    yield
+                finally:
+                    await intake.stop()
         finally:
             await http_client.aclose()
 
@@ -65,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = RateLimiter()
     app.state.http_client = http_client
     app.state.retrieval = retrieval
+    app.state.intake = intake
     if not settings.admin_token.get_secret_value() and settings.env != "development":
         log.warning("LEADFLOW_ADMIN_TOKEN is not set: quarantine and consent routes are refused")
     return app

@@ -24,6 +24,7 @@ from services.capture.domain import (
 )
 from services.capture.settings import CaptureConfig
 from services.capture.spam import is_disposable
+from services.capture.writes import Writes
 from shared import metrics
 from shared.db import UnitOfWork
 from shared.events import Attribution, Contact, LeadCaptured, LeadErased
@@ -73,6 +74,11 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def dedupe_key_of(command: CaptureLead) -> str | None:
+    """The stored dedupe key: the same key from another source is another submission."""
+    return f"{command.source}:{command.dedupe_key}" if command.dedupe_key else None
+
+
 async def handle_capture_lead(
     command: CaptureLead,
     uow: UnitOfWork,
@@ -80,17 +86,20 @@ async def handle_capture_lead(
     now: datetime | None = None,
     *,
     release: sa.Row[Any] | None = None,
+    writes: Writes | None = None,
 ) -> Captured:
     """Store a submission as a new lead, a new touch of its person, or quarantined spam.
 
-    Writes only into `uow`; the caller commits. `release` is a quarantined submission
-    being let through: its row is updated instead of a new one inserted.
+    Writes only into `uow` (through `writes`, which the batched intake replaces by
+    one that buffers a whole group); the caller commits. `release` is a quarantined
+    submission being let through: its row is updated instead of a new one inserted.
+    Invalid input raises InvalidLead before anything is written.
     """
     now = now or datetime.now(UTC)
-    session = uow.session
-    dedupe_key = f"{command.source}:{command.dedupe_key}" if command.dedupe_key else None
+    writes = writes or Writes(uow.session)
+    dedupe_key = dedupe_key_of(command)
     if dedupe_key and release is None:
-        existing = await store.find_submission_by_key(session, dedupe_key)
+        existing = await writes.submission_by_key(dedupe_key)
         if existing is not None:
             return Captured(
                 existing.lead_id,
@@ -123,13 +132,15 @@ async def handle_capture_lead(
         {**(normalized.attribution if normalized else {}), **command.attribution},
     )
     if reason is not None:
-        return await _quarantine(uow, command, normalized, touch, dedupe_key, reason, detail, now)
+        return await _quarantine(
+            writes, command, normalized, touch, dedupe_key, reason, detail, now
+        )
     assert normalized is not None
-    return await _accept(uow, command, config, normalized, touch, dedupe_key, now, release)
+    return await _accept(uow, writes, command, config, normalized, touch, dedupe_key, now, release)
 
 
 async def _quarantine(
-    uow: UnitOfWork,
+    writes: Writes,
     command: CaptureLead,
     normalized: NormalizedLead | None,
     touch: Attribution,
@@ -140,8 +151,7 @@ async def _quarantine(
 ) -> Captured:
     submission_id = str(uuid.uuid4())
     contact = normalized.contact if normalized else Contact()
-    await store.insert_submission(
-        uow.session,
+    await writes.insert_submission(
         submission_id=submission_id,
         lead_id=None,
         source=command.source,
@@ -179,6 +189,7 @@ async def _quarantine(
 
 async def _accept(
     uow: UnitOfWork,
+    writes: Writes,
     command: CaptureLead,
     config: CaptureConfig,
     normalized: NormalizedLead,
@@ -187,17 +198,15 @@ async def _accept(
     now: datetime,
     release: sa.Row[Any] | None,
 ) -> Captured:
-    session = uow.session
     form = config.forms.get(command.form_id) if command.form_id else None
     consent = marketing_consent(form, command.data)
     contact = normalized.contact
-    existing_lead = await store.find_lead(session, contact.email, contact.phone)
+    existing_lead = await writes.lead_of(contact.email, contact.phone)
     touch_json = touch.model_dump(mode="json", exclude_none=True)
     if existing_lead is None:
         lead_id, touch_number, is_new = str(uuid.uuid4()), 1, True
         first_touch = touch
-        await store.insert_lead(
-            session,
+        await writes.insert_lead(
             lead_id=lead_id,
             email=contact.email,
             phone=contact.phone,
@@ -214,8 +223,7 @@ async def _accept(
         touch_number = existing_lead.touches + 1
         first_touch = Attribution.model_validate(existing_lead.first_touch)
         contact = _merge_contact(Contact.model_validate(existing_lead.contact or {}), contact)
-        await store.update_lead(
-            session,
+        await writes.update_lead(
             lead_id,
             touches=touch_number,
             last_touch=touch_json,
@@ -247,14 +255,13 @@ async def _accept(
     if release is not None:
         submission_id = release.submission_id
         changed = await store.release_submission(
-            session, submission_id, status="released", raw=None, released_at=now, **values
+            uow.session, submission_id, status="released", raw=None, released_at=now, **values
         )
         if not changed:
             raise NotReleasable(submission_id, "no longer quarantined")
     else:
         submission_id = str(uuid.uuid4())
-        await store.insert_submission(
-            session,
+        await writes.insert_submission(
             submission_id=submission_id,
             source=command.source,
             form_id=command.form_id,
@@ -266,8 +273,7 @@ async def _accept(
             received_at=now,
             **values,
         )
-    await store.insert_consent(
-        session,
+    await writes.insert_consent(
         consent_id=str(uuid.uuid4()),
         lead_id=lead_id,
         submission_id=submission_id,
@@ -391,7 +397,9 @@ async def handle_release_submission(
         command.form_id,
         {**normalized.attribution, **command.attribution},
     )
-    return await _accept(uow, command, config, normalized, touch, None, datetime.now(UTC), row)
+    return await _accept(
+        uow, Writes(uow.session), command, config, normalized, touch, None, datetime.now(UTC), row
+    )
 
 
 async def release(

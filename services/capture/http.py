@@ -26,7 +26,6 @@ from services.capture.handlers import (
     Captured,
     CaptureLead,
     EraseLead,
-    capture,
     handle_erase_lead,
     hash_api_key,
 )
@@ -42,19 +41,19 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def get_config(request: Request) -> CaptureConfig:
+async def get_config(request: Request) -> CaptureConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     return request.app.state.limiter  # type: ignore[no-any-return]
 
 
-def get_http_client(request: Request) -> httpx.AsyncClient:
+async def get_http_client(request: Request) -> httpx.AsyncClient:
     return request.app.state.http_client  # type: ignore[no-any-return]
 
 
@@ -270,7 +269,7 @@ async def submit_form(
             quarantine=reason,
             spam_checks=True,
         )
-        result = await capture(command, runtime.uow, config)
+        result = await request.app.state.intake.capture(command)
     except InvalidLead as exc:
         metrics.leads_rejected_total.labels("form", exc.code).inc()
         target = _error_redirect(form, request, exc.code, exc.field) if html_post else None
@@ -435,7 +434,7 @@ async def _submit_one(
         attribution={"utm_source": source_name} if "utm_source" not in fields else {},
     )
     try:
-        result = await capture(command, runtime.uow, config)
+        result = await request.app.state.intake.capture(command)
     except InvalidLead as exc:
         metrics.leads_rejected_total.labels("api", exc.code).inc()
         return _rejected(index, exc.code, exc.field, exc.message)

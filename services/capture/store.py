@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -355,3 +356,52 @@ async def retrieval_of(
         retrievals.c.platform == platform, retrievals.c.external_id == external_id
     )
     return (await session.execute(query)).first()
+
+
+async def find_submissions_by_keys(session: AsyncSession, keys: set[str]) -> list[sa.Row[Any]]:
+    """The stored submissions with any of these dedupe keys."""
+    rows: list[sa.Row[Any]] = []
+    for chunk in _chunks(sorted(keys)):
+        query = sa.select(submissions).where(submissions.c.dedupe_key.in_(chunk))
+        rows += (await session.execute(query)).all()
+    return rows
+
+
+async def find_leads(
+    session: AsyncSession, emails: set[str], phones: set[str]
+) -> list[sa.Row[Any]]:
+    """The leads matching any of these emails or phones."""
+    rows: dict[str, sa.Row[Any]] = {}
+    for column, values in ((leads.c.email, emails), (leads.c.phone, phones)):
+        for chunk in _chunks(sorted(values)):
+            for row in (await session.execute(sa.select(leads).where(column.in_(chunk)))).all():
+                rows[row.lead_id] = row
+    return list(rows.values())
+
+
+async def update_leads(session: AsyncSession, updates: dict[str, dict[str, Any]]) -> None:
+    """Update many leads, one statement per set of changed columns."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for lead_id, values in updates.items():
+        row = {"_lead_id": lead_id, **{f"_{name}": value for name, value in values.items()}}
+        by_columns.setdefault(tuple(sorted(values)), []).append(row)
+    for columns, rows in by_columns.items():
+        statement = (
+            sa.update(leads)
+            .where(leads.c.lead_id == sa.bindparam("_lead_id"))
+            .values({name: sa.bindparam(f"_{name}") for name in columns})
+        )
+        await session.execute(statement, rows)
+
+
+async def insert_submissions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert many submissions; accepted and quarantined ones carry different columns."""
+    columns = {name for row in rows for name in row}
+    await session.execute(
+        sa.insert(submissions), [{name: row.get(name) for name in columns} for row in rows]
+    )
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

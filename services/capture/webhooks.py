@@ -37,7 +37,7 @@ from shared.service import ServiceRuntime
 router = APIRouter(tags=["webhooks"])
 
 
-def get_worker(request: Request) -> RetrievalWorker:
+async def get_worker(request: Request) -> RetrievalWorker:
     return request.app.state.retrieval  # type: ignore[no-any-return]
 
 

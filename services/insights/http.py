@@ -30,15 +30,15 @@ CSV_MEDIA_TYPE = "text/csv"
 MAX_COUNT = 10**15
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def get_config(request: Request) -> InsightsConfig:
+async def get_config(request: Request) -> InsightsConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -52,7 +52,7 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """`Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`; without a token: open in development only."""
     expected = settings.admin_token.get_secret_value()
     if not expected:

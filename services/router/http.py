@@ -14,7 +14,7 @@ import httpx
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from services.router import domain, outcomes, store
 from services.router.handlers import (
@@ -35,15 +35,15 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def get_config(request: Request) -> RoutingConfig:
+async def get_config(request: Request) -> RoutingConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -64,10 +64,10 @@ def is_admin(request: Request, settings: Settings) -> bool:
     if not expected:
         return settings.env == "development"
     given = _bearer(request)
-    return given is not None and hmac.compare_digest(given, expected)
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """Admin endpoints: `Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`."""
     if is_admin(request, settings):
         return
@@ -90,6 +90,10 @@ def require_admin(request: Request, settings: SettingsDep) -> None:
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No admin token"},
+    403: {"description": "Wrong admin token (or none configured, outside development)"},
+}
 
 
 # Assignments ----------------------------------------------------------------------------
@@ -239,6 +243,15 @@ async def acknowledge(
     summary="The acknowledgement link in rep notifications",
     tags=["assignments"],
     response_class=HTMLResponse,
+    responses={
+        status: {"description": description, "content": {"text/html": {}}}
+        for status, description in (
+            (401, "No token"),
+            (403, "Bad token"),
+            (404, "Unknown assignment"),
+            (409, "Reassigned or closed"),
+        )
+    },
 )
 async def acknowledge_link(
     assignment_id: str,
@@ -270,7 +283,10 @@ class OutcomeIn(BaseModel):
     lead_id: str | None = Field(default=None, max_length=64)
     email: str | None = Field(default=None, max_length=320)
     outcome: Literal["converted", "disqualified"]
-    value: Decimal = Field(default=Decimal("0"), ge=0, examples=["4800.00"])
+    # Bounded like every stored amount: 18 digits, 4 decimals (insights keeps ten-thousandths).
+    value: Decimal = Field(
+        default=Decimal("0"), ge=0, max_digits=18, decimal_places=4, examples=["4800.00"]
+    )
     currency: str = Field(default="USD", min_length=3, max_length=3)
     reason: str | None = Field(default=None, max_length=500)
     outcome_id: str | None = Field(
@@ -279,6 +295,14 @@ class OutcomeIn(BaseModel):
         description="Idempotency key (deal id...); default: one outcome of each kind per lead.",
     )
     occurred_at: datetime | None = None
+
+    @field_validator("lead_id", "email", "currency", "reason", "outcome_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # No database stores NUL in text (PostgreSQL refuses it).
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @model_validator(mode="after")
     def _who(self) -> OutcomeIn:
@@ -294,7 +318,7 @@ class OutcomeIn(BaseModel):
     summary="Close the loop: a lead converted or was disqualified (admin)",
     tags=["outcomes"],
     status_code=202,
-    responses={404: {"description": "No lead has this email"}},
+    responses={404: {"description": "No lead has this email"}, **ADMIN_ERRORS},
 )
 async def post_outcome(body: OutcomeIn, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
     """Publishes lead.converted or lead.disqualified on leads.outcomes, once per outcome id."""
@@ -416,7 +440,12 @@ async def hubspot_webhook(
 # Dead letters ---------------------------------------------------------------------------
 
 
-@router.get("/v1/dlq", summary="Failed deliveries, or a Kafka .dlq topic (admin)", tags=["dlq"])
+@router.get(
+    "/v1/dlq",
+    summary="Failed deliveries, or a Kafka .dlq topic (admin)",
+    tags=["dlq"],
+    responses=ADMIN_ERRORS,
+)
 async def list_dlq(
     runtime: RuntimeDep,
     settings: SettingsDep,
@@ -451,7 +480,11 @@ async def list_dlq(
     summary="Deliver a failed delivery again (admin)",
     tags=["dlq"],
     status_code=202,
-    responses={404: {"description": "Unknown delivery"}, 409: {"description": "Not failed"}},
+    responses={
+        404: {"description": "Unknown delivery"},
+        409: {"description": "Not failed"},
+        **ADMIN_ERRORS,
+    },
 )
 async def redrive(
     delivery_id: str, request: Request, runtime: RuntimeDep, _: AdminDep
