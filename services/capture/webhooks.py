@@ -7,6 +7,7 @@ are queued for the retrieval worker in the same transaction that acknowledges th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -14,8 +15,8 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.capture import openapi
-from services.capture.handlers import capture
 from services.capture.http import ConfigDep, RuntimeDep, content_type
+from services.capture.intake import Intake
 from services.capture.platforms import (
     RetrievalWorker,
     command_from_inbound,
@@ -145,33 +146,30 @@ async def google_webhook(request: Request, runtime: RuntimeDep, config: ConfigDe
         lead = google_source.parse_google_lead(raw, config.google_key_for)
     except SourceError as exc:
         raise _refuse("google", exc) from None
-    await _capture_leads(runtime, config, [lead])
+    await _capture_leads(request.app.state.intake, config, [lead])
     return JSONResponse({}, status_code=200)
 
 
 async def _capture_leads(
-    runtime: ServiceRuntime,
+    intake: Intake,
     config: CaptureConfig,
     leads: list[InboundLead],
     vendor: str | None = None,
 ) -> list[dict[str, Any]]:
-    results = []
-    for lead in leads:
+    """Store a delivery's leads (written together by the intake); a result per lead."""
+
+    async def one(lead: InboundLead) -> dict[str, Any]:
         if lead.is_test and not config.platforms.accept_test_leads:
-            results.append({"external_id": lead.external_id, "status": "test_skipped"})
-            continue
-        result = await capture(
-            command_from_inbound(lead, config, vendor=vendor), runtime.uow, config
-        )
-        results.append(
-            {
-                "external_id": lead.external_id,
-                "status": result.status,
-                "lead_id": result.lead_id,
-                "submission_id": result.submission_id,
-            }
-        )
-    return results
+            return {"external_id": lead.external_id, "status": "test_skipped"}
+        result = await intake.capture(command_from_inbound(lead, config, vendor=vendor))
+        return {
+            "external_id": lead.external_id,
+            "status": result.status,
+            "lead_id": result.lead_id,
+            "submission_id": result.submission_id,
+        }
+
+    return list(await asyncio.gather(*(one(lead) for lead in leads)))
 
 
 @router.get(
@@ -252,7 +250,7 @@ async def tiktok_webhook(
         leads = tiktok_source.parse_leads(raw)
     except SourceError as exc:
         raise _refuse("tiktok", exc) from None
-    results = await _capture_leads(runtime, config, leads)
+    results = await _capture_leads(request.app.state.intake, config, leads)
     return {"received": len(results), "results": results}
 
 
@@ -294,5 +292,5 @@ async def signed_webhook(
         leads = signed_source.parse_generic(raw)
     except SourceError as exc:
         raise _refuse("webhook", exc) from None
-    results = await _capture_leads(runtime, config, leads, vendor=source)
+    results = await _capture_leads(request.app.state.intake, config, leads, vendor=source)
     return {"received": len(results), "results": results}
