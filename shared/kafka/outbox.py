@@ -38,6 +38,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch_size: int = 500,
         publish_timeout: float = 15.0,
+        linger_seconds: float = 0.01,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -47,8 +48,10 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.publish_timeout = publish_timeout
+        self.linger_seconds = linger_seconds
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._published: list[Any] = []  # sent, not yet deleted (SQLite)
         self.last_error: str | None = None
 
     async def ensure_producer(self) -> AIOKafkaProducer:
@@ -109,6 +112,10 @@ class OutboxRelay:
                 continue  # more is waiting
             if published == 0:
                 await self._refresh_gauges()
+            else:
+                # Under load, let the next batch gather for a moment: fewer, larger
+                # batches leave the database to the writers (a few ms of latency).
+                await asyncio.sleep(self.linger_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.db.outbox_signal.wait(), self.poll_seconds)
             self.db.outbox_signal.clear()
@@ -117,14 +124,18 @@ class OutboxRelay:
         """Publish up to one batch of outbox rows; returns how many were published."""
         if self.db.is_sqlite:
             # Never hold SQLite's write lock while waiting on Kafka: capture must keep
-            # committing submissions while the broker is slow or down.
+            # committing submissions while the broker is slow or down. The rows of the
+            # previous batch (in Kafka by now) are deleted in the same short transaction
+            # that reads the next batch: one write-lock hold per batch.
             async with self.db.write_gate(), self.db.session() as session, session.begin():
+                if self._published:
+                    await self._delete(session, self._published)
+                    self._published = []
                 rows = await self._next_rows(session)
             if not rows:
                 return 0
             await asyncio.wait_for(self._send_in_order(rows), self.publish_timeout)
-            async with self.db.write_gate(), self.db.session() as session, session.begin():
-                await self._delete(session, rows)
+            self._published = rows
         else:
             async with self.db.session() as session, session.begin():
                 if not await try_leader_lock(session, self.db.dialect, f"outbox:{self.service}"):
