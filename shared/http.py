@@ -7,10 +7,12 @@ with `field` naming the offending input where there is one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -108,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
+            400: "invalid_body",
             404: "not_found",
             405: "method_not_allowed",
             401: "unauthorized",
@@ -117,7 +120,12 @@ def install_error_handlers(app: FastAPI) -> None:
             429: "rate_limited",
         }.get(exc.status_code, "http_error")
         return error_response(
-            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+            exc.status_code,
+            code,
+            str(exc.detail),
+            # FastAPI's 400 is a body it could not parse (not UTF-8, nested too deeply...).
+            field="body" if exc.status_code == 400 else None,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
@@ -158,7 +166,7 @@ class BodyLimitMiddleware:
                     await self._reject(send)
                     return
         received = 0
-        rejected = False
+        rejected = started = False
 
         async def limited_receive() -> Message:
             nonlocal received, rejected
@@ -170,9 +178,18 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            # A route that catches the cut-off body (FastAPI answers 400 "error parsing the
+            # body") does not get to answer: the 413 below does.
+            if rejected and not started:
+                return
+            started = True
+            await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if rejected and not started:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
@@ -198,8 +215,41 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class NulGuardMiddleware:
+    """400 for a NUL character in the path or the query string.
+
+    No database stores NUL in text (PostgreSQL refuses it), and no legitimate URL
+    carries one: refusing at the door keeps it away from every route and query.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = self._culprit(scope)
+            if field is not None:
+                await error_response(
+                    400, "invalid_character", "NUL characters are not allowed", field
+                )(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _culprit(scope: Scope) -> str | None:
+        if "\x00" in scope.get("path", ""):
+            return "path"
+        query: bytes = scope.get("query_string", b"")
+        if b"\x00" in query or b"%00" in query:
+            for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if "\x00" in name or "\x00" in value:
+                    return name.replace("\x00", "") or "query"
+            return "query"
+        return None
+
+
 class LoadShedMiddleware:
-    """Past `max_in_flight` concurrent requests, answer 503 + Retry-After at once.
+    """Past `max_in_flight` concurrent requests, answer 503 + Retry-After.
 
     Queueing without bound would raise every request's latency and the process's
     memory; refusing early keeps the accepted requests fast, and well-behaved
@@ -208,9 +258,13 @@ class LoadShedMiddleware:
 
     EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, max_in_flight: int, shed_delay: float = 0.5) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
+        # The 503 goes out after a pause: a client that retries at once (ignoring
+        # Retry-After) would otherwise spend the process's CPU on refusals and starve
+        # the requests it did accept. A paused refusal holds no slot and no work.
+        self.shed_delay = shed_delay
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -219,6 +273,7 @@ class LoadShedMiddleware:
             return
         if self.in_flight >= self.max_in_flight:
             metrics.http_requests_shed_total.labels(scope.get("method", "GET")).inc()
+            await asyncio.sleep(self.shed_delay)
             body = orjson.dumps(
                 error_body("overloaded", "too many requests in flight; retry after the given delay")
             )
@@ -288,6 +343,7 @@ def create_app(
     routers: Sequence[APIRouter],
     max_body_bytes: int = 64 * 1024,
     max_in_flight: int = 512,
+    shed_delay: float = 0.5,
 ) -> FastAPI:
     """A service's FastAPI app with health, readiness, metrics and the error shape."""
     app = FastAPI(
@@ -325,7 +381,8 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    app.add_middleware(LoadShedMiddleware, max_in_flight=max_in_flight)
+    app.add_middleware(LoadShedMiddleware, max_in_flight=max_in_flight, shed_delay=shed_delay)
     app.add_middleware(MetricsMiddleware, service=service)
     return app

@@ -79,9 +79,14 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
     max_in_flight: int = Field(
-        default=512,
+        default=128,
         ge=1,
         description="Concurrent requests per process before new ones get 503 + Retry-After.",
+    )
+    shed_delay_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="Pause before a 503 for a request past max_in_flight (slows hammering).",
     )
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Handler attempts before the DLQ."

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[router, webhooks.router, admin.router],
         max_body_bytes=settings.max_body_bytes,
         max_in_flight=settings.max_in_flight,
+        shed_delay=settings.shed_delay_seconds,
     )
     app.state.runtime = runtime
     app.state.config = config

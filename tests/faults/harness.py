@@ -108,6 +108,7 @@ class CrmStandIn:
 
     def __init__(self) -> None:
         self.deliveries: list[dict[str, Any]] = []
+        self.arrivals: dict[str, float] = {}  # lead id → first delivery (time.monotonic())
         self.fail_with: int | None = None
         self.bad_signatures = 0
         self.lock = threading.Lock()
@@ -122,8 +123,12 @@ class CrmStandIn:
                         stand_in.bad_signatures += 1
                         status = 401
                     else:
+                        delivery = json.loads(body)
                         with stand_in.lock:
-                            stand_in.deliveries.append(json.loads(body))
+                            stand_in.deliveries.append(delivery)
+                            stand_in.arrivals.setdefault(
+                                str(delivery.get("lead_id")), time.monotonic()
+                            )
                         status = 200
                 self.send_response(status)
                 if status == 429:
