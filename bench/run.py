@@ -10,6 +10,8 @@ Scenarios
 - webhook: a signed webhook's acknowledgement latency with the broker down.
 - scoring: scoring events/s per process next to a bare consume-and-insert loop
   (bench/scoring_bench.py).
+- overload: capture driven far past capacity: shed 503s, accepted latency, memory
+  (bench/overload_bench.py).
 - e2e: capture → CRM stand-in latency at a steady 200 leads/s (bench/e2e_bench.py).
 """
 
@@ -216,7 +218,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=int, default=15, help="Duration of each wrk run.")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--only", default="capture,webhook,scoring,e2e")
+    parser.add_argument("--only", default="capture,webhook,overload,scoring,e2e")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
@@ -230,6 +232,7 @@ def main() -> None:
         print(json.dumps(results["capture"], indent=2), flush=True)
     for name, script in (
         ("webhook", "webhook_bench.py"),
+        ("overload", "overload_bench.py"),
         ("scoring", "scoring_bench.py"),
         ("e2e", "e2e_bench.py"),
     ):
