@@ -55,6 +55,7 @@ class ServiceRuntime:
         self._consumer_specs: list[dict[str, Any]] = []
         self._workers: list[tuple[str, Worker]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
+        self._consumer_starts: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.started = False
 
@@ -67,11 +68,23 @@ class ServiceRuntime:
         topics: Sequence[str],
         handlers: dict[str, Handler],
         name: str | None = None,
+        *,
+        consumer_class: type[EventConsumer] = EventConsumer,
         **options: Any,
     ) -> None:
-        """Consume `topics` with this service's group, dispatching by event type."""
+        """Consume `topics` with this service's group, dispatching by event type.
+
+        `consumer_class` lets a service use an EventConsumer subclass (for example one
+        that prepares a whole batch before its handlers run).
+        """
         self._consumer_specs.append(
-            {"topics": topics, "handlers": handlers, "name": name, **options}
+            {
+                "topics": topics,
+                "handlers": handlers,
+                "name": name,
+                "consumer_class": consumer_class,
+                **options,
+            }
         )
 
     def add_worker(self, name: str, worker: Worker) -> None:
@@ -91,15 +104,17 @@ class ServiceRuntime:
         )
         self.relay.start()
         for spec in self._consumer_specs:
-            consumer = EventConsumer(
+            options = dict(spec)
+            consumer_class = options.pop("consumer_class", EventConsumer)
+            consumer = consumer_class(
                 service=self.service,
                 group_id=self.settings.group_id(self.service),
                 uow_factory=self.uow,
                 settings=self.settings,
-                **spec,
+                **options,
             )
             self.consumers.append(consumer)
-            self._worker_tasks.append(
+            self._consumer_starts.append(
                 asyncio.create_task(
                     _start_consumer_with_retry(consumer, self._stop),
                     name=f"{self.service}-consumer-start",
@@ -115,6 +130,10 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         self._stop.set()
+        # A consumer still joining its group has nothing in hand: stop waiting for it.
+        for task in self._consumer_starts:
+            task.cancel()
+        await asyncio.gather(*self._consumer_starts, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.stop()
         for task in self._worker_tasks:
