@@ -27,6 +27,14 @@ console = Console()
 PR_SET_PDEATHSIG = 1
 
 
+# The lead the start-up banner's curl submits: hot and sales-ready under the example model.
+EXAMPLE_LEAD = (
+    '{"work_email":"ada@analytical-engines.example","name":"Ada Lovelace",'
+    '"company":"Analytical Engines","title":"Director of Engineering","country":"GB",'
+    '"company_size":"120","utm_source":"google","utm_medium":"cpc","marketing_consent":"yes"}'
+)
+
+
 def free_port(preferred: int = 0) -> int:
     """`preferred` when it is free, else any free port."""
     for candidate in ([preferred] if preferred else []) + [0]:
@@ -250,10 +258,7 @@ def _print_welcome(
     console.print(
         f"  curl -s -X POST http://127.0.0.1:{ports['capture']}/v1/forms/demo-request \\\n"
         "    -H 'Content-Type: application/json' \\\n"
-        '    -d \'{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace",'
-        '"company":"Analytical Engines","job_title":"Director of Engineering",'
-        '"country":"GB","utm_source":"google","utm_medium":"cpc",'
-        '"marketing_consent":"yes"}\'\n',
+        f"    -d '{EXAMPLE_LEAD}'\n",
         markup=False,
         highlight=False,
         soft_wrap=True,

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from services.embedded import EXAMPLE_LEAD
 
 pytestmark = pytest.mark.e2e
 
@@ -153,6 +156,7 @@ def test_one_hot_and_one_cold_lead_through_all_five_services(tmp_path):
                 "title": "Director of Engineering",
                 "country": "GB",
                 "company_size": "120",
+                "phone": "+44 20 7946 0958",
                 "utm_source": "google",
                 "utm_medium": "cpc",
                 "marketing_consent": "yes",
@@ -209,6 +213,21 @@ def test_one_hot_and_one_cold_lead_through_all_five_services(tmp_path):
         assert verify_signature(headers, body)
         assert json.loads(body)["lead_id"] == hot_id
         print(f"hot lead routed {routed_within:.2f}s after its 202")
+
+        # The banner's copy-paste curl submits a lead that is routed too.
+        assert EXAMPLE_LEAD in "".join(output).replace("\n", "")
+        banner = httpx.post(
+            f"{capture}/v1/forms/demo-request",
+            content=EXAMPLE_LEAD,
+            headers={"Content-Type": "application/json"},
+        )
+        assert banner.status_code == 202, banner.text
+        banner_id = banner.json()["lead_id"]
+        _wait_for(
+            lambda: any(r.get("lead_id") == banner_id for r in routed_lines()),
+            10,
+            "the banner's lead in routed.jsonl",
+        )
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -226,4 +245,8 @@ def test_one_hot_and_one_cold_lead_through_all_five_services(tmp_path):
     ]
     assert leftovers == [], f"orphan processes after Ctrl-C: {leftovers}"
     logs = "\n".join(p.read_text() for p in (var_dir / "logs").glob("*.log"))
-    assert f"ada.{tag}" not in logs and f"sam.{tag}" not in logs  # no emails in logs
+    logs += "".join(output)
+    # No email address or phone number of a lead in any log line of the whole run.
+    assert f"ada.{tag}" not in logs and f"sam.{tag}" not in logs
+    assert not re.search(r"7946\W?0958", logs)
+    assert not re.search(r"[\w.+-]+@(analytical-engines\.co\.uk|gmail\.com)", logs)
