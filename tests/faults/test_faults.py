@@ -211,7 +211,8 @@ async def _republish_everything(bootstrap: str) -> int:
                     break
                 for items in batch.values():
                     records.extend(items)
-                if all(await consumer.position(tp) >= ends[tp] for tp in partitions):
+                positions = [await consumer.position(tp) for tp in partitions]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
                     break
             for r in records:
                 await producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers))

@@ -1,0 +1,210 @@
+"""`leadflow nurture …`: preview a step, list and re-drive emails, lift a suppression.
+
+These read the nurture database named by LEADFLOW_DATABASE_URL; a running
+nurture picks a re-driven email up within its poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.nurture import settings as nurture_settings
+from services.nurture import store
+from services.nurture.handlers import handle_unsuppress
+from services.nurture.outcomes import RedriveError, handle_redrive
+from shared.config import ConfigError, load_config
+from shared.db.engine import Database
+from shared.db.uow import UnitOfWork
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Nurture: preview emails, the send queue, suppressions.", no_args_is_help=True
+)
+sends_app = typer.Typer(help="Emails in the send queue: list, re-drive.", no_args_is_help=True)
+suppressions_app = typer.Typer(help="Addresses never emailed again.", no_args_is_help=True)
+app.add_typer(sends_app, name="sends")
+app.add_typer(suppressions_app, name="suppressions")
+console = Console()
+err = Console(stderr=True)
+STATUSES = (
+    store.SCHEDULED,
+    store.SENDING,
+    store.SENT,
+    store.FAILED,
+    store.CANCELLED,
+    store.SUPPRESSED,
+)
+
+
+def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
+    async def main() -> T:
+        settings = Settings()
+        db = Database(
+            settings.database_url_for("nurture"),
+            service="nurture",
+            schema=settings.schema_for("nurture"),
+        )
+        try:
+            return await work(lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def preview(
+    sequence: Annotated[str, typer.Argument(help="Sequence id.")],
+    step: Annotated[int, typer.Option(help="Step number (1 is the first).")] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the message to this .eml file (open it in a mail app)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file (LEADFLOW_CONFIG).")] = None,
+) -> None:
+    """Render a step for a sample lead: subject, text part, and the whole message with --out."""
+    from services.nurture.rendering import (
+        SAMPLE_LEAD,
+        Templates,
+        Tracking,
+        build_message,
+        message_id_for,
+        to_bytes,
+    )
+
+    settings = Settings()
+    try:
+        nurture = nurture_settings.load(load_config(config or settings.config))
+    except ConfigError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    chosen = nurture.sequences.get(sequence)
+    if chosen is None:
+        raise typer.BadParameter(
+            f"no sequence {sequence!r} (one of {', '.join(nurture.sequences) or 'none'})",
+            param_hint="SEQUENCE",
+        )
+    if not 1 <= step <= len(chosen.steps):
+        raise typer.BadParameter(
+            f"the sequence has steps 1 to {len(chosen.steps)}", param_hint="--step"
+        )
+    from services.nurture.app import public_base
+
+    tracking = Tracking(public_base(settings, nurture), settings.secret_key.get_secret_value())
+    send_id = uuid.uuid4().hex
+    rendered = Templates(nurture).render_step(
+        sequence, step, SAMPLE_LEAD, send_id=send_id, tracking=tracking
+    )
+    console.print(f"Subject: {rendered.subject}\n", markup=False, highlight=False)
+    console.print(rendered.text, markup=False, highlight=False)
+    if out is not None:
+        message = build_message(
+            nurture,
+            rendered,
+            to_email=SAMPLE_LEAD["email"],
+            to_name=SAMPLE_LEAD["full_name"],
+            message_id=message_id_for(nurture, send_id),
+        )
+        out.write_bytes(to_bytes(message))
+        console.print(f"wrote {out}", markup=False, highlight=False)
+
+
+@sends_app.command("list")
+def list_sends(
+    status: Annotated[
+        str, typer.Option(help=f"One of {', '.join(STATUSES)}, or 'all'.")
+    ] = store.FAILED,
+    lead_id: Annotated[str | None, typer.Option(help="Only this lead.")] = None,
+    limit: int = 100,
+) -> None:
+    """Emails (by default the failed ones), newest first."""
+    if status != "all" and status not in STATUSES:
+        raise typer.BadParameter(f"one of {', '.join(STATUSES)} or all", param_hint="--status")
+
+    async def work(uows: Callable[[], UnitOfWork]) -> list[Any]:
+        async with uows() as uow:
+            return await store.list_sends(
+                uow.session,
+                status=None if status == "all" else status,
+                lead_id=lead_id,
+                limit=limit,
+            )
+
+    table = Table(title=f"emails ({status})")
+    for column in ("send id", "lead id", "sequence", "step", "status", "attempts", "last error"):
+        table.add_column(column)
+    for row in _run(work):
+        table.add_row(
+            row.send_id,
+            row.lead_id,
+            row.sequence_id or "(confirmation)",
+            str(row.step or ""),
+            row.status,
+            str(row.attempts),
+            (row.last_error or "")[:80],
+        )
+    console.print(table)
+
+
+@sends_app.command("redrive")
+def redrive(
+    send_ids: Annotated[list[str] | None, typer.Argument(help="Failed emails.")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed one.")] = False,
+) -> None:
+    """Send failed emails again with a fresh attempt budget; their sequences resume."""
+    if not send_ids and not all_failed:
+        raise typer.BadParameter("give send ids or --all-failed")
+
+    async def work(uows: Callable[[], UnitOfWork]) -> tuple[int, list[str]]:
+        ids = list(send_ids or [])
+        if all_failed:
+            async with uows() as uow:
+                rows = await store.list_sends(uow.session, status=store.FAILED, limit=100_000)
+            ids += [r.send_id for r in rows]
+        done, problems = 0, []
+        for send_id in dict.fromkeys(ids):
+            try:
+                async with uows() as uow:
+                    row = await handle_redrive(send_id, uow)
+            except RedriveError as exc:
+                problems.append(f"{send_id}: {exc.message}")
+                continue
+            if row is None:
+                problems.append(f"{send_id}: no such email")
+            else:
+                done += 1
+        return done, problems
+
+    done, problems = _run(work)
+    for problem in problems:
+        console.print(problem, markup=False)
+    console.print(f"re-drove {done} email{'' if done == 1 else 's'}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(
+    email: Annotated[str, typer.Argument(help="The address, as the person gave it.")],
+) -> None:
+    """Lift an unsubscribe or bounce, at the person's own request only."""
+
+    async def work(uows: Callable[[], UnitOfWork]) -> bool:
+        async with uows() as uow:
+            return await handle_unsuppress(email, uow)
+
+    if _run(work):
+        console.print("removed from the suppression list")
+    else:
+        console.print("that address was not on the suppression list")
+        raise typer.Exit(1)
