@@ -192,3 +192,28 @@ outbox_publish_failures_total = Counter(
     "Failed attempts to publish an outbox batch to Kafka.",
     ["service"],
 )
+
+# Nurture: the send queue.
+nurture_exits_total = Counter(
+    "leadflow_nurture_exits_total",
+    "Leads that left a nurture sequence before its end, by sequence and reason.",
+    ["sequence", "reason"],
+)
+nurture_send_duration_seconds = Histogram(
+    "leadflow_nurture_send_duration_seconds",
+    "Time to hand one email to the SMTP relay.",
+    buckets=LATENCY_BUCKETS,
+)
+nurture_sends_due = Gauge(
+    "leadflow_nurture_sends_due",
+    "Emails due now and not yet taken by the scheduler.",
+)
+
+# Scoring: time to score one lead.
+scoring_duration_seconds = Histogram(
+    "leadflow_scoring_duration_seconds",
+    "Time the scoring model takes to score one lead, by cause "
+    "(captured, engagement, decay, replay).",
+    ["cause"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+)

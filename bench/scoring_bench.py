@@ -1,0 +1,321 @@
+"""Scoring throughput: events/s of one scoring process next to a bare consume-and-insert loop.
+
+Both read the same events from the same embedded broker and write to the same
+database (SQLite, then PostgreSQL) in the same run:
+
+- bare: an aiokafka consumer group that inserts every record (id, key, value) into
+  one table, one transaction and one offset commit per fetched batch. No decoding,
+  no inbox, no outbox: the ceiling of consuming into a database.
+- bare_decoded: the same loop, reading each record as its typed CloudEvent first
+  (the pydantic validation every leadflow consumer does).
+- scoring: the scoring service as `leadflow serve scoring` builds it (consumer with
+  inbox and dead-letter handling, the example model from leadflow.example.yaml, the
+  event log, history and lead.scored through the outbox, published by its relay).
+
+The events: `--leads` captured leads (demo requests and guide downloads), each
+followed by opens, clicks and a reply on leads.engagement, `--events` in all. Each
+rate counts from the first record handled to the last one committed.
+
+    python bench/scoring_bench.py [--events 5000] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from prometheus_client import REGISTRY  # noqa: E402
+
+from services.embedded import free_port, start_broker  # noqa: E402
+from shared.db.engine import Database  # noqa: E402
+from shared.events import (  # noqa: E402
+    Attribution,
+    Contact,
+    LeadCaptured,
+    LeadEngaged,
+    decode,
+    encode,
+    new_event,
+)
+from shared.events.contracts import Event  # noqa: E402
+from shared.events.topics import LEADS_CAPTURED, LEADS_ENGAGEMENT  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+PG_URL = os.environ.get(
+    "LEADFLOW_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+TOPICS = (LEADS_CAPTURED, LEADS_ENGAGEMENT)
+ENGAGEMENT = ("open", "click", "open", "click", "reply", "click", "open", "click")
+
+
+def make_events(total: int, per_lead: int) -> list[Event]:
+    """Captures first, then every lead's engagement: the order capture and nurture produce."""
+    leads = max(total // per_lead, 1)
+    now = datetime.now(UTC)
+    captures: list[Event] = []
+    engagement: list[Event] = []
+    for i in range(leads):
+        lead_id = str(uuid.uuid4())
+        demo = i % 2 == 0
+        touch = Attribution(channel="google_ads" if demo else "direct", source="form")
+        captures.append(
+            LeadCaptured(
+                lead_id=lead_id,
+                submission_id=str(uuid.uuid4()),
+                is_new_lead=True,
+                touch_number=1,
+                source="form",
+                form_id="demo-request" if demo else "guide-download",
+                form_type="demo_request" if demo else "download",
+                channel=touch.channel,
+                attribution=touch,
+                first_touch=touch,
+                contact=Contact(
+                    email=f"lead{i}@{'analytical-engines.co.uk' if demo else 'gmail.com'}",
+                    first_name="Ada",
+                    job_title="Head of Marketing" if i % 3 else None,
+                    country="GB" if i % 4 else "BR",
+                ),
+                fields={"company_size": str(20 + (i * 37) % 900), "message": "x" * 200},
+                marketing_consent=True,
+                captured_at=now,
+            )
+        )
+        for j in range(per_lead - 1):
+            engagement.append(
+                LeadEngaged(
+                    lead_id=lead_id,
+                    kind=ENGAGEMENT[j % len(ENGAGEMENT)],  # type: ignore[arg-type]
+                    sequence_id="welcome",
+                    step=1 + j // 2,
+                    link_id="case-study" if ENGAGEMENT[j % len(ENGAGEMENT)] == "click" else None,
+                    occurred_at=now,
+                )
+            )
+    events = captures + engagement
+    return events[:total]
+
+
+async def produce(bootstrap: str, events: list[Event]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for data in events:
+            key, value, headers = encode(new_event(data, "leadflow/bench"))
+            futures.append(await producer.send(data.TOPIC, value=value, key=key, headers=headers))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def settings_for(backend: str, tmp: Path, bootstrap: str) -> Settings:
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    values: dict[str, Any] = {
+        "env": "test",
+        "config": ROOT / "leadflow.example.yaml",
+        "var_dir": tmp / "var",
+        "kafka_bootstrap": bootstrap,
+        "kafka_client_prefix": prefix,
+        "kafka_session_timeout_ms": 2000,
+        "log_level": "WARNING",
+    }
+    if backend == "postgres":
+        values["database_url"] = PG_URL
+        values["database_schema_prefix"] = f"{prefix}_"
+    else:
+        values["database_url"] = f"sqlite+aiosqlite:///{tmp}/{prefix}_{{service}}.db"
+    return Settings(**values)
+
+
+# The bare loop --------------------------------------------------------------------------
+
+bare_metadata = sa.MetaData()
+bare_events = sa.Table(
+    "bare_events",
+    bare_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
+
+
+async def bare_loop(settings: Settings, total: int, *, decoded: bool = False) -> dict[str, float]:
+    """Consume every record and insert it: one transaction and one offset commit per batch.
+
+    `decoded`: also read each record as its typed CloudEvent first (as every consumer must).
+    """
+    db = Database(
+        settings.database_url_for("bare"), service="bare", schema=settings.schema_for("bare")
+    )
+    await db.ensure_schema()
+    async with db.engine.begin() as conn:
+        await conn.run_sync(bare_metadata.create_all)
+    consumer = AIOKafkaConsumer(
+        *TOPICS,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.group_id("bare"),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.consumer_batch_size,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=400,
+    )
+    await consumer.start()
+    done, started = 0, 0.0
+    try:
+        while done < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.consumer_batch_size)
+            if not batch:
+                continue
+            if not started:
+                started = time.perf_counter()
+            records = [r for records in batch.values() for r in records]
+            if decoded:
+                for r in records:
+                    decode(r.value, r.headers)
+            rows = [
+                {
+                    "event_id": dict(r.headers).get("ce_id", b"").decode(),
+                    "key": (r.key or b"").decode(),
+                    "value": r.value or b"",
+                }
+                for r in records
+            ]
+            async with db.write_gate(), db.session() as session, session.begin():
+                await session.execute(sa.insert(bare_events), rows)
+            await consumer.commit()
+            done += len(rows)
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await db.dispose()
+    return {"events": done, "seconds": round(elapsed, 3), "events_per_s": round(done / elapsed, 1)}
+
+
+# The scoring service --------------------------------------------------------------------
+
+
+def handled_by_scoring() -> float:
+    """Events the scoring service has handled so far (its consumer's counter)."""
+    from shared import metrics
+
+    total = 0.0
+    for (service, *_rest, outcome), child in metrics.events_consumed_total._metrics.items():
+        if service == "scoring" and outcome == "handled":
+            total += child._value.get()
+    return total
+
+
+async def scoring_service(settings: Settings, total: int) -> dict[str, float]:
+    """The scoring service in this process: its consumer, model, writes and outbox relay."""
+    from services import registry
+    from shared.db.migrate import upgrade
+
+    db = Database(
+        settings.database_url_for("scoring"),
+        service="scoring",
+        schema=settings.schema_for("scoring"),
+    )
+    try:
+        await upgrade(db, registry.migrations_dir("scoring"))
+    finally:
+        await db.dispose()
+    app = registry.app_factory("scoring")(settings)
+    before = handled_by_scoring()
+    async with app.router.lifespan_context(app):
+        started = 0.0
+        while handled_by_scoring() - before < total:
+            if not started and handled_by_scoring() > before:
+                started = time.perf_counter()
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    done = handled_by_scoring() - before
+    batches = REGISTRY.get_sample_value(
+        "leadflow_consumer_batch_size_count", {"service": "scoring"}
+    )
+    records = REGISTRY.get_sample_value("leadflow_consumer_batch_size_sum", {"service": "scoring"})
+    return {
+        "events": int(done),
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(done / elapsed, 1),
+        "mean_batch": round((records or 0) / (batches or 1), 1),
+    }
+
+
+async def run(total: int, per_lead: int, backends: list[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "events": total,
+        "leads": max(total // per_lead, 1),
+        "command": f"python bench/scoring_bench.py --events {total}",
+    }
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        port = free_port()
+        broker = start_broker(port, tmp / "broker.log")
+        bootstrap = f"127.0.0.1:{port}"
+        try:
+            from shared.kafka.client import create_topics
+
+            await create_topics(Settings(kafka_bootstrap=bootstrap, kafka_partitions=3))
+            await produce(bootstrap, make_events(total, per_lead))
+            for backend in backends:
+                bare = await bare_loop(settings_for(backend, tmp, bootstrap), total)
+                decoded = await bare_loop(
+                    settings_for(backend, tmp, bootstrap), total, decoded=True
+                )
+                scoring = await scoring_service(settings_for(backend, tmp, bootstrap), total)
+                results[backend] = {
+                    "bare": bare,
+                    "bare_decoded": decoded,
+                    "scoring": scoring,
+                    "ratio_to_bare": round(scoring["events_per_s"] / bare["events_per_s"], 3),
+                    "ratio_to_bare_decoded": round(
+                        scoring["events_per_s"] / decoded["events_per_s"], 3
+                    ),
+                }
+                print(json.dumps({backend: results[backend]}), flush=True)
+        finally:
+            broker.terminate()
+            with contextlib.suppress(Exception):
+                broker.wait(5)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=5000, help="Events to consume (bounded).")
+    parser.add_argument("--per-lead", type=int, default=5, help="Events per lead.")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON.")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    results = asyncio.run(run(args.events, args.per_lead, args.backends.split(",")))
+    text = json.dumps(results, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

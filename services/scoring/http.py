@@ -1,0 +1,185 @@
+"""Scoring's routes: the explanation of a lead's score."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from services.scoring.domain import Reason, Score, ScoringModel
+from services.scoring.handlers import handle_explain
+from shared.http import ApiError
+from shared.service import ServiceRuntime
+
+router = APIRouter()
+
+Grade = Literal["hot", "warm", "cold"]
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def get_model(request: Request) -> ScoringModel:
+    return request.app.state.model  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+ModelDep = Annotated[ScoringModel, Depends(get_model)]
+
+
+class ReasonOut(BaseModel):
+    """A rule that fired and the points it adds."""
+
+    rule_id: str = Field(examples=["senior_title"])
+    kind: Literal["fit", "engagement"] = Field(examples=["fit"])
+    points: float = Field(examples=[15])
+    detail: str = Field(examples=["job_title matches /director/"])
+
+
+class ScoreNow(BaseModel):
+    """The same lead scored as of now: engagement points fade between events."""
+
+    as_of: datetime
+    score: float
+    fit: float
+    engagement: float
+    grade: Grade
+    sales_ready: bool
+    disqualified: bool
+    model_version: str
+    reasons: list[ReasonOut]
+
+
+class Change(BaseModel):
+    """One change of the lead's score, grade or sales-readiness, and what caused it."""
+
+    at: datetime
+    score: float
+    fit: float
+    engagement: float
+    grade: Grade
+    previous_grade: Grade | None
+    sales_ready: bool
+    became_sales_ready: bool
+    disqualified: bool
+    published: bool = Field(description="A lead.scored event went out for this change.")
+    model_version: str
+    cause_event_id: str = Field(description="The event (or decay / replay run) behind it.")
+    cause_type: str = Field(examples=["leadflow.lead.engaged.v1"])
+    reasons: list[ReasonOut]
+
+
+class ScoreExplanation(BaseModel):
+    """A lead's score as last published, every rule behind it, and its history."""
+
+    lead_id: str
+    score: float = Field(description="fit + engagement: the reasons' points add up to it.")
+    fit: float
+    engagement: float
+    grade: Grade
+    sales_ready: bool
+    disqualified: bool
+    model_version: str
+    scored_at: datetime
+    erased: bool = Field(description="The person was erased: no new events are scored.")
+    reasons: list[ReasonOut]
+    current: ScoreNow | None = Field(
+        description="As of now, under the running model (null for an erased lead)."
+    )
+    history: list[Change] = Field(description="Changes, oldest first (the newest ones).")
+    history_total: int
+
+
+def _reasons(reasons: tuple[Reason, ...] | list[dict[str, object]]) -> list[ReasonOut]:
+    out = []
+    for reason in reasons:
+        if isinstance(reason, Reason):
+            out.append(ReasonOut(**reason.as_dict()))
+        else:
+            out.append(ReasonOut.model_validate(reason))
+    return out
+
+
+def _now_view(score: Score) -> ScoreNow:
+    return ScoreNow(
+        as_of=score.at,
+        score=score.score,
+        fit=score.fit,
+        engagement=score.engagement,
+        grade=score.grade,
+        sales_ready=score.sales_ready,
+        disqualified=score.disqualified,
+        model_version=score.model_version,
+        reasons=_reasons(score.reasons),
+    )
+
+
+@router.get(
+    "/v1/leads/{lead_id}/score",
+    summary="A lead's score: the rules that fired and the history of changes",
+    tags=["scores"],
+    response_model=ScoreExplanation,
+    responses={404: {"description": "Scoring has not scored this lead"}},
+)
+async def explain_score(
+    runtime: RuntimeDep,
+    model: ModelDep,
+    lead_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9._:-]+$",
+            description="The lead id capture gave.",
+        ),
+    ],
+    history_limit: Annotated[
+        int, Query(ge=1, le=1000, description="At most this many of the newest changes.")
+    ] = 100,
+) -> ScoreExplanation:
+    """Every fit and engagement rule that fired with its points (they add up to the score),
+    the score as of now after decay, and each change with the event that caused it."""
+    async with runtime.uow() as uow:
+        found = await handle_explain(
+            lead_id, uow, model=model, now=datetime.now(UTC), limit=history_limit
+        )
+    if found is None:
+        raise ApiError(404, "not_found", "scoring has not scored this lead", field="lead_id")
+    last = found.last
+    return ScoreExplanation(
+        lead_id=lead_id,
+        score=last.score,
+        fit=last.fit,
+        engagement=last.engagement,
+        grade=last.grade,
+        sales_ready=last.sales_ready,
+        disqualified=last.disqualified,
+        model_version=last.model_version,
+        scored_at=last.at,
+        erased=found.state.erased,
+        reasons=_reasons(last.reasons),
+        current=_now_view(found.now) if found.now else None,
+        history=[
+            Change(
+                at=row.at,
+                score=row.score,
+                fit=row.fit,
+                engagement=row.engagement,
+                grade=row.grade,
+                previous_grade=row.previous_grade,
+                sales_ready=row.sales_ready,
+                became_sales_ready=row.became_sales_ready,
+                disqualified=row.disqualified,
+                published=row.published,
+                model_version=row.model_version,
+                cause_event_id=row.cause_event_id,
+                cause_type=row.cause_type,
+                reasons=_reasons(row.reasons or []),
+            )
+            for row in found.history
+        ],
+        history_total=found.history_total,
+    )

@@ -1,0 +1,6 @@
+"""Alembic environment of the scoring service."""
+
+from services.scoring.store import metadata
+from shared.db.migrate import run_env
+
+run_env(metadata)

@@ -1,0 +1,306 @@
+"""The rule model: fit rules, engagement rules with caps and decay, grades, sales-ready.
+
+Fit is recomputed from the lead's snapshot every time. Engagement lives in the
+model's memory of the lead: per rule, the points it holds, when that was last
+brought up to date, and how many events counted. Points fade with one half-life
+for every rule that decays, so the decaying part of engagement is a single
+exponential: the moment decay alone will change a grade is known in advance
+(`Score.due_at`), and the sweep only looks at leads that are due.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.scoring.domain import Grade, LeadState, Reason, Result, Score, Signal
+from services.scoring.settings import Condition, EngagementRule, ScoringConfig
+from shared.events.contracts import FieldValue
+
+_TRUE = frozenset({"true", "yes", "on", "1", "y"})
+_FALSE = frozenset({"false", "no", "off", "0", "n", ""})
+# Scores are kept to two decimals: a falling value reads under a threshold T once it is
+# below T - 0.005, a rising one reaches T from T - 0.005 up. Decay deadlines aim a hair
+# past that point, so the re-score at the deadline sees the change.
+_DOWN_MARGIN, _UP_MARGIN = 0.005 + 1e-6, 0.005 - 1e-6
+_EPSILON = 1e-9
+
+
+def present(value: FieldValue) -> bool:
+    """Given and not blank."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def number(value: FieldValue) -> float | None:
+    """A number from a field value: 120, "120", "1,200", "500+"; None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        result = float(value)
+    else:
+        text = value.strip().replace(",", "").replace("_", "").replace(" ", "").rstrip("+")
+        try:
+            result = float(text)
+        except ValueError:
+            return None
+    return result if math.isfinite(result) else None
+
+
+def _equal(value: FieldValue, expected: str | int | float | bool) -> bool:
+    if isinstance(expected, bool):
+        if isinstance(value, bool):
+            return value is expected
+        text = str(value).strip().lower()
+        return text in (_TRUE if expected else _FALSE)
+    if isinstance(expected, int | float):
+        got = number(value)
+        return got is not None and math.isclose(got, float(expected))
+    return str(value).strip().casefold() == expected.strip().casefold()
+
+
+class Matcher:
+    """A compiled condition: expected values normalized once, not on every test."""
+
+    def __init__(self, condition: Condition) -> None:
+        self.condition = condition
+        self.field = condition.field or ""
+        self.exists = condition.exists
+        self.pattern = re.compile(condition.regex, re.IGNORECASE) if condition.regex else None
+        contains = condition.contains
+        texts = [contains] if isinstance(contains, str) else contains or []
+        self.contains = tuple(t.casefold() for t in texts)
+        expected: list[str | int | float | bool] = []
+        if condition.equals is not None:
+            expected.append(condition.equals)
+        expected += condition.in_ or []
+        self.equal_to = bool(expected)
+        self.texts = frozenset(v.strip().casefold() for v in expected if isinstance(v, str))
+        self.numbers = tuple(
+            float(v) for v in expected if isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        self.bools = tuple(v for v in expected if isinstance(v, bool))
+        self.range = condition.range
+
+    def __call__(self, facts: Mapping[str, FieldValue]) -> bool:
+        value = facts.get(self.field)
+        if self.exists is not None:
+            return present(value) is self.exists
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return False
+        if self.equal_to:
+            return self._equals(value)
+        if self.contains:
+            text = str(value).casefold()
+            return any(t in text for t in self.contains)
+        if self.pattern is not None:
+            return self.pattern.search(str(value)) is not None
+        if self.range is not None:
+            got = number(value)
+            return (
+                got is not None
+                and (self.range.min is None or got >= self.range.min)
+                and (self.range.max is None or got <= self.range.max)
+            )
+        return True
+
+    def _equals(self, value: str | int | float | bool) -> bool:
+        if self.texts and str(value).strip().casefold() in self.texts:
+            return True
+        if self.numbers:
+            got = number(value)
+            if got is not None and any(math.isclose(got, n) for n in self.numbers):
+                return True
+        return any(_equal(value, expected) for expected in self.bools)
+
+
+def _points(value: float) -> float:
+    return round(value + 0.0, 2) + 0.0
+
+
+class RuleModel:
+    """The scoring model written in the config file."""
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self.config = config
+        self._version = config.model_version
+        self.half_life = config.decay.half_life_days
+        self.fit_rules = [(rule, Matcher(rule)) for rule in config.fit]
+        self.engagement_rules = [
+            (rule, Matcher(rule) if rule.field else None) for rule in config.engagement
+        ]
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    # Memory ------------------------------------------------------------------------------
+
+    def _fade(self, value: float, elapsed: timedelta) -> float:
+        if not self.half_life or elapsed <= timedelta(0):
+            return value
+        return value * 0.5 ** (elapsed.total_seconds() / 86400 / self.half_life)
+
+    def _observe(
+        self, memory: Mapping[str, Any], signal: Signal, at: datetime
+    ) -> dict[str, dict[str, Any]]:
+        engagement = {k: dict(v) for k, v in (memory.get("engagement") or {}).items()}
+        for rule, matcher in self.engagement_rules:
+            if rule.event not in signal.kinds:
+                continue
+            if matcher is not None and not matcher(signal.facts):
+                continue
+            held = engagement.get(rule.id)
+            value = float(held["value"]) if held else 0.0
+            if held and rule.decay:
+                value = self._fade(value, at - datetime.fromisoformat(held["as_of"]))
+            # An event that arrives late has already lost part of its points.
+            added = self._fade(rule.points, at - signal.occurred_at) if rule.decay else rule.points
+            value += added
+            if rule.max_points is not None:
+                value = (
+                    min(value, rule.max_points) if rule.points > 0 else max(value, -rule.max_points)
+                )
+            engagement[rule.id] = {
+                "value": value,
+                "as_of": at.isoformat(),
+                "count": (int(held["count"]) if held else 0) + 1,
+            }
+        return engagement
+
+    # Scoring -----------------------------------------------------------------------------
+
+    def score(self, state: LeadState, signal: Signal | None, at: datetime) -> Result:
+        """Fold `signal` into the lead's engagement memory and score the lead as of `at`."""
+        memory = dict(state.memory)
+        if signal is not None:
+            memory["engagement"] = self._observe(memory, signal, at)
+        return Result(memory=memory, score=self.evaluate(state, memory, at))
+
+    def evaluate(self, state: LeadState, memory: Mapping[str, Any], at: datetime) -> Score:
+        """The score of a lead as of `at`, with every rule that fired."""
+        facts = state.snapshot.facts() if state.snapshot else {}
+        reasons: list[Reason] = []
+        disqualified = False
+        for fit_rule, matcher in self.fit_rules:
+            if not matcher(facts):
+                continue
+            detail = fit_rule.description or matcher.condition.describe()
+            if fit_rule.disqualify:
+                disqualified = True
+                reasons.append(Reason(fit_rule.id, "fit", 0.0, f"{detail}: disqualified"))
+            else:
+                reasons.append(Reason(fit_rule.id, "fit", _points(fit_rule.points), detail))
+        fit = _points(sum(r.points for r in reasons))
+
+        held = memory.get("engagement") or {}
+        constant, fading = 0.0, 0.0
+        engaged: list[tuple[EngagementRule, float, int]] = []
+        for rule, _ in self.engagement_rules:
+            entry = held.get(rule.id)
+            if not entry:
+                continue
+            value = float(entry["value"])
+            if rule.decay:
+                value = self._fade(value, at - datetime.fromisoformat(entry["as_of"]))
+                fading += value
+            else:
+                constant += value
+            engaged.append((rule, value, int(entry["count"])))
+        engagement = _points(constant + fading)
+        reasons += self._engagement_reasons(engaged, engagement)
+        total = _points(fit + engagement)
+
+        grade = self.grade(total, disqualified)
+        snapshot = state.snapshot
+        form_types = set(snapshot.form_types) if snapshot else set()
+        sales_ready = not disqualified and any(
+            (w.min_score is None or total >= w.min_score - _EPSILON)
+            and (w.min_fit is None or fit >= w.min_fit - _EPSILON)
+            and (w.min_engagement is None or engagement >= w.min_engagement - _EPSILON)
+            and (w.grade is None or grade in w.grade)
+            and (w.form_type is None or bool(form_types.intersection(w.form_type)))
+            for w in self.config.sales_ready
+        )
+        due = None if disqualified else self._due(fit, constant, fading, at)
+        return Score(
+            score=total,
+            fit=fit,
+            engagement=engagement,
+            grade=grade,
+            sales_ready=sales_ready,
+            disqualified=disqualified,
+            reasons=tuple(reasons),
+            model_version=self.version,
+            at=at,
+            due_at=due,
+        )
+
+    def grade(self, score: float, disqualified: bool = False) -> Grade:
+        """hot, warm or cold by the thresholds; a disqualified lead is cold."""
+        if disqualified:
+            return "cold"
+        if score >= self.config.grades.hot - _EPSILON:
+            return "hot"
+        if score >= self.config.grades.warm - _EPSILON:
+            return "warm"
+        return "cold"
+
+    def _engagement_reasons(
+        self, engaged: list[tuple[EngagementRule, float, int]], total: float
+    ) -> list[Reason]:
+        reasons = []
+        for rule, value, count in engaged:
+            points = _points(value)
+            if points == 0:
+                continue
+            reasons.append(Reason(rule.id, "engagement", points, self._detail(rule, count, value)))
+        # Rounding each rule to cents can miss the rounded total by a cent or two: the
+        # largest reason absorbs it, so the reasons always add up to the score.
+        if reasons:
+            residual = _points(total - sum(r.points for r in reasons))
+            if residual:
+                i = max(range(len(reasons)), key=lambda k: abs(reasons[k].points))
+                r = reasons[i]
+                reasons[i] = Reason(r.rule_id, r.kind, _points(r.points + residual), r.detail)
+        return reasons
+
+    def _detail(self, rule: EngagementRule, count: int, value: float) -> str:
+        if rule.description:
+            head = rule.description
+        else:
+            head = rule.event.replace("_", " ")
+            condition = rule.describe() if rule.field else ""
+            if condition:
+                head += f" where {condition}"
+        parts = [f"{head}: {count} event(s) at {rule.points:+g}"]
+        if rule.max_points is not None:
+            parts.append(f"at most {rule.max_points:g}")
+        if rule.decay and self.half_life:
+            parts.append(f"fading by half every {self.half_life:g} days")
+        return "; ".join(parts)
+
+    def _due(self, fit: float, constant: float, fading: float, at: datetime) -> datetime | None:
+        """When the fading engagement alone next crosses a threshold that matters."""
+        if not self.half_life or abs(fading) < _EPSILON:
+            return None
+        # Thresholds on the (rounded) engagement: score thresholds less the fit, and the
+        # sales-ready engagement minimums.
+        thresholds = [self.config.grades.hot - fit, self.config.grades.warm - fit]
+        for when in self.config.sales_ready:
+            if when.min_score is not None:
+                thresholds.append(when.min_score - fit)
+            if when.min_engagement is not None:
+                thresholds.append(when.min_engagement)
+        days: list[float] = []
+        for threshold in thresholds:
+            target = threshold - (_DOWN_MARGIN if fading > 0 else _UP_MARGIN)
+            remaining = target - constant
+            if remaining == 0 or (remaining > 0) != (fading > 0) or abs(remaining) >= abs(fading):
+                continue
+            days.append(self.half_life * math.log2(fading / remaining))
+        if not days:
+            return None
+        return at + timedelta(days=min(days), seconds=1)

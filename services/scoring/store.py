@@ -1,0 +1,445 @@
+"""Scoring's tables and queries: per-lead state, the event log, the history of changes.
+
+Handlers touch leads through a `LeadBatch`, one per transaction: each lead is
+read once (locked on PostgreSQL), and every new state, logged event and history
+row is written in three statements when the unit of work commits, however many
+events the consumer's batch held. Repositories flush, never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from services.scoring.domain import LeadState, Reason, Score, Snapshot
+from shared.db import UnitOfWork, add_plumbing_tables, make_metadata
+from shared.db.types import JSONType, UTCDateTime
+
+metadata = make_metadata()
+outbox, inbox = add_plumbing_tables(metadata)
+
+# One row per lead: the snapshot, the model's memory and the last score.
+lead_scores = sa.Table(
+    "lead_scores",
+    metadata,
+    sa.Column("lead_id", sa.String(64), primary_key=True),
+    sa.Column("snapshot", JSONType(), nullable=True),
+    sa.Column("memory", JSONType(), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("fit", sa.Float, nullable=True),
+    sa.Column("engagement", sa.Float, nullable=True),
+    sa.Column("grade", sa.String(8), nullable=True, index=True),
+    sa.Column("sales_ready", sa.Boolean, nullable=False),
+    sa.Column("disqualified", sa.Boolean, nullable=False),
+    sa.Column("reasons", JSONType(), nullable=False),
+    sa.Column("score_version", sa.String(32), nullable=True),
+    sa.Column("scored_at", UTCDateTime(), nullable=True),
+    # When decay alone changes the grade or sales-readiness: the sweep's work list.
+    sa.Column("regrade_due_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("erased_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Every event that scored a lead, in order: what replay folds again.
+score_events = sa.Table(
+    "score_events",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("lead_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("payload", JSONType(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("lead_id", "seq"),
+)
+
+# Every change of a lead's score, grade or sales-readiness, with its cause.
+score_changes = sa.Table(
+    "score_changes",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("fit", sa.Float, nullable=False),
+    sa.Column("engagement", sa.Float, nullable=False),
+    sa.Column("grade", sa.String(8), nullable=False),
+    sa.Column("previous_grade", sa.String(8), nullable=True),
+    sa.Column("sales_ready", sa.Boolean, nullable=False),
+    sa.Column("became_sales_ready", sa.Boolean, nullable=False),
+    sa.Column("disqualified", sa.Boolean, nullable=False),
+    sa.Column("published", sa.Boolean, nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("cause_event_id", sa.String(200), nullable=False),
+    sa.Column("cause_type", sa.String(100), nullable=False),
+    sa.Column("reasons", JSONType(), nullable=False),
+)
+
+_STATE_COLUMNS = [c.name for c in lead_scores.columns if c.name != "lead_id"]
+
+
+def state_from_row(row: Any) -> LeadState:
+    """A lead's state from its row."""
+    last = None
+    if row.grade is not None:
+        last = Score(
+            score=row.score,
+            fit=row.fit,
+            engagement=row.engagement,
+            grade=row.grade,
+            sales_ready=row.sales_ready,
+            disqualified=row.disqualified,
+            reasons=tuple(Reason.from_dict(r) for r in row.reasons or ()),
+            model_version=row.score_version or "",
+            at=row.scored_at,
+            due_at=row.regrade_due_at,
+        )
+    return LeadState(
+        lead_id=row.lead_id,
+        snapshot=Snapshot.from_dict(row.snapshot) if row.snapshot else None,
+        memory=dict(row.memory or {}),
+        model_version=row.model_version,
+        events=row.events,
+        last=last,
+        erased=row.erased_at is not None,
+    )
+
+
+def state_values(state: LeadState, now: datetime, erased_at: datetime | None) -> dict[str, Any]:
+    """A lead's row from its state."""
+    last = state.last
+    return {
+        "lead_id": state.lead_id,
+        "snapshot": state.snapshot.as_dict() if state.snapshot else None,
+        "memory": dict(state.memory),
+        "model_version": state.model_version,
+        "events": state.events,
+        "score": last.score if last else None,
+        "fit": last.fit if last else None,
+        "engagement": last.engagement if last else None,
+        "grade": last.grade if last else None,
+        "sales_ready": bool(last and last.sales_ready),
+        "disqualified": bool(last and last.disqualified),
+        "reasons": [r.as_dict() for r in last.reasons] if last else [],
+        "score_version": last.model_version if last else None,
+        "scored_at": last.at if last else None,
+        "regrade_due_at": None if state.erased or last is None else last.due_at,
+        "erased_at": erased_at,
+        "updated_at": now,
+    }
+
+
+@dataclass
+class _Rows:
+    """Writes of one or more events: lead rows (by lead), log rows, history rows."""
+
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.events or self.changes)
+
+    def extend(self, other: _Rows) -> None:
+        self.states.update(other.states)
+        self.events += other.events
+        self.changes += other.changes
+
+
+class LeadBatch:
+    """The leads one transaction works on.
+
+    Two ways of working, picked by where the handler runs:
+
+    - In a whole batch (the batch consumer's fast path, the decay sweep, replay): each
+      lead is read once (locked on PostgreSQL) and kept; every write is queued and
+      goes out in one statement per table when the unit of work commits.
+    - Inside a savepoint (the consumer handling a failed batch event by event): reads
+      go to the database and writes are made at once, so a bad row fails its own
+      event, which is retried and dead-lettered like any other, and a rolled-back
+      attempt leaves nothing behind.
+    """
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.session = uow.session
+        self._states: dict[str, LeadState | None] = {}
+        self._stored: set[str] = set()
+        self._erased_at: dict[str, datetime | None] = {}
+        self._staged = _Rows()
+        self._queued = _Rows()
+        self._after_commit: list[Callable[[], None]] = []
+        sync = self.session.sync_session
+        sa.event.listen(sync, "before_commit", self._flush)
+        sa.event.listen(sync, "after_commit", self._committed)
+
+    @classmethod
+    def of(cls, uow: UnitOfWork) -> LeadBatch:
+        """The batch of this unit of work's transaction."""
+        info = uow.session.info
+        batch = info.get("scoring_batch")
+        if batch is None:
+            batch = info["scoring_batch"] = cls(uow)
+        return batch  # type: ignore[no-any-return]
+
+    @property
+    def _one_by_one(self) -> bool:
+        return self.session.in_nested_transaction()
+
+    # Reads ---------------------------------------------------------------------------------
+
+    async def load(self, lead_ids: Iterable[str]) -> None:
+        """Read (and on PostgreSQL lock) the leads not read yet, in one query per 500."""
+        missing = [i for i in dict.fromkeys(lead_ids) if i not in self._states]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            rows = await self.session.execute(
+                sa.select(lead_scores).where(lead_scores.c.lead_id.in_(chunk)).with_for_update()
+            )
+            for row in rows:
+                self._remember(row)
+            for lead_id in chunk:
+                self._states.setdefault(lead_id, None)
+
+    def _remember(self, row: Any) -> LeadState:
+        state = state_from_row(row)
+        self._states[row.lead_id] = state
+        self._stored.add(row.lead_id)
+        self._erased_at[row.lead_id] = row.erased_at
+        return state
+
+    async def get(self, lead_id: str) -> LeadState:
+        """The lead's state (a fresh one for a lead never seen)."""
+        if self._one_by_one:
+            row = (
+                await self.session.execute(
+                    sa.select(lead_scores).where(lead_scores.c.lead_id == lead_id).with_for_update()
+                )
+            ).first()
+            if row is None:
+                self._stored.discard(lead_id)
+                self._erased_at.pop(lead_id, None)
+                return LeadState(lead_id=lead_id)
+            return self._remember(row)
+        if lead_id not in self._states:
+            await self.load([lead_id])
+        return self._states.get(lead_id) or LeadState(lead_id=lead_id)
+
+    async def due(self, now: datetime, limit: int) -> list[LeadState]:
+        """Leads whose decay deadline has passed, oldest first; locked rows are skipped."""
+        rows = (
+            await self.session.execute(
+                sa.select(lead_scores)
+                .where(
+                    lead_scores.c.regrade_due_at <= now,
+                    lead_scores.c.erased_at.is_(None),
+                )
+                .order_by(lead_scores.c.regrade_due_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        return [self._remember(row) for row in rows]
+
+    # Writes --------------------------------------------------------------------------------
+
+    def save(self, state: LeadState, now: datetime, *, erased_at: datetime | None = None) -> None:
+        """Stage the lead's new state."""
+        erased_at = erased_at or self._erased_at.get(state.lead_id)
+        self._erased_at[state.lead_id] = erased_at
+        self._states[state.lead_id] = state
+        self._staged.states[state.lead_id] = state_values(state, now, erased_at)
+
+    def log_event(
+        self,
+        *,
+        event_id: str,
+        lead_id: str,
+        seq: int,
+        event_type: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+        received_at: datetime,
+    ) -> None:
+        """Stage an event for the lead's log."""
+        self._staged.events.append(
+            {
+                "event_id": event_id,
+                "lead_id": lead_id,
+                "seq": seq,
+                "event_type": event_type,
+                "payload": payload,
+                "occurred_at": occurred_at,
+                "received_at": received_at,
+            }
+        )
+
+    def record_change(self, **values: Any) -> None:
+        """Stage a row of the lead's history."""
+        self._staged.changes.append(values)
+
+    async def settle(self) -> None:
+        """Write what is staged now (event by event), or queue it for the commit."""
+        staged, self._staged = self._staged, _Rows()
+        if not staged:
+            return
+        if self._one_by_one:
+            await self.session.run_sync(lambda session: self._write(session, staged))
+        else:
+            self._queued.extend(staged)
+
+    def scrub(self, lead_id: str, scrubbed: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Remove the person from events of this lead not written yet."""
+        for row in [*self._staged.events, *self._queued.events]:
+            if row["lead_id"] == lead_id:
+                row["payload"] = scrubbed(row["payload"])
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed (metrics)."""
+        self._after_commit.append(callback)
+
+    def _write(self, session: Session, rows: _Rows) -> None:
+        if rows.events:
+            session.execute(sa.insert(score_events), rows.events)
+        new = [row for lead_id, row in rows.states.items() if lead_id not in self._stored]
+        known = [
+            {"k_lead_id": lead_id, **{f"v_{k}": row[k] for k in _STATE_COLUMNS}}
+            for lead_id, row in rows.states.items()
+            if lead_id in self._stored
+        ]
+        if new:
+            session.execute(sa.insert(lead_scores), new)
+        if known:
+            session.execute(_UPDATE_STATE, known)
+        if rows.changes:
+            session.execute(sa.insert(score_changes), rows.changes)
+        self._stored.update(rows.states)
+
+    def _flush(self, session: Session) -> None:
+        # Runs inside the commit, in SQLAlchemy's greenlet: plain (sync) executes are
+        # awaited by the async driver. Savepoint commits fire this too: only the outer
+        # commit writes.
+        if session.in_nested_transaction():
+            return
+        queued, self._queued = self._queued, _Rows()
+        if queued:
+            self._write(session, queued)
+
+    def _committed(self, _session: Session) -> None:
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+
+_UPDATE_STATE = (
+    sa.update(lead_scores)
+    .where(lead_scores.c.lead_id == sa.bindparam("k_lead_id"))
+    .values({name: sa.bindparam(f"v_{name}") for name in _STATE_COLUMNS})
+)
+
+
+# Reads ---------------------------------------------------------------------------------
+
+
+async def get_state_row(session: AsyncSession, lead_id: str) -> Any:
+    return (
+        await session.execute(sa.select(lead_scores).where(lead_scores.c.lead_id == lead_id))
+    ).first()
+
+
+async def history(session: AsyncSession, lead_id: str, limit: int) -> list[Any]:
+    """The lead's newest changes, oldest first."""
+    rows = (
+        await session.execute(
+            sa.select(score_changes)
+            .where(score_changes.c.lead_id == lead_id)
+            .order_by(score_changes.c.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    return list(reversed(rows))
+
+
+async def count_changes(session: AsyncSession, lead_id: str) -> int:
+    return (
+        await session.execute(
+            sa.select(sa.func.count())
+            .select_from(score_changes)
+            .where(score_changes.c.lead_id == lead_id)
+        )
+    ).scalar_one()
+
+
+async def events_of(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The logged events of these leads, each lead's in order."""
+    found: dict[str, list[Any]] = {i: [] for i in lead_ids}
+    for start in range(0, len(lead_ids), 500):
+        chunk = list(lead_ids[start : start + 500])
+        rows = await session.execute(
+            sa.select(score_events)
+            .where(score_events.c.lead_id.in_(chunk))
+            .order_by(score_events.c.lead_id, score_events.c.seq)
+        )
+        for row in rows:
+            found[row.lead_id].append(row)
+    return found
+
+
+async def lead_ids_after(session: AsyncSession, after: str, limit: int) -> list[str]:
+    """Lead ids (not erased) after `after`, in order: replay's pages."""
+    rows = await session.execute(
+        sa.select(lead_scores.c.lead_id)
+        .where(lead_scores.c.lead_id > after, lead_scores.c.erased_at.is_(None))
+        .order_by(lead_scores.c.lead_id)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def count_leads(session: AsyncSession) -> int:
+    return (
+        await session.execute(
+            sa.select(sa.func.count())
+            .select_from(lead_scores)
+            .where(lead_scores.c.erased_at.is_(None))
+        )
+    ).scalar_one()
+
+
+async def scrub_logged_events(
+    session: AsyncSession, lead_id: str, scrubbed: Callable[[dict[str, Any]], dict[str, Any]]
+) -> int:
+    """Remove the person from the lead's logged events; returns how many were changed."""
+    rows = (
+        await session.execute(
+            sa.select(score_events.c.event_id, score_events.c.payload).where(
+                score_events.c.lead_id == lead_id
+            )
+        )
+    ).all()
+    changed = [
+        {"k_event_id": row.event_id, "v_payload": scrubbed(dict(row.payload))}
+        for row in rows
+        if scrubbed(dict(row.payload)) != row.payload
+    ]
+    if changed:
+        await session.execute(
+            sa.update(score_events)
+            .where(score_events.c.event_id == sa.bindparam("k_event_id"))
+            .values(payload=sa.bindparam("v_payload")),
+            changed,
+        )
+    return len(changed)
