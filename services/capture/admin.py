@@ -124,7 +124,13 @@ async def release_submission(submission_id: str, runtime: RuntimeDep, config: Co
 @router.get(
     "/v1/leads/{lead_id}/consents",
     summary="The consent ledger of a lead",
-    responses={200: openapi.CONSENTS, **openapi.ADMIN_ERRORS},
+    responses={
+        200: openapi.CONSENTS,
+        404: openapi.json_response(
+            "No consent recorded", openapi.error("unknown_lead", "...", "lead_id")
+        ),
+        **openapi.ADMIN_ERRORS,
+    },
 )
 async def lead_consents(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     """Every consent decision with its wording, version, time, IP and source."""

@@ -17,7 +17,7 @@ import httpx
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.capture import openapi, store
 from services.capture.captcha import captcha_token, verify_captcha
@@ -30,6 +30,7 @@ from services.capture.handlers import (
     hash_api_key,
 )
 from services.capture.settings import CaptureConfig, FormConfig
+from services.capture.sources.common import nul_path
 from services.capture.spam import IDEMPOTENCY_FIELD, RateLimiter, control_fields, form_spam_reason
 from shared import metrics
 from shared.http import ApiError, error_response
@@ -149,7 +150,7 @@ async def _read_form_body(request: Request) -> dict[str, Any]:
             ) from None
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_field", "the body must be a JSON object", field="body")
-        return data
+        return _without_nul(data)
     if kind in FORM_TYPES:
         form = await request.form(max_files=0, max_fields=200)
         values: dict[str, Any] = {}
@@ -158,7 +159,7 @@ async def _read_form_body(request: Request) -> dict[str, Any]:
                 continue
             # Several checked boxes of one name arrive as repeated keys: keep them all.
             values[key] = f"{values[key]}, {value}" if key in values else value
-        return values
+        return _without_nul(values)
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -247,6 +248,8 @@ async def submit_form(
     html_post = _is_html_post(request)
     try:
         data = await _read_form_body(request)
+        if not _exact_id(data.get(IDEMPOTENCY_FIELD)):
+            raise ApiError(422, "invalid_field", "must be a string", field=IDEMPOTENCY_FIELD)
         key = idempotency_key or _text(data.get(IDEMPOTENCY_FIELD))
         if key and len(key) > MAX_IDEMPOTENCY_KEY:
             raise ApiError(
@@ -335,9 +338,22 @@ async def _json_body(request: Request) -> Any:
     if content_type(request) != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
     try:
-        return orjson.loads(await request.body())
+        return _without_nul(orjson.loads(await request.body()))
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON", field="body") from None
+
+
+def _without_nul(data: Any) -> Any:
+    """`data`, unless a NUL character hides in it: no database stores one in text."""
+    culprit = nul_path(data)
+    if culprit is not None:
+        raise ApiError(422, "invalid_character", "NUL characters are not allowed", field=culprit)
+    return data
+
+
+def _exact_id(value: Any) -> bool:
+    """An id is a string or an exact integer: a JSON number past 2**64 arrives as a float."""
+    return not isinstance(value, float)
 
 
 def _rejected(index: int, code: str, field: str, message: str) -> dict[str, Any]:
@@ -420,6 +436,10 @@ async def _submit_one(
     fields = {k: v for k, v in item.items() if k not in ("external_id", "form_id", "fields")}
     if isinstance(item.get("fields"), dict):
         fields.update(item["fields"])
+    if not _exact_id(item.get("external_id")):
+        return _rejected(
+            index, "invalid_field", "external_id", "external_id must be a string or an integer"
+        )
     external = _text(item.get("external_id"))
     key = external or (f"{idempotency_key}:{index}" if idempotency_key else None)
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
@@ -446,12 +466,25 @@ async def _submit_one(
     }
 
 
+async def require_key_or_admin(request: Request, runtime: RuntimeDep) -> None:
+    """An API key or the admin token, checked before the body is even validated."""
+    if not has_admin_token(request, runtime):
+        await _api_key_source(request, runtime)
+
+
 class ErasureIn(BaseModel):
     """Who to forget: one of email, phone (E.164 or with country code), lead_id."""
 
     email: str | None = Field(default=None, examples=["ada@example.com"])
     phone: str | None = Field(default=None, examples=["+14155550123"])
     lead_id: str | None = Field(default=None, examples=[openapi.LEAD_ID])
+
+    @field_validator("email", "phone", "lead_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 @router.post(
@@ -461,11 +494,10 @@ class ErasureIn(BaseModel):
     status_code=202,
     responses=openapi.ERASURE_RESPONSES,
     openapi_extra=openapi.ERASURE_BODY,
+    dependencies=[Depends(require_key_or_admin)],
 )
-async def erase(body: ErasureIn, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+async def erase(body: ErasureIn, runtime: RuntimeDep) -> dict[str, Any]:
     """Remove a person's PII from capture and tell every service (lead.erased) to do the same."""
-    if not has_admin_token(request, runtime):
-        await _api_key_source(request, runtime)
     if not (body.email or body.phone or body.lead_id):
         raise ApiError(422, "invalid_field", "give an email, a phone or a lead_id", field="email")
     try:

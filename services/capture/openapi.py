@@ -141,6 +141,10 @@ ERASURE_RESPONSES: dict[int | str, dict[str, Any]] = {
         {"lead_id": LEAD_ID, "status": "erased"},
     ),
     404: json_response("Nobody matches", error("unknown_person", "no lead matches", "email")),
+    401: json_response(
+        "No API key or admin token", error("missing_api_key", "send an API key", "authorization")
+    ),
+    403: json_response("Unknown or revoked key", error("invalid_api_key", "...", "authorization")),
 }
 
 WEBHOOK_OK = json_response("Acknowledged", {"received": 1})

@@ -8,6 +8,7 @@ are queued for the retrieval worker in the same transaction that acknowledges th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Annotated, Any
 
@@ -155,13 +156,21 @@ async def _capture_leads(
     config: CaptureConfig,
     leads: list[InboundLead],
     vendor: str | None = None,
+    replay: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Store a delivery's leads (written together by the intake); a result per lead."""
+    """Store a delivery's leads (written together by the intake); a result per lead.
 
-    async def one(lead: InboundLead) -> dict[str, Any]:
+    `replay` identifies the request: a lead without an id of its own is deduplicated on
+    it, so replaying a captured request inside its window stores nothing new.
+    """
+
+    async def one(index: int, lead: InboundLead) -> dict[str, Any]:
         if lead.is_test and not config.platforms.accept_test_leads:
             return {"external_id": lead.external_id, "status": "test_skipped"}
-        result = await intake.capture(command_from_inbound(lead, config, vendor=vendor))
+        command = command_from_inbound(lead, config, vendor=vendor)
+        if command.dedupe_key is None and replay:
+            command = dataclasses.replace(command, dedupe_key=f"{vendor}:replay:{replay}:{index}")
+        result = await intake.capture(command)
         return {
             "external_id": lead.external_id,
             "status": result.status,
@@ -169,7 +178,7 @@ async def _capture_leads(
             "submission_id": result.submission_id,
         }
 
-    return list(await asyncio.gather(*(one(lead) for lead in leads)))
+    return list(await asyncio.gather(*(one(i, lead) for i, lead in enumerate(leads))))
 
 
 @router.get(
@@ -290,7 +299,10 @@ async def signed_webhook(
             raw, leadflow_signature, hook.secrets, time.time(), hook.tolerance_seconds
         )
         leads = signed_source.parse_generic(raw)
+        replay = signed_source.replay_key(raw, leadflow_signature or "")
     except SourceError as exc:
         raise _refuse("webhook", exc) from None
-    results = await _capture_leads(request.app.state.intake, config, leads, vendor=source)
+    results = await _capture_leads(
+        request.app.state.intake, config, leads, vendor=source, replay=replay
+    )
     return {"received": len(results), "results": results}

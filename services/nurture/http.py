@@ -128,6 +128,11 @@ def _page(title: str, text: str, *, status: int = 200, form: str | None = None) 
     return HTMLResponse(body, status_code=status, headers=NO_STORE)
 
 
+def _either(description: str, *media: str) -> dict[str, Any]:
+    """An OpenAPI response answered as a page to people and otherwise as `media`."""
+    return {"description": description, "content": {m: {} for m in ("text/html", *media)}}
+
+
 def _error_page(request: Request, error: ApiError) -> Response:
     """People get a page; mail clients and scripts get the JSON error shape."""
     if _wants_html(request):
@@ -179,6 +184,7 @@ async def track_click(token: str, runtime: RuntimeDep, settings: SettingsDep) ->
     summary="Unsubscribe page",
     tags=["unsubscribe"],
     response_class=HTMLResponse,
+    responses={403: {"description": "Bad token (a page)", "content": {"text/html": {}}}},
 )
 async def unsubscribe_page(
     token: str, request: Request, runtime: RuntimeDep, settings: SettingsDep
@@ -203,7 +209,10 @@ async def unsubscribe_page(
     "/v1/unsubscribe/{token}",
     summary="One-click unsubscribe (RFC 8058) and the page's button",
     tags=["unsubscribe"],
-    responses={403: {"description": "Bad token"}},
+    responses={
+        200: _either("Unsubscribed", "text/plain"),
+        403: _either("Bad token", "application/json"),
+    },
 )
 async def unsubscribe(
     token: str,
@@ -236,6 +245,10 @@ async def unsubscribe(
     summary="Double opt-in confirmation page",
     tags=["double opt-in"],
     response_class=HTMLResponse,
+    responses={
+        403: {"description": "Bad token (a page)", "content": {"text/html": {}}},
+        410: {"description": "Expired link (a page)", "content": {"text/html": {}}},
+    },
 )
 async def confirm_page(token: str, config: ConfigDep, settings: SettingsDep) -> Response:
     """Asks to confirm with a button: link scanners fetch GETs, so a GET changes nothing."""
@@ -261,9 +274,11 @@ async def confirm_page(token: str, config: ConfigDep, settings: SettingsDep) -> 
     summary="Confirm marketing consent (double opt-in)",
     tags=["double opt-in"],
     responses={
-        403: {"description": "Bad token"},
-        409: {"description": "Unsubscribed or forgotten"},
-        410: {"description": "Expired link"},
+        200: _either("Confirmed"),
+        303: {"description": "Confirmed: to the configured thank-you page"},
+        403: _either("Bad token", "application/json"),
+        409: _either("Unsubscribed or forgotten", "application/json"),
+        410: _either("Expired link", "application/json"),
     },
 )
 async def confirm(

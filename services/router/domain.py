@@ -373,4 +373,5 @@ def ack_token(secret: str, assignment_id: str) -> str:
 
 
 def ack_token_valid(secret: str, assignment_id: str, token: str) -> bool:
-    return hmac.compare_digest(ack_token(secret, assignment_id), token or "")
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a link can carry anything.
+    return hmac.compare_digest(ack_token(secret, assignment_id).encode(), (token or "").encode())

@@ -351,7 +351,11 @@ async def post_outcome(body: OutcomeIn, runtime: RuntimeDep, _: AdminDep) -> dic
     "/v1/webhooks/hubspot",
     summary="HubSpot deal-stage webhook (X-HubSpot-Signature-v3)",
     tags=["outcomes"],
-    responses={401: {"description": "Unsigned"}, 403: {"description": "Bad signature"}},
+    responses={
+        401: {"description": "Unsigned"},
+        403: {"description": "Bad signature"},
+        415: {"description": "Not JSON"},
+    },
 )
 async def hubspot_webhook(
     request: Request,
@@ -361,6 +365,9 @@ async def hubspot_webhook(
     timestamp: Annotated[str | None, Header(alias="X-HubSpot-Request-Timestamp")] = None,
 ) -> dict[str, Any]:
     """Deals moved to a won or lost stage become lead.converted / lead.disqualified."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
     raw = await request.body()
     settings: Settings = request.app.state.settings
     uris = [str(request.url)]

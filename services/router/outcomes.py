@@ -55,11 +55,14 @@ def verify_hubspot(
         raise SignatureError(403, "routing.outcomes.hubspot_client_secret is not configured")
     if not signature or not timestamp:
         raise SignatureError(401, "X-HubSpot-Signature-v3 and X-HubSpot-Request-Timestamp needed")
-    if not timestamp.isdigit() or abs(now_ms - int(timestamp)) > MAX_AGE_MS:
+    # ASCII digits only ("²".isdigit() holds), and few enough for int().
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 15):
+        raise SignatureError(403, "X-HubSpot-Request-Timestamp is not a time in milliseconds")
+    if abs(now_ms - int(timestamp)) > MAX_AGE_MS:
         raise SignatureError(403, "X-HubSpot-Request-Timestamp is outside the accepted window")
     for uri in uris:
         expected = hubspot_signature(secret, method, uri, body, timestamp)
-        if hmac.compare_digest(expected, signature):
+        if hmac.compare_digest(expected.encode(), signature.encode()):
             return
     raise SignatureError(403, "X-HubSpot-Signature-v3 does not match")
 
@@ -98,11 +101,14 @@ def stage_changes(events: Any, config: Outcomes) -> list[StageChange]:
         if kind is None or event.get("objectId") is None:
             continue
         millis = event.get("occurredAt")
-        occurred = (
-            datetime.fromtimestamp(int(millis) / 1000, UTC)
-            if isinstance(millis, int | float)
-            else datetime.now(UTC)
-        )
+        try:
+            occurred = (
+                datetime.fromtimestamp(int(millis) / 1000, UTC)
+                if isinstance(millis, int | float)
+                else datetime.now(UTC)
+            )
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("occurredAt is not a time in milliseconds") from None
         changes.append(
             StageChange(
                 event_id=str(event.get("eventId", "")),

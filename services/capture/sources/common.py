@@ -181,9 +181,11 @@ def loads_exact(raw: bytes | str, *, what: str = "body") -> Any:
     if not text.strip():
         raise SourceError(f"{what} is empty", code="empty_body")
     try:
-        return json.loads(
+        value = json.loads(
             text, parse_int=str, parse_float=JsonFloat, parse_constant=_reject_constant
         )
+    except RecursionError:
+        raise SourceError(f"{what} is nested too deeply", code="malformed_json") from None
     except ValueError as exc:
         # The position helps the sender find the mistake; the content is never echoed.
         where = (
@@ -192,6 +194,35 @@ def loads_exact(raw: bytes | str, *, what: str = "body") -> Any:
             else ""
         )
         raise SourceError(f"{what} is not valid JSON{where}", code="malformed_json") from exc
+    culprit = nul_path(value)
+    if culprit is not None:
+        raise SourceError(
+            f"{culprit} contains a NUL character", code="invalid_character", field=culprit
+        )
+    return value
+
+
+def nul_path(value: Any, root: str = "") -> str | None:
+    """Where a NUL character hides in parsed JSON (a dotted path), or None.
+
+    No database stores NUL in text (PostgreSQL refuses it), so such input is refused
+    at the door. Iterative: the value may be nested as deep as the parser allows.
+    """
+    stack: list[tuple[str, Any]] = [(root, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "body"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if "\x00" in str(key):
+                    return child_path
+                stack.append((child_path, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+    return None
 
 
 def require_object(value: Any, path: str) -> dict[str, Any]:
@@ -260,10 +291,12 @@ def datetime_from_epoch(value: Any, path: str, *, millis: bool = False) -> datet
     if value is None or value == "":
         return None
     text = str(value).strip()
-    if isinstance(value, bool) or not text.lstrip("-").isdigit():
+    digits = text.removeprefix("-")
+    # ASCII only ("²".isdigit() holds) and short enough for int() and a date.
+    if isinstance(value, bool) or not (digits.isascii() and digits.isdigit()) or len(text) > 20:
         raise SourceError(f"{path} must be an epoch timestamp", code="invalid_time", field=path)
-    seconds = int(text) / 1000 if millis else int(text)
     try:
+        seconds = int(text) / 1000 if millis else int(text)
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise SourceError(f"{path} is out of range", code="invalid_time", field=path) from exc

@@ -92,6 +92,12 @@ def verify(
         )
 
 
+def replay_key(raw_body: bytes, header: str) -> str:
+    """The same for an exact replay of a verified request (its timestamp and body)."""
+    timestamp, _ = _parse_header(header)
+    return hashlib.sha256(timestamp.encode() + b"." + raw_body).hexdigest()[:40]
+
+
 def _digest(raw_body: bytes, secret: str, timestamp: str) -> str:
     return hmac.new(
         secret.encode(), timestamp.encode() + b"." + raw_body, hashlib.sha256
@@ -109,7 +115,12 @@ def _parse_header(header: str) -> tuple[str, list[str]]:
             timestamp = value.strip()
         elif key == "v1" and value.strip():
             signatures.append(value.strip().lower())
-    if timestamp is None or not timestamp.isdigit() or not signatures:
+    # ASCII digits only ("²".isdigit() holds), and few enough for int().
+    if (
+        timestamp is None
+        or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12)
+        or not signatures
+    ):
         raise SourceError(
             f"{SIGNATURE_HEADER} must look like t=<unix seconds>,v1=<hex>",
             status=401,

@@ -92,7 +92,8 @@ def verify_signature(
         parts[key] = value.strip()
     timestamp = parts.get("t", "")
     given = parts.get("s", "").lower()
-    if not timestamp.isdigit() or not given:
+    # ASCII digits only ("²".isdigit() holds), and few enough for int().
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not given:
         raise SourceError(
             f"{SIGNATURE_HEADER} must look like t=<unix seconds>,s=<hex>",
             status=401,

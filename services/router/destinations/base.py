@@ -98,21 +98,32 @@ def template_context(document: Mapping[str, Any], destination: str) -> dict[str,
     }
 
 
-def render_mapping(mapping: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def render_mapping(
+    mapping: Mapping[str, Any],
+    context: Mapping[str, Any],
+    templates: SandboxedEnvironment = _templates,
+) -> dict[str, Any]:
     """Render each string value as a Jinja2 template; empty results are left out."""
     out: dict[str, Any] = {}
     for key, value in mapping.items():
         rendered: Any
         if isinstance(value, str):
-            rendered = _templates.from_string(value).render(**context).strip()
+            rendered = templates.from_string(value).render(**context).strip()
             if rendered == "" or rendered == "None":
                 continue
         elif isinstance(value, Mapping):
-            rendered = render_mapping(value, context)
+            rendered = render_mapping(value, context, templates)
         else:
             rendered = value
         out[key] = rendered
     return out
+
+
+def one_line(value: Any) -> Any:
+    """A value a lead typed, on one line: a line break must not forge a line of a message."""
+    if not isinstance(value, str):
+        return value
+    return " ".join(value.splitlines())
 
 
 def render_text(template: str, document: Mapping[str, Any], destination: str) -> str:

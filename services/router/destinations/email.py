@@ -9,13 +9,16 @@ from __future__ import annotations
 from email.message import EmailMessage
 
 import aiosmtplib
+from jinja2 import Undefined
+from jinja2.sandbox import SandboxedEnvironment
 
 from services.router.destinations.base import (
     FAILED,
     Destination,
     Item,
     Outcome,
-    render_text,
+    one_line,
+    template_context,
     transport_error,
 )
 from services.router.settings import EmailDestination
@@ -49,6 +52,14 @@ Take it (starts your speed-to-lead clock): {{ ack_url }}
 """
 
 
+# Plain text, where markup a lead typed is shown, never run; each value stays on its line.
+_plain = SandboxedEnvironment(undefined=Undefined, autoescape=False, finalize=one_line)
+
+
+def _render(template: str, item: Item, destination: str) -> str:
+    return _plain.from_string(template).render(**template_context(item.document, destination))
+
+
 class Email(Destination):
     kind = "email"
 
@@ -66,9 +77,10 @@ class Email(Destination):
         message["From"] = config.sender
         message["To"] = ", ".join(recipients)
         subject = mapping.get("subject") or SUBJECTS.get(item.purpose, SUBJECTS["assigned"])
-        message["Subject"] = render_text(subject, item.document, self.name).strip()
+        # One line: a line break must not start a new header.
+        message["Subject"] = " ".join(_render(subject, item, self.name).split())
         message["Message-ID"] = f"<{item.delivery_id}@leadflow>"
-        message.set_content(render_text(mapping.get("body") or BODY, item.document, self.name))
+        message.set_content(_render(mapping.get("body") or BODY, item, self.name))
         return message
 
     async def deliver_batch(self, items: list[Item]) -> list[Outcome]:

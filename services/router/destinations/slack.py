@@ -11,13 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from jinja2 import Undefined
+from jinja2.sandbox import SandboxedEnvironment
 
 from services.router.destinations.base import (
     Destination,
     Item,
     Outcome,
+    one_line,
     outcome_of,
-    render_text,
+    render_mapping,
+    template_context,
     transport_error,
 )
 from services.router.settings import SlackDestination
@@ -40,6 +44,22 @@ TEXTS = {
 }
 
 
+def mrkdwn_escape(value: Any) -> Any:
+    """Text a lead supplied, made inert in mrkdwn (and kept on one line).
+
+    In mrkdwn `<!channel>` pings everyone and `<https://…|text>` disguises a link; Slack
+    asks for `&`, `<` and `>` as `&amp;`, `&lt;` and `&gt;` in anything not meant as markup.
+    """
+    value = one_line(value)
+    if not isinstance(value, str):
+        return value
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Every `{{ value }}` is escaped; the templates' own markup (`<@{{ owner }}>`) stays live.
+_mrkdwn = SandboxedEnvironment(undefined=Undefined, autoescape=False, finalize=mrkdwn_escape)
+
+
 class Slack(Destination):
     kind = "slack"
 
@@ -48,9 +68,11 @@ class Slack(Destination):
         self.client = client
 
     def message(self, item: Item) -> dict[str, Any]:
+        context = template_context(item.document, self.name)
         if self.config.mapping is not None:
-            return self.render({}, item.document)
-        text = render_text(TEXTS.get(item.purpose, TEXTS["assigned"]), item.document, self.name)
+            return render_mapping(self.config.mapping, context, _mrkdwn)
+        template = TEXTS.get(item.purpose, TEXTS["assigned"])
+        text = _mrkdwn.from_string(template).render(**context)
         ack_url = item.document.get("ack_url")
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}}
