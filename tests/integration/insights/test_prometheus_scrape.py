@@ -228,3 +228,16 @@ async def _check_stack(
                 return bool(report["totals"]["leads"] >= LEADS)
 
             await deadline.until("the leads in the insights report", in_report)
+
+        # Every service's exposition, with the lead flowing through it, passes promtool's lint.
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool comes with the prometheus package"
+        for name, port in ports.items():
+            exposition = (await http.get(f"http://127.0.0.1:{port}/metrics")).content
+            checked = await asyncio.to_thread(
+                subprocess.run,
+                [promtool, "check", "metrics"],
+                input=exposition,
+                capture_output=True,
+            )
+            assert checked.returncode == 0, (name, checked.stdout, checked.stderr)
