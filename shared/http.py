@@ -8,14 +8,15 @@ with `field` naming the offending input where there is one.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
+from shared.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 
@@ -143,6 +145,62 @@ def install_error_handlers(app: FastAPI) -> None:
 
         logging.getLogger("leadflow.http").exception("unhandled error")
         return error_response(500, "internal_error", "internal error")
+
+
+async def get_settings(request: Request) -> Settings:
+    """The process settings (`app.state.settings`), as a route dependency."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, if any."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def is_admin(request: Request, settings: Settings) -> bool:
+    """A valid admin bearer token (or no token configured, in development only)."""
+    expected = settings.admin_token.get_secret_value()
+    if not expected:
+        return settings.env == "development"
+    given = bearer_token(request)
+    # Bytes: compare_digest refuses non-ASCII str, and a header may hold any byte.
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def require_admin(request: Request, settings: SettingsDep) -> None:
+    """Admin endpoints: `Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`.
+
+    Without a configured token they are open in development and refused elsewhere.
+    """
+    if is_admin(request, settings):
+        return
+    if not settings.admin_token.get_secret_value():
+        raise ApiError(
+            403,
+            "admin_disabled",
+            "set LEADFLOW_ADMIN_TOKEN to use admin endpoints",
+            field="authorization",
+        )
+    if bearer_token(request) is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <admin token>",
+            field="authorization",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    raise ApiError(403, "forbidden", "the admin token is wrong", field="authorization")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No admin token"},
+    403: {"description": "Wrong admin token (or none configured, outside development)"},
+}
 
 
 class BodyLimitMiddleware:

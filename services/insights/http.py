@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -19,9 +18,8 @@ from services.insights.handlers import (
     handle_record_spend,
 )
 from services.insights.settings import InsightsConfig
-from shared.http import ApiError
+from shared.http import AdminDep, ApiError
 from shared.service import ServiceRuntime
-from shared.settings import Settings
 
 router = APIRouter()
 
@@ -38,46 +36,8 @@ async def get_config(request: Request) -> InsightsConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 ConfigDep = Annotated[InsightsConfig, Depends(get_config)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-async def require_admin(request: Request, settings: SettingsDep) -> None:
-    """`Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`; without a token: open in development only."""
-    expected = settings.admin_token.get_secret_value()
-    if not expected:
-        if settings.env == "development":
-            return
-        raise ApiError(
-            403,
-            "admin_disabled",
-            "set LEADFLOW_ADMIN_TOKEN to post spend",
-            field="authorization",
-        )
-    given = _bearer(request)
-    if given is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "send Authorization: Bearer <admin token>",
-            field="authorization",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(403, "forbidden", "the admin token is wrong", field="authorization")
-
-
-AdminDep = Annotated[None, Depends(require_admin)]
 
 
 def wants_csv(accept: str) -> bool:

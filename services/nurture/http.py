@@ -7,7 +7,6 @@ HTML; everything else answers leadflow's JSON error shape.
 from __future__ import annotations
 
 import base64
-import hmac
 import html
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.nurture import engagement, handlers, store, tokens
 from services.nurture.settings import NurtureConfig
-from shared.http import ApiError
+from shared.http import AdminDep, ApiError, SettingsDep
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 
@@ -28,54 +27,16 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def get_config(request: Request) -> NurtureConfig:
+async def get_config(request: Request) -> NurtureConfig:
     return request.app.state.config  # type: ignore[no-any-return]
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
 
 
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 ConfigDep = Annotated[NurtureConfig, Depends(get_config)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def require_admin(request: Request, settings: SettingsDep) -> None:
-    """`Authorization: Bearer $LEADFLOW_ADMIN_TOKEN` (open without a token in development)."""
-    expected = settings.admin_token.get_secret_value()
-    if not expected:
-        if settings.env == "development":
-            return
-        raise ApiError(
-            403,
-            "admin_disabled",
-            "set LEADFLOW_ADMIN_TOKEN to use admin endpoints",
-            field="authorization",
-        )
-    given = _bearer(request)
-    if given is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "send Authorization: Bearer <admin token>",
-            field="authorization",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(given, expected):
-        raise ApiError(403, "forbidden", "the admin token is wrong", field="authorization")
-
-
-AdminDep = Annotated[None, Depends(require_admin)]
 
 
 def _secret(settings: Settings) -> str:

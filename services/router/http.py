@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import html
 import logging
 import time
@@ -26,7 +25,7 @@ from services.router.handlers import (
 )
 from services.router.settings import HubSpotDestination, RoutingConfig
 from shared.events.topics import TOPICS, dlq_topic
-from shared.http import ApiError
+from shared.http import ADMIN_ERRORS, AdminDep, ApiError, SettingsDep, bearer_token, is_admin
 from shared.kafka.dlq import read_dead_letters
 from shared.service import ServiceRuntime
 from shared.settings import Settings
@@ -43,57 +42,8 @@ async def get_config(request: Request) -> RoutingConfig:
     return request.app.state.config  # type: ignore[no-any-return]
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 ConfigDep = Annotated[RoutingConfig, Depends(get_config)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def _bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def is_admin(request: Request, settings: Settings) -> bool:
-    """A valid admin bearer token (or no token configured, in development only)."""
-    expected = settings.admin_token.get_secret_value()
-    if not expected:
-        return settings.env == "development"
-    given = _bearer(request)
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-async def require_admin(request: Request, settings: SettingsDep) -> None:
-    """Admin endpoints: `Authorization: Bearer $LEADFLOW_ADMIN_TOKEN`."""
-    if is_admin(request, settings):
-        return
-    if not settings.admin_token.get_secret_value():
-        raise ApiError(
-            403,
-            "admin_disabled",
-            "set LEADFLOW_ADMIN_TOKEN to use admin endpoints",
-            field="authorization",
-        )
-    if _bearer(request) is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "send Authorization: Bearer <admin token>",
-            field="authorization",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    raise ApiError(403, "forbidden", "the admin token is wrong", field="authorization")
-
-
-AdminDep = Annotated[None, Depends(require_admin)]
-ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No admin token"},
-    403: {"description": "Wrong admin token (or none configured, outside development)"},
-}
 
 
 # Assignments ----------------------------------------------------------------------------
@@ -196,7 +146,7 @@ async def _acknowledge(
             raise ApiError(
                 403, "bad_token", "the acknowledgement token is not valid", field="token"
             )
-    elif not (_bearer(request) and is_admin(request, settings)):
+    elif not (bearer_token(request) and is_admin(request, settings)):
         raise ApiError(
             401, "unauthorized", "send the link's token or an admin token", field="token"
         )
