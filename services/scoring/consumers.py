@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,18 +85,24 @@ class BatchScoringConsumer(EventConsumer):
                     continue
                 work.append((record.topic, event_id, envelope, handler))
             await LeadBatch.of(uow).load(envelope.subject for _, _, envelope, _ in work)
+            names: dict[Handler, str] = {}
             for topic, event_id, envelope, handler in work:
                 started = time.perf_counter()
                 await handler(envelope, uow)
                 uow.mark_handled(self.name, event_id)
-                name = handler_name(handler)
+                name = names.get(handler) or names.setdefault(handler, handler_name(handler))
                 durations.append((name, time.perf_counter() - started))
                 counts.append((topic, name, "handled"))
             await uow.commit()
-        for topic, name, outcome in counts:
-            metrics.events_consumed_total.labels(self.service, topic, name, outcome).inc()
+        # One label lookup per distinct series, not per event.
+        for (topic, name, outcome), n in Counter(counts).items():
+            metrics.events_consumed_total.labels(self.service, topic, name, outcome).inc(n)
+        children: dict[str, Any] = {}
         for name, seconds in durations:
-            metrics.handler_duration_seconds.labels(self.service, name).observe(seconds)
+            child = children.get(name)
+            if child is None:
+                child = children[name] = metrics.handler_duration_seconds.labels(self.service, name)
+            child.observe(seconds)
 
 
 def handlers(model: ScoringModel, clock: Clock = utc_now) -> dict[str, Handler]:

@@ -21,7 +21,6 @@ from shared.events import (
     LeadEngaged,
     LeadScored,
     LeadUnsubscribed,
-    ScoreReason,
 )
 from shared.events.contracts import EVENT_TYPES, Contact, Event, FieldValue
 
@@ -431,33 +430,37 @@ def lead_scored(
     """The `lead.scored` event of an outcome that publishes."""
     score, snapshot = outcome.score, outcome.state.snapshot
     assert score is not None and snapshot is not None
-    return LeadScored(
-        lead_id=lead_id,
-        score=score.score,
-        fit=score.fit,
-        engagement=score.engagement,
-        grade=score.grade,
-        previous_grade=outcome.previous.grade if outcome.previous else None,
-        sales_ready=score.sales_ready,
-        became_sales_ready=outcome.became_sales_ready,
-        disqualified=score.disqualified,
-        model_version=score.model_version,
-        reasons=[
-            ScoreReason(rule_id=r.rule_id, kind=r.kind, points=r.points, detail=r.detail)
-            for r in score.reasons
-        ],
-        cause_event_id=cause_event_id,
-        cause_type=cause_type,
-        channel=snapshot.channel,
-        form_id=snapshot.form_id,
-        form_type=snapshot.form_type,
-        contact=Contact.model_validate(snapshot.contact),
-        fields=dict(snapshot.fields),
-        marketing_consent=snapshot.marketing_consent,
-        double_opt_in=snapshot.double_opt_in,
-        is_test=snapshot.is_test,
-        captured_at=snapshot.captured_at,
-        scored_at=scored_at,
+    # One validation of plain values (nested reasons and contact included): a single
+    # call into pydantic rather than one per reason.
+    return LeadScored.model_validate(
+        {
+            "lead_id": lead_id,
+            "score": score.score,
+            "fit": score.fit,
+            "engagement": score.engagement,
+            "grade": score.grade,
+            "previous_grade": outcome.previous.grade if outcome.previous else None,
+            "sales_ready": score.sales_ready,
+            "became_sales_ready": outcome.became_sales_ready,
+            "disqualified": score.disqualified,
+            "model_version": score.model_version,
+            "reasons": [
+                {"rule_id": r.rule_id, "kind": r.kind, "points": r.points, "detail": r.detail}
+                for r in score.reasons
+            ],
+            "cause_event_id": cause_event_id,
+            "cause_type": cause_type,
+            "channel": snapshot.channel,
+            "form_id": snapshot.form_id,
+            "form_type": snapshot.form_type,
+            "contact": dict(snapshot.contact),
+            "fields": dict(snapshot.fields),
+            "marketing_consent": snapshot.marketing_consent,
+            "double_opt_in": snapshot.double_opt_in,
+            "is_test": snapshot.is_test,
+            "captured_at": snapshot.captured_at,
+            "scored_at": scored_at,
+        }
     )
 
 

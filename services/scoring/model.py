@@ -128,6 +128,8 @@ class RuleModel:
         self._version = config.model_version
         self.half_life = config.decay.half_life_days
         self.fit_rules = [(rule, Matcher(rule)) for rule in config.fit]
+        # What each fit rule says when it fires, worded once.
+        self._fit_details = [rule.description or rule.describe() for rule in config.fit]
         self.engagement_rules = [
             (rule, Matcher(rule) if rule.field else None) for rule in config.engagement
         ]
@@ -184,10 +186,9 @@ class RuleModel:
         facts = state.snapshot.facts() if state.snapshot else {}
         reasons: list[Reason] = []
         disqualified = False
-        for fit_rule, matcher in self.fit_rules:
+        for (fit_rule, matcher), detail in zip(self.fit_rules, self._fit_details, strict=True):
             if not matcher(facts):
                 continue
-            detail = fit_rule.description or matcher.condition.describe()
             if fit_rule.disqualify:
                 disqualified = True
                 reasons.append(Reason(fit_rule.id, "fit", 0.0, f"{detail}: disqualified"))

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 from services.scoring.domain import LeadState, Reason, Score, Snapshot
 from shared.db import UnitOfWork, add_plumbing_tables, make_metadata
@@ -90,6 +93,60 @@ score_changes = sa.Table(
 )
 
 _STATE_COLUMNS = [c.name for c in lead_scores.columns if c.name != "lead_id"]
+_STATE_PARAMS = [(name, f"v_{name}") for name in _STATE_COLUMNS]
+
+
+class _OrjsonJSON(TypeDecorator[Any]):
+    """The JSON columns as the batch reads and writes see them: stored the same way (JSON
+    text on SQLite, JSONB on PostgreSQL), encoded with orjson, and decoded with it where
+    the driver hands back text (SQLite; asyncpg decodes JSONB itself)."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], str]:
+        # As sa.JSON: None is the JSON null.
+        def process(value: Any) -> str:
+            return orjson.dumps(value).decode()
+
+        return process
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name == "postgresql":
+            return None
+
+        def process(value: Any) -> Any:
+            return None if value is None else orjson.loads(value)
+
+        return process
+
+
+_JSON = _OrjsonJSON()
+
+
+def _fast(column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+    return _JSON if isinstance(column.type, sa.JSON) else column.type
+
+
+def _bulk_insert(table: sa.Table, *, skip: tuple[str, ...] = ()) -> sa.Insert:
+    """INSERT of every column (but `skip`), JSON encoded with orjson; for executemany."""
+    return sa.insert(table).values(
+        {c.name: sa.bindparam(c.name, type_=_fast(c)) for c in table.columns if c.name not in skip}
+    )
+
+
+# The lead rows with their JSON decoded by orjson.
+_SELECT_STATES = sa.select(
+    *(
+        sa.type_coerce(c, _JSON).label(c.name) if isinstance(c.type, sa.JSON) else c
+        for c in lead_scores.columns
+    )
+)
 
 
 def state_from_row(row: Any) -> LeadState:
@@ -147,7 +204,9 @@ def state_values(state: LeadState, now: datetime, erased_at: datetime | None) ->
 class _Rows:
     """Writes of one or more events: lead rows (by lead), log rows, history rows."""
 
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # lead id → (state, now, erased_at): the row is built once, at write time, however
+    # many events of the lead the batch held.
+    states: dict[str, tuple[LeadState, datetime, datetime | None]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -207,7 +266,7 @@ class LeadBatch:
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             rows = await self.session.execute(
-                sa.select(lead_scores).where(lead_scores.c.lead_id.in_(chunk)).with_for_update()
+                _SELECT_STATES.where(lead_scores.c.lead_id.in_(chunk)).with_for_update()
             )
             for row in rows:
                 self._remember(row)
@@ -226,7 +285,7 @@ class LeadBatch:
         if self._one_by_one:
             row = (
                 await self.session.execute(
-                    sa.select(lead_scores).where(lead_scores.c.lead_id == lead_id).with_for_update()
+                    _SELECT_STATES.where(lead_scores.c.lead_id == lead_id).with_for_update()
                 )
             ).first()
             if row is None:
@@ -242,8 +301,7 @@ class LeadBatch:
         """Leads whose decay deadline has passed, oldest first; locked rows are skipped."""
         rows = (
             await self.session.execute(
-                sa.select(lead_scores)
-                .where(
+                _SELECT_STATES.where(
                     lead_scores.c.regrade_due_at <= now,
                     lead_scores.c.erased_at.is_(None),
                 )
@@ -261,7 +319,7 @@ class LeadBatch:
         erased_at = erased_at or self._erased_at.get(state.lead_id)
         self._erased_at[state.lead_id] = erased_at
         self._states[state.lead_id] = state
-        self._staged.states[state.lead_id] = state_values(state, now, erased_at)
+        self._staged.states[state.lead_id] = (state, now, erased_at)
 
     def log_event(
         self,
@@ -313,19 +371,20 @@ class LeadBatch:
 
     def _write(self, session: Session, rows: _Rows) -> None:
         if rows.events:
-            session.execute(sa.insert(score_events), rows.events)
-        new = [row for lead_id, row in rows.states.items() if lead_id not in self._stored]
+            session.execute(_INSERT_EVENTS, rows.events)
+        values = {lead_id: state_values(*staged) for lead_id, staged in rows.states.items()}
+        new = [row for lead_id, row in values.items() if lead_id not in self._stored]
         known = [
-            {"k_lead_id": lead_id, **{f"v_{k}": row[k] for k in _STATE_COLUMNS}}
-            for lead_id, row in rows.states.items()
+            {"k_lead_id": lead_id, **{v: row[k] for k, v in _STATE_PARAMS}}
+            for lead_id, row in values.items()
             if lead_id in self._stored
         ]
         if new:
-            session.execute(sa.insert(lead_scores), new)
+            session.execute(_INSERT_STATE, new)
         if known:
             session.execute(_UPDATE_STATE, known)
         if rows.changes:
-            session.execute(sa.insert(score_changes), rows.changes)
+            session.execute(_INSERT_CHANGE, rows.changes)
         self._stored.update(rows.states)
 
     def _flush(self, session: Session) -> None:
@@ -347,8 +406,16 @@ class LeadBatch:
 _UPDATE_STATE = (
     sa.update(lead_scores)
     .where(lead_scores.c.lead_id == sa.bindparam("k_lead_id"))
-    .values({name: sa.bindparam(f"v_{name}") for name in _STATE_COLUMNS})
+    .values(
+        {
+            name: sa.bindparam(f"v_{name}", type_=_fast(lead_scores.c[name]))
+            for name in _STATE_COLUMNS
+        }
+    )
 )
+_INSERT_STATE = _bulk_insert(lead_scores)
+_INSERT_EVENTS = _bulk_insert(score_events)
+_INSERT_CHANGE = _bulk_insert(score_changes, skip=("id",))
 
 
 # Reads ---------------------------------------------------------------------------------
