@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         ge=1000,
         description="Consumer group session timeout; a dead member's partitions move after it.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        description="Longest a consumer's fetch waits for data; bounds each hop's latency.",
+    )
     kafka_client_prefix: str = Field(default="leadflow", description="Prefix of consumer groups.")
 
     database_url: str = Field(

@@ -120,6 +120,9 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
+            # A group member's fetch can sit out its whole wait although records arrived
+            # (multi-partition fetches): the wait is the floor of every hop's latency.
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.kafka_session_timeout_ms // 5, 100),
             request_timeout_ms=15_000,
