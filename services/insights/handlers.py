@@ -6,6 +6,7 @@ inbox marks); the HTTP use cases commit through their own unit of work.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -37,14 +38,48 @@ from shared.events import (
     LeadUnsubscribed,
 )
 
+_KNOWN_LIMIT = 8192
+_known: OrderedDict[str, LeadFacts] = OrderedDict()
+"""Facts this process last wrote per lead: a guess, checked by the database before use."""
+
+
+def _remember(lead_id: str, facts: LeadFacts) -> None:
+    _known[lead_id] = facts
+    _known.move_to_end(lead_id)
+    if len(_known) > _KNOWN_LIMIT:
+        _known.popitem(last=False)
+
 
 async def _update_lead(
-    uow: UnitOfWork, lead_id: str, change: Callable[[LeadFacts], LeadFacts]
+    uow: UnitOfWork,
+    lead_id: str,
+    change: Callable[[LeadFacts], LeadFacts],
+    *,
+    new_lead: bool = False,
 ) -> None:
+    """Merge an event into the lead's row.
+
+    Fast paths (one statement): a new lead is inserted with its merged facts
+    if no row exists yet; a lead this process wrote last is updated only if the
+    row still holds exactly what was written. Otherwise the row is locked, read,
+    merged and written back.
+    """
+    known = _known.get(lead_id)
+    if known is not None:
+        updated = change(known)
+        if updated != known and await store.save_lead_if(uow.session, lead_id, known, updated):
+            _remember(lead_id, updated)
+            return
+    elif new_lead:
+        updated = change(LeadFacts())
+        if await store.insert_lead(uow.session, uow.dialect, lead_id, updated):
+            _remember(lead_id, updated)
+            return
     facts = await store.lock_lead(uow.session, uow.dialect, lead_id)
     updated = change(facts)
     if updated != facts:
         await store.save_lead(uow.session, lead_id, updated)
+    _remember(lead_id, updated)
 
 
 async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork) -> None:
@@ -70,6 +105,7 @@ async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork
             is_test=event.is_test,
             captured_at=event.captured_at,
         ),
+        new_lead=event.is_new_lead,
     )
 
 

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insights.domain import (
@@ -26,7 +27,7 @@ from services.insights.domain import (
     to_units,
 )
 from shared.db import add_plumbing_tables, make_metadata
-from shared.db.engine import insert_ignore, upsert
+from shared.db.engine import upsert
 from shared.db.types import UTCDateTime, utcnow
 
 metadata = make_metadata()
@@ -93,33 +94,146 @@ channel_spend = sa.Table(
 _FACT_COLUMNS = tuple(f.name for f in dataclasses.fields(LeadFacts))
 
 
+def _dialect_module(dialect: str) -> Any:
+    return postgresql if dialect == "postgresql" else sqlite
+
+
+# The hot-path statements are built once per dialect and reused with bound
+# parameters: SQLAlchemy then skips statement construction and cache-key work.
+_lock_statements: dict[str, Any] = {}
+_touch_statements: dict[str, Any] = {}
+_conversion_statements: dict[str, Any] = {}
+
+_save_statement = (
+    sa.update(leads)
+    .where(leads.c.lead_id == sa.bindparam("key_lead_id"))
+    .values({name: sa.bindparam(f"new_{name}") for name in (*_FACT_COLUMNS, "updated_at")})
+)
+
+
+def _lock_statement(dialect: str) -> Any:
+    """INSERT the lead's row if new, else a no-op update that locks it; RETURNING its facts."""
+    statement = _lock_statements.get(dialect)
+    if statement is None:
+        insert = _dialect_module(dialect).insert(leads)
+        statement = (
+            insert.values(
+                lead_id=sa.bindparam("lead_id"),
+                channel_rank=0,
+                is_test=False,
+                updated_at=sa.bindparam("updated_at"),
+            )
+            .on_conflict_do_update(
+                index_elements=["lead_id"], set_={"lead_id": insert.excluded.lead_id}
+            )
+            .returning(*(leads.c[name] for name in _FACT_COLUMNS))
+        )
+        _lock_statements[dialect] = statement
+    return statement
+
+
+def _touch_statement(dialect: str) -> Any:
+    statement = _touch_statements.get(dialect)
+    if statement is None:
+        statement = (
+            _dialect_module(dialect)
+            .insert(touches)
+            .values({c.name: sa.bindparam(c.name) for c in touches.columns})
+            .on_conflict_do_nothing(index_elements=["submission_id"])
+        )
+        _touch_statements[dialect] = statement
+    return statement
+
+
+def _conversion_statement(dialect: str) -> Any:
+    statement = _conversion_statements.get(dialect)
+    if statement is None:
+        statement = (
+            _dialect_module(dialect)
+            .insert(conversions)
+            .values({c.name: sa.bindparam(c.name) for c in conversions.columns})
+            .on_conflict_do_nothing(index_elements=["lead_id", "outcome_id"])
+        )
+        _conversion_statements[dialect] = statement
+    return statement
+
+
 async def lock_lead(session: AsyncSession, dialect: str, lead_id: str) -> LeadFacts:
     """The lead's facts, its row created if new and locked until the transaction ends.
 
     Events of one lead arrive on several topics, which different replicas may
     consume at once; the row lock makes their read-merge-write updates queue.
+    One statement: INSERT ... ON CONFLICT DO UPDATE locks an existing row on
+    PostgreSQL as SELECT ... FOR UPDATE would (SQLite serializes writers anyway).
     """
-    await session.execute(
-        insert_ignore(leads, dialect, "lead_id").values(
-            lead_id=lead_id, channel_rank=0, is_test=False, updated_at=utcnow()
-        )
-    )
     row = (
         await session.execute(
-            sa.select(*(leads.c[name] for name in _FACT_COLUMNS))
-            .where(leads.c.lead_id == lead_id)
-            .with_for_update()
+            _lock_statement(dialect), {"lead_id": lead_id, "updated_at": utcnow()}
         )
     ).one()
-    return LeadFacts(**row._asdict())
+    return LeadFacts(*row)
 
 
 async def save_lead(session: AsyncSession, lead_id: str, facts: LeadFacts) -> None:
     """Write the lead's merged facts."""
-    values: dict[str, Any] = dataclasses.asdict(facts)
-    await session.execute(
-        sa.update(leads).where(leads.c.lead_id == lead_id).values(**values, updated_at=utcnow())
+    params: dict[str, Any] = {f"new_{name}": getattr(facts, name) for name in _FACT_COLUMNS}
+    params["new_updated_at"] = utcnow()
+    params["key_lead_id"] = lead_id
+    await session.execute(_save_statement, params)
+
+
+_insert_statements: dict[str, Any] = {}
+
+_save_if_statement = (
+    sa.update(leads)
+    .where(
+        leads.c.lead_id == sa.bindparam("key_lead_id"),
+        *(
+            leads.c[name].is_not_distinct_from(sa.bindparam(f"old_{name}"))
+            for name in _FACT_COLUMNS
+        ),
     )
+    .values({name: sa.bindparam(f"new_{name}") for name in (*_FACT_COLUMNS, "updated_at")})
+)
+
+
+def _insert_statement(dialect: str) -> Any:
+    statement = _insert_statements.get(dialect)
+    if statement is None:
+        statement = (
+            _dialect_module(dialect)
+            .insert(leads)
+            .values({c.name: sa.bindparam(c.name) for c in leads.columns})
+            .on_conflict_do_nothing(index_elements=["lead_id"])
+        )
+        _insert_statements[dialect] = statement
+    return statement
+
+
+async def insert_lead(session: AsyncSession, dialect: str, lead_id: str, facts: LeadFacts) -> bool:
+    """Create the lead's row with `facts`; False (nothing written) when it exists already."""
+    params: dict[str, Any] = {name: getattr(facts, name) for name in _FACT_COLUMNS}
+    params["lead_id"] = lead_id
+    params["updated_at"] = utcnow()
+    result: Any = await session.execute(_insert_statement(dialect), params)
+    return bool(result.rowcount == 1)
+
+
+async def save_lead_if(
+    session: AsyncSession, lead_id: str, expected: LeadFacts, facts: LeadFacts
+) -> bool:
+    """Write `facts` only if the row still holds exactly `expected`; False when it does not.
+
+    The row is compared column by column in the database, so a stale `expected`
+    can never overwrite newer facts: the caller falls back to lock_lead.
+    """
+    params: dict[str, Any] = {f"new_{name}": getattr(facts, name) for name in _FACT_COLUMNS}
+    for name in _FACT_COLUMNS:
+        params[f"old_{name}"] = getattr(expected, name)
+    params["new_updated_at"] = utcnow()
+    params["key_lead_id"] = lead_id
+    result: Any = await session.execute(_save_if_statement, params)
+    return bool(result.rowcount == 1)
 
 
 async def add_touch(
@@ -136,15 +250,16 @@ async def add_touch(
 ) -> None:
     """Record one submission (once, however often it is delivered)."""
     await session.execute(
-        insert_ignore(touches, dialect, "submission_id").values(
-            submission_id=submission_id,
-            lead_id=lead_id,
-            channel=channel,
-            is_new_lead=is_new_lead,
-            is_test=is_test,
-            cost_units=cost_units,
-            captured_at=captured_at,
-        )
+        _touch_statement(dialect),
+        {
+            "submission_id": submission_id,
+            "lead_id": lead_id,
+            "channel": channel,
+            "is_new_lead": is_new_lead,
+            "is_test": is_test,
+            "cost_units": cost_units,
+            "captured_at": captured_at,
+        },
     )
 
 
@@ -160,13 +275,14 @@ async def add_conversion(
 ) -> None:
     """Record one won deal (once per outcome id)."""
     await session.execute(
-        insert_ignore(conversions, dialect, "lead_id", "outcome_id").values(
-            lead_id=lead_id,
-            outcome_id=outcome_id,
-            value_units=value_units,
-            currency=currency,
-            occurred_at=occurred_at,
-        )
+        _conversion_statement(dialect),
+        {
+            "lead_id": lead_id,
+            "outcome_id": outcome_id,
+            "value_units": value_units,
+            "currency": currency,
+            "occurred_at": occurred_at,
+        },
     )
 
 
