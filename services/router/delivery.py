@@ -234,30 +234,30 @@ class DeliveryWorker:
                 allowance[name] = limit_config.requests - len(recent)
                 if allowance[name] <= 0:
                     skip.add(name)
-            unknown = await self._unknown_destinations(uow)
+            # Rows of a destination no longer configured (or disabled) wait; they are not lost.
             rows = await store.claim_due(
                 session,
                 now,
                 lambda n: now + timedelta(seconds=self._lease_seconds(n)),
                 limit,
-                skip | unknown,
+                only_destinations=[name for name in self.destinations if name not in skip],
             )
             by_destination: dict[str, list[Any]] = defaultdict(list)
             for row in rows:
                 by_destination[row.destination].append(row)
-            claimed: dict[str, list[Item]] = {}
+            claimed: dict[str, list[Any]] = {}
             for name, group in by_destination.items():
                 destination = self.destinations[name]
                 if name in allowance:
                     requests = allowance[name]
                     keep = group[: requests * destination.max_batch]
-                    for extra in group[len(keep) :]:
-                        await store.update_delivery(
-                            session,
-                            extra.delivery_id,
-                            claimed_until=None,
-                            claims=extra.claims,
-                        )
+                    await store.update_deliveries(
+                        session,
+                        [
+                            (extra.delivery_id, {"claimed_until": None, "claims": extra.claims})
+                            for extra in group[len(keep) :]
+                        ],
+                    )
                     group = keep
                     sent_row = await store.destination_row(session, uow.dialect, name, now)
                     used = math.ceil(len(group) / destination.max_batch)
@@ -266,24 +266,28 @@ class DeliveryWorker:
                         + [now.timestamp()] * used
                     )
                     await store.save_destination_state(session, name, sent=stamps, updated_at=now)
-                claimed[name] = [await self._item(uow, row) for row in group]
+                claimed[name] = group
+            claimed_rows = [row for group in claimed.values() for row in group]
+            found = await store.get_assignments(
+                session, (row.assignment_id for row in claimed_rows)
+            )
+            leads = await store.get_leads(session, (row.lead_id for row in claimed_rows))
+            items = {
+                name: [
+                    self._item(row, found.get(row.assignment_id), leads.get(row.lead_id))
+                    for row in group
+                ]
+                for name, group in claimed.items()
+            }
             await uow.commit()
-        return {name: items for name, items in claimed.items() if items}
-
-    async def _unknown_destinations(self, uow: UnitOfWork) -> set[str]:
-        # Rows of a destination no longer configured (or disabled) wait; they are not lost.
-        depth = await store.queue_depth(uow.session)
-        return {name for name in depth if name not in self.destinations}
+        return {name: group for name, group in items.items() if group}
 
     def _lease_seconds(self, claimed: int) -> float:
         timeout = self.config.delivery.timeout_seconds
         rounds = math.ceil(max(claimed, 1) / CONCURRENCY)
         return 4 * timeout * rounds + 30
 
-    async def _item(self, uow: UnitOfWork, row: Any) -> Item:
-        session = uow.session
-        assignment = await store.get_assignment(session, row.assignment_id)
-        lead = await store.get_lead(session, row.lead_id)
+    def _item(self, row: Any, assignment: Any, lead: Any) -> Item:
         ack = self.ack_url(row.assignment_id) if assignment is not None else None
         document = (
             build_document(row, assignment, lead, self.config, ack)
@@ -352,7 +356,7 @@ class DeliveryWorker:
         delivery = self.config.delivery
         async with self.uow_factory() as uow:
             session = uow.session
-            for name, items in claimed.items():
+            for name in claimed:
                 destination = self.destinations[name]
                 if destination.pause is not None:
                     await store.destination_row(session, uow.dialect, name, now)
@@ -363,34 +367,46 @@ class DeliveryWorker:
                         updated_at=now,
                     )
                     destination.pause = None
+            rows = await store.get_deliveries(
+                session,
+                (item.delivery_id for items in claimed.values() for item in items),
+                for_update=True,
+            )
+            changes: list[tuple[str, dict[str, Any]]] = []
+            counts: dict[tuple[str, str], int] = defaultdict(int)
+            delivered: list[Any] = []
+            for items in claimed.values():
                 for item in items:
-                    row = await store.get_delivery(session, item.delivery_id, for_update=True)
+                    row = rows.get(item.delivery_id)
                     if row is None or row.status != store.PENDING:
                         continue  # cancelled meanwhile (erasure)
                     outcome = results[item.delivery_id]
-                    await self._record_one(uow, row, outcome, now, delivery)
+                    status, values = self._record_one(uow, row, outcome, now, delivery)
+                    changes.append((row.delivery_id, values))
+                    counts[row.destination, status] += 1
+                    if status == "delivered":
+                        delivered.append(row)
+            await store.update_deliveries(session, changes)
+            await self._mark_delivered(uow, delivered, now)
             await uow.commit()
+        for (name, status), count in counts.items():
+            metrics.deliveries_total.labels(name, status).inc(count)
 
-    async def _record_one(
+    def _record_one(
         self, uow: UnitOfWork, row: Any, outcome: Outcome, now: datetime, delivery: Any
-    ) -> None:
-        session = uow.session
+    ) -> tuple[str, dict[str, Any]]:
+        """How one delivery ended: the metric status and the columns to store."""
         progress = outcome.progress if outcome.progress is not None else (row.progress or {})
         if outcome.status == "delivered":
-            await store.update_delivery(
-                session,
-                row.delivery_id,
-                status=store.DELIVERED,
-                delivered_at=now,
-                attempts=row.attempts + 1,
-                claimed_until=None,
-                external_id=outcome.external_id,
-                last_status=outcome.http_status,
-                progress=progress,
-            )
-            metrics.deliveries_total.labels(row.destination, "delivered").inc()
-            await self._maybe_delivered(uow, row, now)
-            return
+            return "delivered", {
+                "status": store.DELIVERED,
+                "delivered_at": now,
+                "attempts": row.attempts + 1,
+                "claimed_until": None,
+                "external_id": outcome.external_id,
+                "last_status": outcome.http_status,
+                "progress": progress,
+            }
         attempts = row.attempts + (1 if outcome.counts_as_attempt else 0)
         too_old = now - row.created_at > timedelta(minutes=delivery.max_age_minutes)
         if outcome.status == "retry" and attempts < delivery.max_attempts and not too_old:
@@ -398,38 +414,23 @@ class DeliveryWorker:
                 max(attempts, 1), delivery.backoff_seconds, delivery.backoff_max_seconds
             )
             wait = max(wait, outcome.retry_after or 0.0)
-            await store.update_delivery(
-                session,
-                row.delivery_id,
-                attempts=attempts,
-                next_attempt_at=now + timedelta(seconds=wait),
-                claimed_until=None,
-                last_error=outcome.error,
-                last_status=outcome.http_status,
-                progress=progress,
-            )
-            metrics.deliveries_total.labels(row.destination, "retried").inc()
             log.info(
                 "delivery will be retried in %.1fs: %s",
                 wait,
                 outcome.error,
                 extra={"lead_id": row.lead_id, "destination": row.destination},
             )
-            return
+            return "retried", {
+                "attempts": attempts,
+                "next_attempt_at": now + timedelta(seconds=wait),
+                "claimed_until": None,
+                "last_error": outcome.error,
+                "last_status": outcome.http_status,
+                "progress": progress,
+            }
         error = outcome.error or "failed"
         if outcome.status == "retry":
             error = f"gave up after {attempts} attempts: {error}"
-        await store.update_delivery(
-            session,
-            row.delivery_id,
-            status=store.FAILED,
-            attempts=max(attempts, 1),
-            failed_at=now,
-            claimed_until=None,
-            last_error=error,
-            last_status=outcome.http_status,
-            progress=progress,
-        )
         uow.publish(
             LeadDeliveryFailed(
                 lead_id=row.lead_id,
@@ -440,28 +441,32 @@ class DeliveryWorker:
                 failed_at=now,
             )
         )
-        metrics.deliveries_total.labels(row.destination, "failed").inc()
         log.warning(
             "delivery failed: %s",
             error,
             extra={"lead_id": row.lead_id, "destination": row.destination},
         )
+        return "failed", {
+            "status": store.FAILED,
+            "attempts": max(attempts, 1),
+            "failed_at": now,
+            "claimed_until": None,
+            "last_error": error,
+            "last_status": outcome.http_status,
+            "progress": progress,
+        }
 
-    async def _maybe_delivered(self, uow: UnitOfWork, row: Any, now: datetime) -> None:
-        if row.purpose == "escalation":
+    async def _mark_delivered(self, uow: UnitOfWork, rows: list[Any], now: datetime) -> None:
+        """Assignments whose every (non-escalation) delivery is now delivered get `delivered_at`."""
+        ids = list(dict.fromkeys(r.assignment_id for r in rows if r.purpose != "escalation"))
+        if not ids:
             return
-        session = uow.session
-        await session.flush()
-        if await store.undelivered_count(session, row.assignment_id):
-            return
-        assignment = await store.get_assignment(session, row.assignment_id)
-        if assignment is None or assignment.delivered_at is not None:
-            return
-        await store.update_assignment(session, row.assignment_id, delivered_at=now)
-        if not assignment.reassigned_from:
-            metrics.speed_to_lead_seconds.labels("delivered").observe(
-                max((now - assignment.captured_at).total_seconds(), 0.0)
-            )
+        fresh = await store.mark_delivered(uow.session, ids, now)
+        for assignment in fresh:
+            if not assignment.reassigned_from:
+                metrics.speed_to_lead_seconds.labels("delivered").observe(
+                    max((now - assignment.captured_at).total_seconds(), 0.0)
+                )
 
     async def _refresh_gauges(self) -> None:
         if time.monotonic() - self._last_gauges < 5:

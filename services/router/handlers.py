@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -82,28 +83,34 @@ async def handle_lead_scored(
         log.info("test lead not routed", extra={"lead_id": data.lead_id})
         return
     session = uow.session
-    contact = data.contact.model_dump(mode="json")
-    await store.save_lead(
-        session,
-        uow.dialect,
-        lead_id=data.lead_id,
-        email=data.contact.email,
-        contact=contact,
-        fields=dict(data.fields),
-        channel=data.channel,
-        form_id=data.form_id,
-        form_type=data.form_type,
-        score=data.score,
-        grade=data.grade,
-        is_test=data.is_test,
-        captured_at=data.captured_at,
-        updated_at=now,
-    )
-    if await store.active_assignment(session, data.lead_id) is not None:
-        log.info("lead already has an owner; not routed again", extra={"lead_id": data.lead_id})
-        return
-    lead = await store.get_lead(session, data.lead_id)
-    assert lead is not None
+    values: dict[str, Any] = {
+        "lead_id": data.lead_id,
+        "email": data.contact.email,
+        "contact": data.contact.model_dump(mode="json"),
+        "fields": dict(data.fields),
+        "channel": data.channel,
+        "form_id": data.form_id,
+        "form_type": data.form_type,
+        "score": data.score,
+        "grade": data.grade,
+        "is_test": data.is_test,
+        # As the column gives it back (UTC); a naive value is refused by the column itself.
+        "captured_at": (
+            data.captured_at.astimezone(UTC) if data.captured_at.tzinfo else data.captured_at
+        ),
+        "updated_at": now,
+    }
+    lead: Any
+    if await store.save_lead(session, uow.dialect, **values):
+        # A lead seen for the first time has no assignment (they are made from stored leads),
+        # and its row is exactly what was just written.
+        lead = SimpleNamespace(**values, erased_at=None)
+    else:
+        if await store.active_assignment(session, data.lead_id) is not None:
+            log.info("lead already has an owner; not routed again", extra={"lead_id": data.lead_id})
+            return
+        lead = await store.get_lead(session, data.lead_id)
+        assert lead is not None
     await assign(
         uow,
         config,

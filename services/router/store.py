@@ -5,6 +5,7 @@ Repositories flush, never commit; the unit of work commits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -122,26 +123,46 @@ outcomes = sa.Table(
 )
 
 LOCK_KEY = "__routing_lock__"
+_UPDATE_STATE = sa.update(routing_state).where(routing_state.c.key == sa.bindparam("key_"))
+_LOCK_QUERY = (
+    sa.select(routing_state.c.key).where(routing_state.c.key == LOCK_KEY).with_for_update()
+)
 
 
 # Leads ---------------------------------------------------------------------------------
 
+# Statements built once (per dialect where it matters); values come as parameters.
+_INSERT_LEAD: dict[str, Any] = {}
 
-async def save_lead(session: AsyncSession, dialect: str, **values: Any) -> None:
-    """Insert or refresh the lead snapshot."""
-    stmt = insert_ignore(leads, dialect, "lead_id").values(**values)
-    result = await session.execute(stmt)
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        update = {k: v for k, v in values.items() if k not in ("lead_id", "captured_at")}
-        await session.execute(
-            sa.update(leads)
-            .where(leads.c.lead_id == values["lead_id"], leads.c.erased_at.is_(None))
-            .values(**update)
-        )
+
+async def save_lead(session: AsyncSession, dialect: str, **values: Any) -> bool:
+    """Insert or refresh the lead snapshot; True when the lead was new."""
+    stmt = _INSERT_LEAD.get(dialect)
+    if stmt is None:
+        stmt = _INSERT_LEAD[dialect] = insert_ignore(leads, dialect, "lead_id")
+    result = await session.execute(stmt, values)
+    if result.rowcount:  # type: ignore[attr-defined]
+        return True
+    update = {k: v for k, v in values.items() if k not in ("lead_id", "captured_at")}
+    await session.execute(
+        sa.update(leads)
+        .where(leads.c.lead_id == values["lead_id"], leads.c.erased_at.is_(None))
+        .values(**update)
+    )
+    return False
 
 
 async def get_lead(session: AsyncSession, lead_id: str) -> sa.Row[Any] | None:
     return (await session.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
+
+
+async def get_leads(session: AsyncSession, lead_ids: Iterable[str]) -> dict[str, sa.Row[Any]]:
+    """Several leads in one query, by id (missing ones are absent)."""
+    ids = list(dict.fromkeys(lead_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(sa.select(leads).where(leads.c.lead_id.in_(ids)))
+    return {row.lead_id: row for row in rows.all()}
 
 
 async def find_lead_by_email(session: AsyncSession, email: str) -> sa.Row[Any] | None:
@@ -172,12 +193,13 @@ async def erase_lead(session: AsyncSession, lead_id: str, erased_at: datetime) -
 
 async def lock_routing(session: AsyncSession, dialect: str, now: datetime) -> None:
     """Serialize routing decisions across replicas (a row lock held until commit)."""
+    if (await session.execute(_LOCK_QUERY)).first() is not None:
+        return
+    # First routing ever: create the lock row, then lock it.
     await session.execute(
         insert_ignore(routing_state, dialect, "key").values(key=LOCK_KEY, state={}, updated_at=now)
     )
-    await session.execute(
-        sa.select(routing_state.c.key).where(routing_state.c.key == LOCK_KEY).with_for_update()
-    )
+    await session.execute(_LOCK_QUERY)
 
 
 async def strategy_states(session: AsyncSession) -> dict[str, dict[str, Any]]:
@@ -188,31 +210,45 @@ async def strategy_states(session: AsyncSession) -> dict[str, dict[str, Any]]:
 async def save_strategy_state(
     session: AsyncSession, dialect: str, key: str, state: dict[str, Any], now: datetime
 ) -> None:
-    result = await session.execute(
-        sa.update(routing_state)
-        .where(routing_state.c.key == key)
-        .values(state=state, updated_at=now)
-    )
+    result = await session.execute(_UPDATE_STATE, {"key_": key, "state": state, "updated_at": now})
     if result.rowcount == 0:  # type: ignore[attr-defined]
         await session.execute(sa.insert(routing_state).values(key=key, state=state, updated_at=now))
 
 
 async def loads_since(session: AsyncSession, starts: dict[str, datetime]) -> dict[str, int]:
     """Leads each rep was given since their day started (reassigned-away ones do not count)."""
-    counts: dict[str, int] = {}
-    for rep_id, since in starts.items():
-        counts[rep_id] = (
-            await session.execute(
-                sa.select(sa.func.count())
-                .select_from(assignments)
-                .where(
-                    assignments.c.rep_id == rep_id,
-                    assignments.c.created_at >= since,
-                    assignments.c.status != "reassigned",
-                )
-            )
-        ).scalar_one()
+    counts = dict.fromkeys(starts, 0)
+    if not starts:
+        return counts
+    params: dict[str, Any] = {}
+    for n, (rep_id, since) in enumerate(starts.items()):
+        params[f"rep_{n}"], params[f"since_{n}"] = rep_id, since
+    rows = await session.execute(_loads_query(len(starts)), params)
+    for rep_id, count in rows.all():
+        counts[rep_id] = int(count)
     return counts
+
+
+@functools.cache
+def _loads_query(reps: int) -> sa.Select[Any]:
+    """Assignments per rep since a per-rep time (`rep_<n>`, `since_<n>` parameters)."""
+    return (
+        sa.select(assignments.c.rep_id, sa.func.count())
+        .where(
+            sa.or_(
+                *(
+                    sa.and_(
+                        assignments.c.rep_id == sa.bindparam(f"rep_{n}"),
+                        assignments.c.created_at
+                        >= sa.bindparam(f"since_{n}", type_=assignments.c.created_at.type),
+                    )
+                    for n in range(reps)
+                )
+            ),
+            assignments.c.status != "reassigned",
+        )
+        .group_by(assignments.c.rep_id)
+    )
 
 
 async def active_assignment(session: AsyncSession, lead_id: str) -> sa.Row[Any] | None:
@@ -227,7 +263,10 @@ async def active_assignment(session: AsyncSession, lead_id: str) -> sa.Row[Any] 
 
 
 async def insert_assignment(session: AsyncSession, **values: Any) -> None:
-    await session.execute(sa.insert(assignments).values(**values))
+    await session.execute(_INSERT_ASSIGNMENT, values)
+
+
+_INSERT_ASSIGNMENT = sa.insert(assignments)
 
 
 async def get_assignment(
@@ -237,6 +276,47 @@ async def get_assignment(
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).first()
+
+
+async def get_assignments(
+    session: AsyncSession, assignment_ids: Iterable[str]
+) -> dict[str, sa.Row[Any]]:
+    """Several assignments in one query, by id (missing ones are absent)."""
+    ids = list(dict.fromkeys(assignment_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(sa.select(assignments).where(assignments.c.assignment_id.in_(ids)))
+    return {row.assignment_id: row for row in rows.all()}
+
+
+async def mark_delivered(
+    session: AsyncSession, assignment_ids: Iterable[str], now: datetime
+) -> list[sa.Row[Any]]:
+    """Stamp `delivered_at` on those of the assignments whose every delivery (escalations
+    aside) is delivered and that do not carry it yet; returns the stamped ones."""
+    ids = list(dict.fromkeys(assignment_ids))
+    if not ids:
+        return []
+    owed = sa.exists().where(
+        deliveries.c.assignment_id == assignments.c.assignment_id,
+        deliveries.c.purpose != "escalation",
+        deliveries.c.status != DELIVERED,
+    )
+    rows = await session.execute(
+        sa.update(assignments)
+        .where(
+            assignments.c.assignment_id.in_(ids),
+            assignments.c.delivered_at.is_(None),
+            ~owed,
+        )
+        .values(delivered_at=now)
+        .returning(
+            assignments.c.assignment_id,
+            assignments.c.reassigned_from,
+            assignments.c.captured_at,
+        )
+    )
+    return list(rows.all())
 
 
 async def lead_assignments(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:
@@ -298,10 +378,12 @@ async def claim_due(
     lease_until: Callable[[int], datetime],
     limit: int,
     skip_destinations: Iterable[str] = (),
+    only_destinations: Iterable[str] | None = None,
 ) -> list[sa.Row[Any]]:
     """Take up to `limit` due deliveries: locked, skipped by other replicas, leased.
 
-    `lease_until(n)` says until when a claim of n rows is held.
+    `lease_until(n)` says until when a claim of n rows is held; `only_destinations`,
+    when given, limits the claim to those destinations.
     """
     skip = list(skip_destinations)
     query = (
@@ -317,6 +399,8 @@ async def claim_due(
     )
     if skip:
         query = query.where(deliveries.c.destination.not_in(skip))
+    if only_destinations is not None:
+        query = query.where(deliveries.c.destination.in_(list(only_destinations)))
     rows = list((await session.execute(query)).all())
     if rows:
         await session.execute(
@@ -346,10 +430,43 @@ async def get_delivery(
     return (await session.execute(query)).first()
 
 
+async def get_deliveries(
+    session: AsyncSession, delivery_ids: Iterable[str], *, for_update: bool = False
+) -> dict[str, sa.Row[Any]]:
+    """Several deliveries in one query, by id (missing ones are absent)."""
+    ids = list(dict.fromkeys(delivery_ids))
+    if not ids:
+        return {}
+    query = sa.select(deliveries).where(deliveries.c.delivery_id.in_(ids))
+    if for_update:
+        query = query.with_for_update()
+    return {row.delivery_id: row for row in (await session.execute(query)).all()}
+
+
 async def update_delivery(session: AsyncSession, delivery_id: str, **values: Any) -> None:
     await session.execute(
         sa.update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(**values)
     )
+
+
+_UPDATE_KEY = "delivery_id_"
+_BULK_UPDATE = sa.update(deliveries).where(deliveries.c.delivery_id == sa.bindparam(_UPDATE_KEY))
+
+
+async def update_deliveries(
+    session: AsyncSession, changes: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    """Apply (delivery_id, values) pairs: one executemany per distinct set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for delivery_id, values in changes:
+        groups.setdefault(tuple(sorted(values)), []).append({**values, _UPDATE_KEY: delivery_id})
+    for params in groups.values():
+        if len(params) == 1:
+            values = dict(params[0])
+            await update_delivery(session, values.pop(_UPDATE_KEY), **values)
+            continue
+        # The SET clause comes from the parameter names (every row sets the same columns).
+        await session.execute(_BULK_UPDATE, params)
 
 
 async def undelivered_count(session: AsyncSession, assignment_id: str) -> int:
