@@ -79,26 +79,36 @@ def dedupe_key_of(command: CaptureLead) -> str | None:
     return f"{command.source}:{command.dedupe_key}" if command.dedupe_key else None
 
 
+def prepare(command: CaptureLead, config: CaptureConfig) -> NormalizedLead | InvalidLead:
+    """The submission normalized, or why it cannot be (no database needed)."""
+    form = config.forms.get(command.form_id) if command.form_id else None
+    try:
+        return normalize_submission(command.data, form, from_platform=command.from_platform)
+    except InvalidLead as exc:
+        return exc
+
+
 async def handle_capture_lead(
     command: CaptureLead,
     uow: UnitOfWork,
     config: CaptureConfig,
     now: datetime | None = None,
     *,
-    release: sa.Row[Any] | None = None,
     writes: Writes | None = None,
+    prepared: NormalizedLead | InvalidLead | None = None,
 ) -> Captured:
     """Store a submission as a new lead, a new touch of its person, or quarantined spam.
 
     Writes only into `uow` (through `writes`, which the batched intake replaces by
-    one that buffers a whole group); the caller commits. `release` is a quarantined
-    submission being let through: its row is updated instead of a new one inserted.
-    Invalid input raises InvalidLead before anything is written.
+    one that buffers a whole group); the caller commits. Invalid input raises
+    InvalidLead before anything is written. `prepared` is `prepare(command, config)`
+    when the caller already has it. Releasing a quarantined submission is
+    `handle_release_submission`.
     """
     now = now or datetime.now(UTC)
     writes = writes or Writes(uow.session)
     dedupe_key = dedupe_key_of(command)
-    if dedupe_key and release is None:
+    if dedupe_key:
         existing = await writes.submission_by_key(dedupe_key)
         if existing is not None:
             return Captured(
@@ -110,13 +120,13 @@ async def handle_capture_lead(
             )
     form = config.forms.get(command.form_id) if command.form_id else None
     reason, detail = command.quarantine, None
-    normalized: NormalizedLead | None = None
-    try:
-        normalized = normalize_submission(command.data, form, from_platform=command.from_platform)
-    except InvalidLead as exc:
+    outcome = prepared if prepared is not None else prepare(command, config)
+    normalized = None if isinstance(outcome, InvalidLead) else outcome
+    if isinstance(outcome, InvalidLead):
         if reason is None and not command.from_platform:
-            raise
-        reason, detail = reason or "invalid_contact", f"{exc.field}: {exc.message}"[:200]
+            raise outcome
+        reason = reason or "invalid_contact"
+        detail = f"{outcome.field}: {outcome.message}"[:200]
     if (
         reason is None
         and command.spam_checks
@@ -136,7 +146,7 @@ async def handle_capture_lead(
             writes, command, normalized, touch, dedupe_key, reason, detail, now
         )
     assert normalized is not None
-    return await _accept(uow, writes, command, config, normalized, touch, dedupe_key, now, release)
+    return await _accept(uow, writes, command, config, normalized, touch, dedupe_key, now, None)
 
 
 async def _quarantine(

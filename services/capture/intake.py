@@ -25,13 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.capture.domain import InvalidLead, normalize_submission
+from services.capture.domain import InvalidLead, NormalizedLead
 from services.capture.handlers import (
     Captured,
     CaptureLead,
     capture,
     dedupe_key_of,
     handle_capture_lead,
+    prepare,
     record_outcome,
 )
 from services.capture.settings import CaptureConfig
@@ -129,25 +130,24 @@ class Intake:
         keys: list[str] = []
         emails: list[str] = []
         phones: list[str] = []
-        for item in group:
+        prepared = [prepare(item.command, self.config) for item in group]
+        for item, normalized in zip(group, prepared, strict=True):
             key = dedupe_key_of(item.command)
             if key:
                 keys.append(key)
-            form = self.config.forms.get(item.command.form_id or "")
-            with contextlib.suppress(InvalidLead):
-                contact = normalize_submission(
-                    item.command.data, form, from_platform=item.command.from_platform
-                ).contact
-                emails += [contact.email] if contact.email else []
-                phones += [contact.phone] if contact.phone else []
+            if isinstance(normalized, NormalizedLead):
+                emails += [normalized.contact.email] if normalized.contact.email else []
+                phones += [normalized.contact.phone] if normalized.contact.phone else []
         async with self.uow_factory() as uow:
             writes = GroupWrites(uow.session)
             await writes.preload(keys, emails, phones)
             results: list[Captured | InvalidLead] = []
-            for item in group:
+            for item, normalized in zip(group, prepared, strict=True):
                 try:
                     results.append(
-                        await handle_capture_lead(item.command, uow, self.config, writes=writes)
+                        await handle_capture_lead(
+                            item.command, uow, self.config, writes=writes, prepared=normalized
+                        )
                     )
                 except InvalidLead as exc:  # refused before anything was written
                     results.append(exc)
