@@ -8,6 +8,7 @@ events the consumer's batch held. Repositories flush, never commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from sqlalchemy.types import TypeDecorator
 
 from services.scoring.domain import LeadState, Reason, Score, Snapshot
 from shared.db import UnitOfWork, add_plumbing_tables, make_metadata
+from shared.db.bulk import BulkStatement, Values
 from shared.db.types import JSONType, UTCDateTime
 
 metadata = make_metadata()
@@ -92,14 +94,42 @@ score_changes = sa.Table(
     sa.Column("reasons", JSONType(), nullable=False),
 )
 
-_STATE_COLUMNS = [c.name for c in lead_scores.columns if c.name != "lead_id"]
-_STATE_PARAMS = [(name, f"v_{name}") for name in _STATE_COLUMNS]
+_STATE_COLUMNS = (
+    "snapshot",
+    "memory",
+    "model_version",
+    "events",
+    "score",
+    "fit",
+    "engagement",
+    "grade",
+    "sales_ready",
+    "disqualified",
+    "reasons",
+    "score_version",
+    "scored_at",
+    "regrade_due_at",
+    "erased_at",
+    "updated_at",
+)
+_EVENT_COLUMNS = (
+    "event_id",
+    "lead_id",
+    "seq",
+    "event_type",
+    "payload",
+    "occurred_at",
+    "received_at",
+)
+_CHANGE_COLUMNS = tuple(c.name for c in score_changes.columns if c.name != "id")
+_CHANGE_TIMES = frozenset({"at"})
+_CHANGE_JSON = frozenset({"reasons"})
 
 
 class _OrjsonJSON(TypeDecorator[Any]):
-    """The JSON columns as the batch reads and writes see them: stored the same way (JSON
-    text on SQLite, JSONB on PostgreSQL), encoded with orjson, and decoded with it where
-    the driver hands back text (SQLite; asyncpg decodes JSONB itself)."""
+    """The JSON columns as the batch reads see them: decoded with orjson where the driver
+    hands back text (SQLite; asyncpg decodes JSONB itself). Writes go through
+    `shared.db.bulk`, which encodes with orjson too."""
 
     impl = sa.JSON
     cache_ok = True
@@ -127,17 +157,6 @@ class _OrjsonJSON(TypeDecorator[Any]):
 
 
 _JSON = _OrjsonJSON()
-
-
-def _fast(column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
-    return _JSON if isinstance(column.type, sa.JSON) else column.type
-
-
-def _bulk_insert(table: sa.Table, *, skip: tuple[str, ...] = ()) -> sa.Insert:
-    """INSERT of every column (but `skip`), JSON encoded with orjson; for executemany."""
-    return sa.insert(table).values(
-        {c.name: sa.bindparam(c.name, type_=_fast(c)) for c in table.columns if c.name not in skip}
-    )
 
 
 # The lead rows with their JSON decoded by orjson.
@@ -176,28 +195,30 @@ def state_from_row(row: Any) -> LeadState:
     )
 
 
-def state_values(state: LeadState, now: datetime, erased_at: datetime | None) -> dict[str, Any]:
-    """A lead's row from its state."""
-    last = state.last
-    return {
-        "lead_id": state.lead_id,
-        "snapshot": state.snapshot.as_dict() if state.snapshot else None,
-        "memory": dict(state.memory),
-        "model_version": state.model_version,
-        "events": state.events,
-        "score": last.score if last else None,
-        "fit": last.fit if last else None,
-        "engagement": last.engagement if last else None,
-        "grade": last.grade if last else None,
-        "sales_ready": bool(last and last.sales_ready),
-        "disqualified": bool(last and last.disqualified),
-        "reasons": [r.as_dict() for r in last.reasons] if last else [],
-        "score_version": last.model_version if last else None,
-        "scored_at": last.at if last else None,
-        "regrade_due_at": None if state.erased or last is None else last.due_at,
-        "erased_at": erased_at,
-        "updated_at": now,
-    }
+def state_row(
+    state: LeadState, now: datetime, erased_at: datetime | None, values: Values
+) -> tuple[Any, ...]:
+    """A lead's row from its state: the values of `_STATE_COLUMNS`, as the driver takes them."""
+    last, time, json = state.last, values.time, values.json
+    snapshot = state.snapshot
+    return (
+        json(snapshot.as_dict() if snapshot else None),
+        json(dict(state.memory)),
+        state.model_version,
+        state.events,
+        last.score if last else None,
+        last.fit if last else None,
+        last.engagement if last else None,
+        last.grade if last else None,
+        bool(last and last.sales_ready),
+        bool(last and last.disqualified),
+        json([r.as_dict() for r in last.reasons] if last else []),
+        last.model_version if last else None,
+        time(last.at if last else None),
+        time(None if state.erased or last is None else last.due_at),
+        time(erased_at),
+        time(now),
+    )
 
 
 @dataclass
@@ -235,6 +256,8 @@ class LeadBatch:
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.session = uow.session
+        self._values = Values(uow.dialect)
+        self._statements = _statements(uow.dialect)
         self._states: dict[str, LeadState | None] = {}
         self._stored: set[str] = set()
         self._erased_at: dict[str, datetime | None] = {}
@@ -370,21 +393,48 @@ class LeadBatch:
         self._after_commit.append(callback)
 
     def _write(self, session: Session, rows: _Rows) -> None:
+        values, statements = self._values, self._statements
+        time, json = values.time, values.json
         if rows.events:
-            session.execute(_INSERT_EVENTS, rows.events)
-        values = {lead_id: state_values(*staged) for lead_id, staged in rows.states.items()}
-        new = [row for lead_id, row in values.items() if lead_id not in self._stored]
-        known = [
-            {"k_lead_id": lead_id, **{v: row[k] for k, v in _STATE_PARAMS}}
-            for lead_id, row in values.items()
-            if lead_id in self._stored
-        ]
-        if new:
-            session.execute(_INSERT_STATE, new)
-        if known:
-            session.execute(_UPDATE_STATE, known)
+            statements.events.run_in(
+                session,
+                [
+                    (
+                        e["event_id"],
+                        e["lead_id"],
+                        e["seq"],
+                        e["event_type"],
+                        json(e["payload"]),
+                        time(e["occurred_at"]),
+                        time(e["received_at"]),
+                    )
+                    for e in rows.events
+                ],
+            )
+        new, known = [], []
+        for lead_id, staged in rows.states.items():
+            row = state_row(*staged, values)
+            if lead_id in self._stored:
+                known.append((*row, lead_id))
+            else:
+                new.append((lead_id, *row))
+        statements.insert_state.run_in(session, new)
+        statements.update_state.run_in(session, known)
         if rows.changes:
-            session.execute(_INSERT_CHANGE, rows.changes)
+            statements.changes.run_in(
+                session,
+                [
+                    tuple(
+                        time(c[name])
+                        if name in _CHANGE_TIMES
+                        else json(c[name])
+                        if name in _CHANGE_JSON
+                        else c[name]
+                        for name in _CHANGE_COLUMNS
+                    )
+                    for c in rows.changes
+                ],
+            )
         self._stored.update(rows.states)
 
     def _flush(self, session: Session) -> None:
@@ -403,19 +453,24 @@ class LeadBatch:
             callback()
 
 
-_UPDATE_STATE = (
-    sa.update(lead_scores)
-    .where(lead_scores.c.lead_id == sa.bindparam("k_lead_id"))
-    .values(
-        {
-            name: sa.bindparam(f"v_{name}", type_=_fast(lead_scores.c[name]))
-            for name in _STATE_COLUMNS
-        }
+@dataclass(frozen=True)
+class _Statements:
+    """The batch's writes, in the driver's terms (see shared.db.bulk)."""
+
+    events: BulkStatement
+    insert_state: BulkStatement
+    update_state: BulkStatement
+    changes: BulkStatement
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(
+        events=BulkStatement.insert(score_events, _EVENT_COLUMNS, dialect),
+        insert_state=BulkStatement.insert(lead_scores, ("lead_id", *_STATE_COLUMNS), dialect),
+        update_state=BulkStatement.update(lead_scores, _STATE_COLUMNS, "lead_id", dialect),
+        changes=BulkStatement.insert(score_changes, _CHANGE_COLUMNS, dialect),
     )
-)
-_INSERT_STATE = _bulk_insert(lead_scores)
-_INSERT_EVENTS = _bulk_insert(score_events)
-_INSERT_CHANGE = _bulk_insert(score_changes, skip=("id",))
 
 
 # Reads ---------------------------------------------------------------------------------

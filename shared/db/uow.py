@@ -14,12 +14,16 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.bulk import BulkStatement, Values
 from shared.db.engine import Database
 from shared.db.types import utcnow
 from shared.events.contracts import Event
 from shared.events.envelope import Envelope, encode
+
+_IDS = postgresql.ARRAY(sa.String())
 
 
 class UnitOfWork:
@@ -31,8 +35,10 @@ class UnitOfWork:
         self._inbox = inbox
         self.source = source
         self._session: AsyncSession | None = None
-        self._pending_events: list[dict[str, Any]] = []
-        self._pending_inbox: list[dict[str, Any]] = []
+        self._pending_events: list[tuple[Any, ...]] = []
+        self._pending_inbox: list[tuple[Any, ...]] = []
+        self._values = Values(db.dialect)
+        self._insert_events, self._insert_inbox = _statements(outbox, inbox, db.dialect)
         self._committed = False
         self._wrote_events = False
 
@@ -96,14 +102,14 @@ class UnitOfWork:
     ) -> None:
         """Queue a raw record (dead letters, re-drives) for the outbox."""
         self._pending_events.append(
-            {
-                "event_id": event_id,
-                "topic": topic,
-                "key": (key or b"").decode("utf-8", "replace"),
-                "headers": [[k, (v or b"").decode("utf-8", "replace")] for k, v in headers],
-                "value": value,
-                "created_at": utcnow(),
-            }
+            (
+                event_id,
+                topic,
+                (key or b"").decode("utf-8", "replace"),
+                self._values.json([[k, (v or b"").decode("utf-8", "replace")] for k, v in headers]),
+                value,
+                self._values.time(utcnow()),
+            )
         )
 
     async def handled(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
@@ -111,6 +117,17 @@ class UnitOfWork:
         ids = list(event_ids)
         if not ids:
             return set()
+        if self.db.dialect == "postgresql":
+            # One array parameter, joined: a long IN list (or `= ANY`) is tested row by row
+            # against every id while the table has no statistics yet, quadratic in effect.
+            rows = await self.session.execute(
+                sa.text(
+                    f"SELECT i.event_id FROM unnest(:ids) AS u(id) JOIN {self._inbox.name} i"
+                    " ON i.consumer = :consumer AND i.event_id = u.id"
+                ).bindparams(sa.bindparam("ids", type_=_IDS)),
+                {"ids": ids, "consumer": consumer},
+            )
+            return set(rows.scalars())
         seen: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -124,9 +141,7 @@ class UnitOfWork:
 
     def mark_handled(self, consumer: str, event_id: str) -> None:
         """Record in this transaction that `consumer` handled `event_id`."""
-        self._pending_inbox.append(
-            {"consumer": consumer, "event_id": event_id, "handled_at": utcnow()}
-        )
+        self._pending_inbox.append((consumer, event_id, self._values.time(utcnow())))
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -166,9 +181,28 @@ class UnitOfWork:
 
     async def _flush_pending(self) -> None:
         if self._pending_events:
-            await self.session.execute(sa.insert(self._outbox), self._pending_events)
+            await self._insert_events.run_async(self.session, self._pending_events)
             self._pending_events.clear()
             self._wrote_events = True
         if self._pending_inbox:
-            await self.session.execute(sa.insert(self._inbox), self._pending_inbox)
+            await self._insert_inbox.run_async(self.session, self._pending_inbox)
             self._pending_inbox.clear()
+
+
+_STATEMENTS: dict[tuple[str, str, str], tuple[BulkStatement, BulkStatement]] = {}
+
+
+def _statements(
+    outbox: sa.Table, inbox: sa.Table, dialect: str
+) -> tuple[BulkStatement, BulkStatement]:
+    """The outbox and inbox inserts, built once per table pair and dialect."""
+    key = (outbox.name, inbox.name, dialect)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = (
+            BulkStatement.insert(
+                outbox, ("event_id", "topic", "key", "headers", "value", "created_at"), dialect
+            ),
+            BulkStatement.insert(inbox, ("consumer", "event_id", "handled_at"), dialect),
+        )
+    return found

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-import orjson
 from pydantic import ValidationError
 
 from shared.events.contracts import EVENT_TYPES, Event
@@ -64,7 +63,8 @@ def encode(envelope: Envelope[Event]) -> tuple[bytes, bytes, list[tuple[str, byt
         ("ce_subject", envelope.subject.encode()),
         ("content-type", CONTENT_TYPE.encode()),
     ]
-    value = orjson.dumps(envelope.data.model_dump(mode="json"))
+    data = envelope.data
+    value = data.__pydantic_serializer__.to_json(data)
     return envelope.subject.encode(), value, headers
 
 
@@ -94,12 +94,14 @@ def decode(
     if attrs["ce_specversion"] != SPEC_VERSION:
         raise InvalidEnvelope(f"unsupported ce_specversion {attrs['ce_specversion']!r}")
     try:
-        payload = orjson.loads(value or b"")
-        data = model.model_validate(payload)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEnvelope(f"body is not JSON: {exc}") from exc
+        data = model.model_validate_json(value or b"")
     except ValidationError as exc:
-        raise InvalidEnvelope(f"body does not match {event_type}: {exc.errors()[:3]}") from exc
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise InvalidEnvelope(f"body is not JSON: {errors[0]['msg']}") from exc
+        # Where and what, never the input: it may carry a person's details into the logs.
+        problems = [{"loc": e["loc"], "msg": e["msg"]} for e in errors[:3]]
+        raise InvalidEnvelope(f"body does not match {event_type}: {problems}") from exc
     try:
         time = (
             datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else datetime.now(UTC)
