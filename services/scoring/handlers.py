@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -53,6 +54,12 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.cache
+def _timer(cause: str) -> Any:
+    """The scoring-duration series of a cause, looked up once."""
+    return metrics.scoring_duration_seconds.labels(cause)
 
 
 # Consuming events -------------------------------------------------------------------------
@@ -115,7 +122,7 @@ async def _score_event(
         state = await _rebuilt(uow, state, model)
     started = time.perf_counter()
     outcome = rescore(state, signal, model, now, always=always)
-    metrics.scoring_duration_seconds.labels(cause).observe(time.perf_counter() - started)
+    _timer(cause).observe(time.perf_counter() - started)
     # Computed first, staged together: a failure above leaves the batch untouched.
     change = _change(outcome, now, cause_event_id=envelope.id, cause_type=envelope.type)
     batch.log_event(
@@ -193,7 +200,7 @@ async def _apply(
     """Write (or queue) the new state and the history row, then publish the lead.scored."""
     batch.save(outcome.state, now)
     if change.history is not None:
-        batch.record_change(**change.history)
+        batch.record_change(change.history)
     await batch.settle()
     if change.event is None:
         return
@@ -251,7 +258,7 @@ async def handle_decay_sweep(
             state = await _rebuilt(uow, state, model)
         started = time.perf_counter()
         outcome = reevaluate(state, model, now)
-        metrics.scoring_duration_seconds.labels("decay").observe(time.perf_counter() - started)
+        _timer("decay").observe(time.perf_counter() - started)
         change = _change(outcome, now, cause_event_id=run_id, cause_type=DECAY_CAUSE)
         await _apply(uow, batch, outcome, change, now)
         regraded += outcome.publish
@@ -340,7 +347,7 @@ async def handle_replay_page(
             continue
         started = time.perf_counter()
         outcome = replayed(state, rebuild(lead_id, _entries(logged[lead_id]), model), model, now)
-        metrics.scoring_duration_seconds.labels("replay").observe(time.perf_counter() - started)
+        _timer("replay").observe(time.perf_counter() - started)
         rescored += 1
         regraded += outcome.publish
         newly += outcome.became_sales_ready

@@ -133,6 +133,8 @@ class RuleModel:
         self.engagement_rules = [
             (rule, Matcher(rule) if rule.field else None) for rule in config.engagement
         ]
+        # (rule id, events counted) → what the rule says: worded once, not per score.
+        self._details: dict[tuple[str, int], str] = {}
 
     @property
     def version(self) -> str:
@@ -179,21 +181,36 @@ class RuleModel:
         memory = dict(state.memory)
         if signal is not None:
             memory["engagement"] = self._observe(memory, signal, at)
-        return Result(memory=memory, score=self.evaluate(state, memory, at))
+        # Fit depends on the snapshot's facts alone, and only a submission changes those
+        # (a submission always publishes, so the last score saw the facts as they are).
+        last = state.last
+        fit_of = (
+            last
+            if last is not None
+            and last.model_version == self._version
+            and (signal is None or signal.captured is None)
+            and not state.erased
+            else None
+        )
+        return Result(memory=memory, score=self.evaluate(state, memory, at, fit_of=fit_of))
 
-    def evaluate(self, state: LeadState, memory: Mapping[str, Any], at: datetime) -> Score:
-        """The score of a lead as of `at`, with every rule that fired."""
-        facts = state.snapshot.facts() if state.snapshot else {}
-        reasons: list[Reason] = []
-        disqualified = False
-        for (fit_rule, matcher), detail in zip(self.fit_rules, self._fit_details, strict=True):
-            if not matcher(facts):
-                continue
-            if fit_rule.disqualify:
-                disqualified = True
-                reasons.append(Reason(fit_rule.id, "fit", 0.0, f"{detail}: disqualified"))
-            else:
-                reasons.append(Reason(fit_rule.id, "fit", _points(fit_rule.points), detail))
+    def evaluate(
+        self,
+        state: LeadState,
+        memory: Mapping[str, Any],
+        at: datetime,
+        *,
+        fit_of: Score | None = None,
+    ) -> Score:
+        """The score of a lead as of `at`, with every rule that fired.
+
+        `fit_of`: a score of this model on the same facts, whose fit part is reused.
+        """
+        if fit_of is not None:
+            reasons = [r for r in fit_of.reasons if r.kind == "fit"]
+            disqualified = fit_of.disqualified
+        else:
+            reasons, disqualified = self._fit(state)
         fit = _points(sum(r.points for r in reasons))
 
         held = memory.get("engagement") or {}
@@ -239,6 +256,21 @@ class RuleModel:
             due_at=due,
         )
 
+    def _fit(self, state: LeadState) -> tuple[list[Reason], bool]:
+        """The fit rules that fire on the lead's facts, and whether one disqualifies."""
+        facts = state.snapshot.facts() if state.snapshot else {}
+        reasons: list[Reason] = []
+        disqualified = False
+        for (fit_rule, matcher), detail in zip(self.fit_rules, self._fit_details, strict=True):
+            if not matcher(facts):
+                continue
+            if fit_rule.disqualify:
+                disqualified = True
+                reasons.append(Reason(fit_rule.id, "fit", 0.0, f"{detail}: disqualified"))
+            else:
+                reasons.append(Reason(fit_rule.id, "fit", _points(fit_rule.points), detail))
+        return reasons, disqualified
+
     def grade(self, score: float, disqualified: bool = False) -> Grade:
         """hot, warm or cold by the thresholds; a disqualified lead is cold."""
         if disqualified:
@@ -257,7 +289,7 @@ class RuleModel:
             points = _points(value)
             if points == 0:
                 continue
-            reasons.append(Reason(rule.id, "engagement", points, self._detail(rule, count, value)))
+            reasons.append(Reason(rule.id, "engagement", points, self._detail(rule, count)))
         # Rounding each rule to cents can miss the rounded total by a cent or two: the
         # largest reason absorbs it, so the reasons always add up to the score.
         if reasons:
@@ -268,7 +300,16 @@ class RuleModel:
                 reasons[i] = Reason(r.rule_id, r.kind, _points(r.points + residual), r.detail)
         return reasons
 
-    def _detail(self, rule: EngagementRule, count: int, value: float) -> str:
+    def _detail(self, rule: EngagementRule, count: int) -> str:
+        key = (rule.id, count)
+        found = self._details.get(key)
+        if found is None:
+            if len(self._details) > 10_000:
+                self._details.clear()
+            found = self._details[key] = self._word(rule, count)
+        return found
+
+    def _word(self, rule: EngagementRule, count: int) -> str:
         if rule.description:
             head = rule.description
         else:

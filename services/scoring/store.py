@@ -368,8 +368,8 @@ class LeadBatch:
             }
         )
 
-    def record_change(self, **values: Any) -> None:
-        """Stage a row of the lead's history."""
+    def record_change(self, values: dict[str, Any]) -> None:
+        """Stage a row of the lead's history (the columns of `score_changes` but its id)."""
         self._staged.changes.append(values)
 
     async def settle(self) -> None:

@@ -100,9 +100,12 @@ def _sqlite_time(value: datetime | None) -> str | None:
     # stored times compare as text in time order.
     if value is None:
         return None
-    if value.tzinfo is None:
+    zone = value.tzinfo
+    if zone is None:
         raise ValueError("naive datetime given to a UTC column")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if zone is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _aware_time(value: datetime | None) -> datetime | None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from services.scoring.domain import (
     LeadState,
     Score,
+    lead_scored,
     rebuild,
     reevaluate,
     replayed,
@@ -22,7 +23,7 @@ from services.scoring.domain import (
 )
 from services.scoring.model import Matcher, RuleModel, number
 from services.scoring.settings import FitRule, ScoringConfig
-from shared.events import LeadCaptured
+from shared.events import LeadCaptured, LeadScored, encode, new_event
 from tests.unit.scoring.support import (
     T0,
     captured,
@@ -324,7 +325,9 @@ def test_reasons_always_add_up_to_the_score(steps, title, size):
     for kind, hours in steps:
         clock += timedelta(hours=hours)
         if kind == "capture":
-            event: Any = captured(lead_id=lead.lead_id, touch_number=2, job_title=title)
+            # A later submission may change the facts the fit rules test.
+            retitled = title if hours % 2 else "Director of Sales"
+            event: Any = captured(lead_id=lead.lead_id, touch_number=2, job_title=retitled)
         elif kind == "unsubscribe":
             event = unsubscribed(lead.lead_id, at=clock)
         else:
@@ -335,8 +338,27 @@ def test_reasons_always_add_up_to_the_score(steps, title, size):
         assert_explained(state.last)
         if outcome.became_sales_ready:
             assert outcome.previous is not None and not outcome.previous.sales_ready
+        if outcome.score is not None:
+            # The fit part reused from the last score is the one the facts give afresh.
+            assert outcome.score == MODEL.evaluate(state, state.memory, clock)
         current = MODEL.evaluate(state, state.memory, clock + timedelta(days=hours))
         assert_explained(current)
+
+
+def test_a_lead_scored_reads_back_as_its_contract_says():
+    lead = captured(fields={"company_size": 120, "newsletter": True, "note": None})
+    _state, outcomes = feed(MODEL, [lead, engaged(lead.lead_id, "reply")])
+    for outcome in outcomes:
+        event = lead_scored(
+            lead.lead_id, outcome, cause_event_id="e-1", cause_type=LeadCaptured.TYPE, scored_at=T0
+        )
+        _key, value, _headers = encode(new_event(event, "leadflow/test"))
+        again = LeadScored.model_validate_json(value)
+        assert again == event
+        assert again.contact.email == lead.contact.email
+        last = outcome.state.last
+        assert last is not None
+        assert [r.rule_id for r in again.reasons] == [r.rule_id for r in last.reasons]
 
 
 # Conditions -------------------------------------------------------------------------------
