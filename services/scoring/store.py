@@ -121,9 +121,23 @@ _EVENT_COLUMNS = (
     "occurred_at",
     "received_at",
 )
-_CHANGE_COLUMNS = tuple(c.name for c in score_changes.columns if c.name != "id")
-_CHANGE_TIMES = frozenset({"at"})
-_CHANGE_JSON = frozenset({"reasons"})
+_CHANGE_COLUMNS = (
+    "lead_id",
+    "at",
+    "score",
+    "fit",
+    "engagement",
+    "grade",
+    "previous_grade",
+    "sales_ready",
+    "became_sales_ready",
+    "disqualified",
+    "published",
+    "model_version",
+    "cause_event_id",
+    "cause_type",
+    "reasons",
+)
 
 
 class _OrjsonJSON(TypeDecorator[Any]):
@@ -424,13 +438,22 @@ class LeadBatch:
             statements.changes.run_in(
                 session,
                 [
-                    tuple(
-                        time(c[name])
-                        if name in _CHANGE_TIMES
-                        else json(c[name])
-                        if name in _CHANGE_JSON
-                        else c[name]
-                        for name in _CHANGE_COLUMNS
+                    (
+                        c["lead_id"],
+                        time(c["at"]),
+                        c["score"],
+                        c["fit"],
+                        c["engagement"],
+                        c["grade"],
+                        c["previous_grade"],
+                        c["sales_ready"],
+                        c["became_sales_ready"],
+                        c["disqualified"],
+                        c["published"],
+                        c["model_version"],
+                        c["cause_event_id"],
+                        c["cause_type"],
+                        json(c["reasons"]),
                     )
                     for c in rows.changes
                 ],
