@@ -8,6 +8,10 @@ database (SQLite, then PostgreSQL) in the same run:
   no inbox, no outbox: the ceiling of consuming into a database.
 - bare_decoded: the same loop, reading each record as its typed CloudEvent first
   (the pydantic validation every leadflow consumer does).
+- writes_floor: the same loop writing what scoring writes per event (inbox mark,
+  logged event, history row, outbox row; each lead's row once per batch) through
+  the same bulk statements, with no rule evaluated: the ceiling of any scoring model
+  that keeps scoring's guarantees.
 - scoring: the scoring service as `leadflow serve scoring` builds it (consumer with
   inbox and dead-letter handling, the example model from leadflow.example.yaml, the
   event log, history and lead.scored through the outbox, published by its relay).
@@ -211,6 +215,94 @@ async def bare_loop(settings: Settings, total: int, *, decoded: bool = False) ->
     return {"events": done, "seconds": round(elapsed, 3), "events_per_s": round(done / elapsed, 1)}
 
 
+# Scoring's writes without scoring ---------------------------------------------------------
+
+
+async def writes_floor(settings: Settings, total: int) -> dict[str, float]:
+    """What scoring must write for every event, and nothing else: the loop of `bare`
+    with each record decoded, marked in the inbox, logged for replay, given a history row
+    and a lead.scored-sized outbox row, and each lead's row upserted once per batch, all
+    through the same bulk statements scoring uses. No rule is evaluated: the floor under
+    any scoring model that keeps scoring's guarantees (redelivery harmless, replayable
+    log, explained history, outbox)."""
+    from services.scoring import store
+    from shared.db.bulk import BulkStatement, Values
+
+    db = Database(
+        settings.database_url_for("floor"), service="floor", schema=settings.schema_for("floor")
+    )
+    await db.ensure_schema()
+    async with db.engine.begin() as conn:
+        await conn.run_sync(store.metadata.create_all)
+    dialect, values = db.dialect, Values(db.dialect)
+    time_ = values.time
+    inbox = BulkStatement.insert(store.inbox, ("consumer", "event_id", "handled_at"), dialect)
+    logged = BulkStatement.insert(store.score_events, store._EVENT_COLUMNS, dialect)
+    history = BulkStatement.insert(store.score_changes, store._CHANGE_COLUMNS, dialect)
+    outbox = BulkStatement.insert(
+        store.outbox, ("event_id", "topic", "key", "headers", "value", "created_at"), dialect
+    )
+    leads = BulkStatement.insert(store.lead_scores, ("lead_id", *store._STATE_COLUMNS), dialect)
+    leads.sql += (
+        ' ON CONFLICT ("lead_id") DO UPDATE SET "events" = excluded."events",'
+        ' "memory" = excluded."memory", "updated_at" = excluded."updated_at"'
+    )
+    consumer = AIOKafkaConsumer(
+        *TOPICS,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.group_id("floor"),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.consumer_batch_size,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=400,
+    )
+    await consumer.start()
+    seqs: dict[str, int] = {}
+    done, started = 0, 0.0
+    try:
+        while done < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.consumer_batch_size)
+            if not batch:
+                continue
+            if not started:
+                started = time.perf_counter()
+            now = time_(datetime.now(UTC))
+            marks, events, changes, published, states = [], [], [], [], {}
+            for r in (r for records in batch.values() for r in records):
+                envelope = decode(r.value, r.headers)
+                assert envelope is not None
+                lead_id, event_id = envelope.subject, envelope.id
+                seq = seqs[lead_id] = seqs.get(lead_id, 0) + 1
+                body = (r.value or b"").decode()
+                marks.append(("floor", event_id, now))
+                events.append((event_id, lead_id, seq, envelope.type, body, now, now))
+                changes.append(
+                    (
+                        *(lead_id, now, 0.0, 0.0, 0.0, "cold", None),
+                        *(False, False, False, True, "bench", event_id, envelope.type, "[]"),
+                    )
+                )
+                published.append((f"s-{event_id}", "leads.scored", lead_id, "[]", r.value, now))
+                states[lead_id] = (
+                    *(lead_id, None, "{}", "bench", seq, None, None, None, None),
+                    *(False, False, "[]", None, None, None, None, now),
+                )
+            async with db.write_gate(), db.session() as session, session.begin():
+                await inbox.run_async(session, marks)
+                await logged.run_async(session, events)
+                await history.run_async(session, changes)
+                await outbox.run_async(session, published)
+                await leads.run_async(session, list(states.values()))
+            await consumer.commit()
+            done += len(events)
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await db.dispose()
+    return {"events": done, "seconds": round(elapsed, 3), "events_per_s": round(done / elapsed, 1)}
+
+
 # The scoring service --------------------------------------------------------------------
 
 
@@ -291,15 +383,18 @@ async def run(total: int, per_lead: int, backends: list[str]) -> dict[str, Any]:
                 decoded = await bare_loop(
                     settings_for(backend, tmp, bootstrap), total, decoded=True
                 )
+                floor = await writes_floor(settings_for(backend, tmp, bootstrap), total)
                 scoring = await scoring_service(settings_for(backend, tmp, bootstrap), total)
                 results[backend] = {
                     "bare": bare,
                     "bare_decoded": decoded,
+                    "writes_floor": floor,
                     "scoring": scoring,
                     "ratio_to_bare": round(scoring["events_per_s"] / bare["events_per_s"], 3),
                     "ratio_to_bare_decoded": round(
                         scoring["events_per_s"] / decoded["events_per_s"], 3
                     ),
+                    "floor_ratio_to_bare": round(floor["events_per_s"] / bare["events_per_s"], 3),
                 }
                 print(json.dumps({backend: results[backend]}), flush=True)
         finally:
