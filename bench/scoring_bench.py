@@ -21,7 +21,7 @@ followed by opens, clicks and a reply on leads.engagement, `--events` in all. Ea
 bare rate counts from the first batch fetched to the last one committed; the scoring
 rate from the first batch committed to the last, without that first batch.
 
-    python bench/scoring_bench.py [--events 5000] [--out results.json]
+    python bench/scoring_bench.py [--events 20000] [--out results.json]
 """
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=5000, help="Events to consume (bounded).")
+    parser.add_argument("--events", type=int, default=20000, help="Events to consume (bounded).")
     parser.add_argument("--per-lead", type=int, default=5, help="Events per lead.")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON.")
