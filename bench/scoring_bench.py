@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
 from services.embedded import free_port, start_broker  # noqa: E402
 from shared.db.engine import Database  # noqa: E402
@@ -162,21 +164,23 @@ bare_events = sa.Table(
 )
 
 
-async def bare_loop(settings: Settings, total: int, *, decoded: bool = False) -> dict[str, float]:
-    """Consume every record and insert it: one transaction and one offset commit per batch.
+Records = list[Any]
 
-    `decoded`: also read each record as its typed CloudEvent first (as every consumer must).
-    """
-    db = Database(
-        settings.database_url_for("bare"), service="bare", schema=settings.schema_for("bare")
-    )
-    await db.ensure_schema()
-    async with db.engine.begin() as conn:
-        await conn.run_sync(bare_metadata.create_all)
+
+async def consume_into(
+    settings: Settings,
+    db: Database,
+    group: str,
+    total: int,
+    write: Callable[[AsyncSession, Records], Awaitable[None]],
+) -> dict[str, float]:
+    """Consume `total` records as a group member; per fetched batch, `write` them in one
+    transaction, then commit the offsets. Timed from the first batch fetched to the last
+    one committed."""
     consumer = AIOKafkaConsumer(
         *TOPICS,
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.group_id("bare"),
+        group_id=settings.group_id(group),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.consumer_batch_size,
@@ -193,26 +197,44 @@ async def bare_loop(settings: Settings, total: int, *, decoded: bool = False) ->
             if not started:
                 started = time.perf_counter()
             records = [r for records in batch.values() for r in records]
-            if decoded:
-                for r in records:
-                    decode(r.value, r.headers)
-            rows = [
-                {
-                    "event_id": dict(r.headers).get("ce_id", b"").decode(),
-                    "key": (r.key or b"").decode(),
-                    "value": r.value or b"",
-                }
-                for r in records
-            ]
             async with db.write_gate(), db.session() as session, session.begin():
-                await session.execute(sa.insert(bare_events), rows)
+                await write(session, records)
             await consumer.commit()
-            done += len(rows)
+            done += len(records)
         elapsed = time.perf_counter() - started
     finally:
         await consumer.stop()
         await db.dispose()
     return {"events": done, "seconds": round(elapsed, 3), "events_per_s": round(done / elapsed, 1)}
+
+
+async def bare_loop(settings: Settings, total: int, *, decoded: bool = False) -> dict[str, float]:
+    """Consume every record and insert it: one transaction and one offset commit per batch.
+
+    `decoded`: also read each record as its typed CloudEvent first (as every consumer must).
+    """
+    db = Database(
+        settings.database_url_for("bare"), service="bare", schema=settings.schema_for("bare")
+    )
+    await db.ensure_schema()
+    async with db.engine.begin() as conn:
+        await conn.run_sync(bare_metadata.create_all)
+
+    async def write(session: AsyncSession, records: Records) -> None:
+        if decoded:
+            for r in records:
+                decode(r.value, r.headers)
+        rows = [
+            {
+                "event_id": dict(r.headers).get("ce_id", b"").decode(),
+                "key": (r.key or b"").decode(),
+                "value": r.value or b"",
+            }
+            for r in records
+        ]
+        await session.execute(sa.insert(bare_events), rows)
+
+    return await consume_into(settings, db, "bare", total, write)
 
 
 # Scoring's writes without scoring ---------------------------------------------------------
@@ -247,60 +269,36 @@ async def writes_floor(settings: Settings, total: int) -> dict[str, float]:
         ' ON CONFLICT ("lead_id") DO UPDATE SET "events" = excluded."events",'
         ' "memory" = excluded."memory", "updated_at" = excluded."updated_at"'
     )
-    consumer = AIOKafkaConsumer(
-        *TOPICS,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.group_id("floor"),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.consumer_batch_size,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=400,
-    )
-    await consumer.start()
     seqs: dict[str, int] = {}
-    done, started = 0, 0.0
-    try:
-        while done < total:
-            batch = await consumer.getmany(timeout_ms=500, max_records=settings.consumer_batch_size)
-            if not batch:
-                continue
-            if not started:
-                started = time.perf_counter()
-            now = time_(datetime.now(UTC))
-            marks, events, changes, published, states = [], [], [], [], {}
-            for r in (r for records in batch.values() for r in records):
-                envelope = decode(r.value, r.headers)
-                assert envelope is not None
-                lead_id, event_id = envelope.subject, envelope.id
-                seq = seqs[lead_id] = seqs.get(lead_id, 0) + 1
-                body = (r.value or b"").decode()
-                marks.append(("floor", event_id, now))
-                events.append((event_id, lead_id, seq, envelope.type, body, now, now))
-                changes.append(
-                    (
-                        *(lead_id, now, 0.0, 0.0, 0.0, "cold", None),
-                        *(False, False, False, True, "bench", event_id, envelope.type, "[]"),
-                    )
+
+    async def write(session: AsyncSession, records: Records) -> None:
+        now = time_(datetime.now(UTC))
+        marks, events, changes, published, states = [], [], [], [], {}
+        for r in records:
+            envelope = decode(r.value, r.headers)
+            assert envelope is not None
+            lead_id, event_id = envelope.subject, envelope.id
+            seq = seqs[lead_id] = seqs.get(lead_id, 0) + 1
+            marks.append(("floor", event_id, now))
+            events.append((event_id, lead_id, seq, envelope.type, r.value.decode(), now, now))
+            changes.append(
+                (
+                    *(lead_id, now, 0.0, 0.0, 0.0, "cold", None),
+                    *(False, False, False, True, "bench", event_id, envelope.type, "[]"),
                 )
-                published.append((f"s-{event_id}", "leads.scored", lead_id, "[]", r.value, now))
-                states[lead_id] = (
-                    *(lead_id, None, "{}", "bench", seq, None, None, None, None),
-                    *(False, False, "[]", None, None, None, None, now),
-                )
-            async with db.write_gate(), db.session() as session, session.begin():
-                await inbox.run_async(session, marks)
-                await logged.run_async(session, events)
-                await history.run_async(session, changes)
-                await outbox.run_async(session, published)
-                await leads.run_async(session, list(states.values()))
-            await consumer.commit()
-            done += len(events)
-        elapsed = time.perf_counter() - started
-    finally:
-        await consumer.stop()
-        await db.dispose()
-    return {"events": done, "seconds": round(elapsed, 3), "events_per_s": round(done / elapsed, 1)}
+            )
+            published.append((f"s-{event_id}", "leads.scored", lead_id, "[]", r.value, now))
+            states[lead_id] = (
+                *(lead_id, None, "{}", "bench", seq, None, None, None, None),
+                *(False, False, "[]", None, None, None, None, now),
+            )
+        await inbox.run_async(session, marks)
+        await logged.run_async(session, events)
+        await history.run_async(session, changes)
+        await outbox.run_async(session, published)
+        await leads.run_async(session, list(states.values()))
+
+    return await consume_into(settings, db, "floor", total, write)
 
 
 # The scoring service --------------------------------------------------------------------
