@@ -61,7 +61,6 @@ from shared.events import (  # noqa: E402
 )
 from shared.events.contracts import Event  # noqa: E402
 from shared.events.topics import LEADS_CAPTURED, LEADS_ENGAGEMENT  # noqa: E402
-from shared.service import tune_gc  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 PG_URL = os.environ.get(
@@ -364,8 +363,6 @@ async def run(total: int, per_lead: int, backends: list[str]) -> dict[str, Any]:
         "leads": max(total // per_lead, 1),
         "command": f"python bench/scoring_bench.py --events {total}",
     }
-    # The collector settings `leadflow serve` runs with, for the bare loops and scoring alike.
-    tune_gc()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         port = free_port()

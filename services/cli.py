@@ -84,7 +84,6 @@ def serve(
     import uvicorn
 
     from shared.logging import configure_logging
-    from shared.service import tune_gc
 
     registry.check(service)
     settings = _settings(config)
@@ -94,7 +93,6 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]config error[/red]\n{exc}")
         raise typer.Exit(2) from None
-    tune_gc()
     uvicorn.run(
         application,
         host=host or settings.host,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -27,17 +26,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
-
-
-def tune_gc(young_threshold: int = 50_000) -> None:
-    """Collect less often in a service process: what start-up built (models, routes,
-    metadata, compiled statements) is frozen out of the collector's sight, and young
-    collections wait for more allocations. A consumer allocating for hundreds of events
-    per batch otherwise spends a tenth of its time in collections."""
-    gc.collect()
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(young, young_threshold), middle, old)
 
 
 class ServiceRuntime:
