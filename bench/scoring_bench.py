@@ -18,10 +18,12 @@ database (SQLite, then PostgreSQL) in the same run:
 
 The events: `--leads` captured leads (demo requests and guide downloads), each
 followed by opens, clicks and a reply on leads.engagement, `--events` in all. Each
-bare rate counts from the first batch fetched to the last one committed; the scoring
-rate from the first batch committed to the last, without that first batch.
+reference loop (bare, bare_decoded, writes_floor) runs `--repeat` times and its best
+run is the one compared. Each reference rate counts from the first batch fetched to
+the last one committed; the scoring rate from the first batch committed to the last,
+without that first batch.
 
-    python bench/scoring_bench.py [--events 20000] [--out results.json]
+    python bench/scoring_bench.py [--events 20000] [--repeat 3] [--out results.json]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -357,11 +360,18 @@ async def scoring_service(settings: Settings, total: int) -> dict[str, float]:
     }
 
 
-async def run(total: int, per_lead: int, backends: list[str]) -> dict[str, Any]:
+async def best_of(repeat: int, loop: Callable[[], Awaitable[dict[str, float]]]) -> dict[str, Any]:
+    """The fastest of `repeat` runs of a reference loop, with every run's rate."""
+    runs = [await loop() for _ in range(repeat)]
+    best = max(runs, key=lambda r: r["events_per_s"])
+    return {**best, "runs_per_s": [r["events_per_s"] for r in runs]}
+
+
+async def run(total: int, per_lead: int, backends: list[str], repeat: int) -> dict[str, Any]:
     results: dict[str, Any] = {
         "events": total,
         "leads": max(total // per_lead, 1),
-        "command": f"python bench/scoring_bench.py --events {total}",
+        "command": f"python bench/scoring_bench.py --events {total} --repeat {repeat}",
     }
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -374,12 +384,16 @@ async def run(total: int, per_lead: int, backends: list[str]) -> dict[str, Any]:
             await create_topics(Settings(kafka_bootstrap=bootstrap, kafka_partitions=3))
             await produce(bootstrap, make_events(total, per_lead))
             for backend in backends:
-                bare = await bare_loop(settings_for(backend, tmp, bootstrap), total)
-                decoded = await bare_loop(
-                    settings_for(backend, tmp, bootstrap), total, decoded=True
+                settings = functools.partial(settings_for, backend, tmp, bootstrap)
+                # A reference loop moves 20,000 events in well under a second, so a
+                # checkpoint landing on it halves its rate: each runs `repeat` times and
+                # its best run counts (the stricter yardstick for scoring).
+                bare = await best_of(repeat, lambda s=settings: bare_loop(s(), total))
+                decoded = await best_of(
+                    repeat, lambda s=settings: bare_loop(s(), total, decoded=True)
                 )
-                floor = await writes_floor(settings_for(backend, tmp, bootstrap), total)
-                scoring = await scoring_service(settings_for(backend, tmp, bootstrap), total)
+                floor = await best_of(repeat, lambda s=settings: writes_floor(s(), total))
+                scoring = await scoring_service(settings(), total)
                 results[backend] = {
                     "bare": bare,
                     "bare_decoded": decoded,
@@ -406,12 +420,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000, help="Events to consume (bounded).")
     parser.add_argument("--per-lead", type=int, default=5, help="Events per lead.")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Runs of each reference loop (the best counts)."
+    )
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON.")
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    results = asyncio.run(run(args.events, args.per_lead, args.backends.split(",")))
+    results = asyncio.run(run(args.events, args.per_lead, args.backends.split(","), args.repeat))
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
