@@ -17,15 +17,14 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 
-def _placeholders(dialect: str, count: int, start: int = 1) -> list[str]:
+def _placeholders(dialect: str, count: int) -> list[str]:
     if dialect == "postgresql":
         # asyncpg's numeric style.
-        return [f"${i}" for i in range(start, start + count)]
+        return [f"${i}" for i in range(1, count + 1)]
     return ["?"] * count
 
 
@@ -62,18 +61,14 @@ class BulkStatement:
         sql = f"UPDATE {_quoted(table.name)} SET {sets} WHERE {_quoted(key)} = {marks[-1]}"
         return cls(sql, (*columns, key))
 
-    def run(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Execute for every row, in SQLAlchemy's sync (greenlet) context."""
-        if rows:
-            connection.exec_driver_sql(self.sql, rows)
-
     def run_in(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
-        """As `run`, on the session's connection (its transaction)."""
+        """Execute for every row on the session's connection (its transaction), in
+        SQLAlchemy's sync (greenlet) context."""
         if rows:
             session.connection().exec_driver_sql(self.sql, rows)
 
     async def run_async(self, session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
-        """As `run`, from async code, on the session's connection."""
+        """As `run_in`, from async code."""
         if rows:
             connection = await session.connection()
             await connection.exec_driver_sql(self.sql, rows)

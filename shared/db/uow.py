@@ -8,6 +8,7 @@ change is committed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -189,20 +190,14 @@ class UnitOfWork:
             self._pending_inbox.clear()
 
 
-_STATEMENTS: dict[tuple[str, str, str], tuple[BulkStatement, BulkStatement]] = {}
-
-
+@functools.cache
 def _statements(
     outbox: sa.Table, inbox: sa.Table, dialect: str
 ) -> tuple[BulkStatement, BulkStatement]:
     """The outbox and inbox inserts, built once per table pair and dialect."""
-    key = (outbox.name, inbox.name, dialect)
-    found = _STATEMENTS.get(key)
-    if found is None:
-        found = _STATEMENTS[key] = (
-            BulkStatement.insert(
-                outbox, ("event_id", "topic", "key", "headers", "value", "created_at"), dialect
-            ),
-            BulkStatement.insert(inbox, ("consumer", "event_id", "handled_at"), dialect),
-        )
-    return found
+    return (
+        BulkStatement.insert(
+            outbox, ("event_id", "topic", "key", "headers", "value", "created_at"), dialect
+        ),
+        BulkStatement.insert(inbox, ("consumer", "event_id", "handled_at"), dialect),
+    )
