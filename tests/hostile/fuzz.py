@@ -1,8 +1,8 @@
 """Schemathesis against a service running in-process, on the test's own event loop.
 
 Schemathesis generates cases (Hypothesis, positive and negative) from the service's
-OpenAPI document; each case is sent with one of the service's credentials (none, the
-admin token, a wrong token, an API key, valid webhook signatures...) through an httpx
+OpenAPI document; each case is sent with the next of the service's credentials in turn
+(none, the admin token, a wrong token, an API key, valid webhook signatures...) through an httpx
 client bound to the running app, and the answer goes through schemathesis' checks plus
 the project's own: every error has leadflow's error shape. Hypothesis runs in a worker
 thread; requests hop back to the loop the app, its database and its broker clients live on.
@@ -23,7 +23,6 @@ import httpx
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -126,6 +125,9 @@ class Fuzzer:
         self.loop = loop
         self.schema = schemathesis.openapi.from_dict(document)
         self.credentials = list(credentials)
+        # Each operation takes the credentials in turn, so every one of them (the admin
+        # token too) reaches every operation however few cases it gets.
+        self._turns: Counter[str] = Counter()
         self.seeds = random.Random(master_seed)
         self.report = Report()
         # App exceptions come back as the 500 the app answers, so they are checked like any answer.
@@ -182,10 +184,12 @@ class Fuzzer:
             phases=[Phase.explicit, Phase.generate],
             report_multiple_bugs=False,
         )
-        @given(case=strategy, credential=st.sampled_from(self.credentials))
-        def fuzz(case: Any, credential: Credential) -> None:
+        @given(case=strategy)
+        def fuzz(case: Any) -> None:
             nonlocal sent
-            if self._send(case, credential):
+            turn = self._turns[target.label]
+            self._turns[target.label] += 1
+            if self._send(case, self.credentials[turn % len(self.credentials)]):
                 sent += 1
 
         # Unsatisfiable: nothing to negate (no parameters, no body).
