@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,8 +37,14 @@ EXAMPLE_LEAD = (
 
 
 def free_port(preferred: int = 0) -> int:
-    """`preferred` when it is free, else any free port."""
-    for candidate in ([preferred] if preferred else []) + [0]:
+    """`preferred` when it is free, else a free port below the ephemeral range.
+
+    The kernel hands ephemeral ports to outgoing connections too: one of those could
+    take a port between choosing it here and a child process binding it.
+    """
+    low = _ephemeral_low()
+    spare = random.sample(range(max(1024, low - 10_000), low), 40)
+    for candidate in ([preferred] if preferred else []) + spare + [0]:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", candidate))
@@ -45,6 +52,13 @@ def free_port(preferred: int = 0) -> int:
                 continue
             return int(sock.getsockname()[1])
     raise RuntimeError("no free port")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _die_with_parent() -> None:
