@@ -464,6 +464,7 @@ def lead_scored(
     )
 
 
-def event_payload(envelope: Envelope[Event]) -> dict[str, Any]:
-    """What the event log keeps of an event: its body."""
-    return envelope.data.model_dump(mode="json")
+def event_payload(envelope: Envelope[Event]) -> str:
+    """What the event log keeps of an event: its body, as JSON text."""
+    data = envelope.data
+    return data.__pydantic_serializer__.to_json(data).decode()

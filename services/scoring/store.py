@@ -365,11 +365,11 @@ class LeadBatch:
         lead_id: str,
         seq: int,
         event_type: str,
-        payload: dict[str, Any],
+        payload: str,
         occurred_at: datetime,
         received_at: datetime,
     ) -> None:
-        """Stage an event for the lead's log."""
+        """Stage an event for the lead's log; `payload` is its body as JSON text."""
         self._staged.events.append(
             {
                 "event_id": event_id,
@@ -400,7 +400,7 @@ class LeadBatch:
         """Remove the person from events of this lead not written yet."""
         for row in [*self._staged.events, *self._queued.events]:
             if row["lead_id"] == lead_id:
-                row["payload"] = scrubbed(row["payload"])
+                row["payload"] = orjson.dumps(scrubbed(orjson.loads(row["payload"]))).decode()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the transaction has committed (metrics)."""
@@ -418,7 +418,7 @@ class LeadBatch:
                         e["lead_id"],
                         e["seq"],
                         e["event_type"],
-                        json(e["payload"]),
+                        e["payload"],
                         time(e["occurred_at"]),
                         time(e["received_at"]),
                     )

@@ -66,7 +66,10 @@ def dead_letter_key(record: ConsumerRecord[Any, Any], event_id: str) -> str:
     re-driven copy (same id) runs its handler again; this key keeps a redelivery
     of the failing original from dead-lettering it twice.
     """
-    redrives = header_map(record.headers or ()).get(REDRIVE_HEADER, "0")
+    redrives = "0"
+    for key, value in record.headers or ():
+        if key == REDRIVE_HEADER:  # the last one wins, as in `header_map`
+            redrives = (value or b"").decode("utf-8", "replace")
     return f"{event_id}#dlq{redrives}"
 
 

@@ -130,6 +130,12 @@ async def test_an_erased_person_leaves_the_snapshot_and_the_log(backend, setting
         # Erasure of a lead scoring never saw: later events of it are ignored too.
         ghost = LeadErased(lead_id="ghost-lead", erased_at=T0)
         await worker.process([record(ghost, 4), record(captured(lead_id="ghost-lead"), 5)])
+        # Captured and erased in one batch: the logged submission is scrubbed before it
+        # is written.
+        brief = captured(company="Difference Engines", email="brief@difference.example")
+        gone = LeadErased(lead_id=brief.lead_id, erased_at=T0 + timedelta(hours=1))
+        await worker.process([record(brief, 6), record(gone, 7)])
+        (brief_log,) = await table(uows, store.score_events, lead_id=brief.lead_id)
         (state,) = await table(uows, store.lead_scores, lead_id=lead.lead_id)
         logged = await table(uows, store.score_events, lead_id=lead.lead_id)
         (ghost_state,) = await table(uows, store.lead_scores, lead_id="ghost-lead")
@@ -142,7 +148,10 @@ async def test_an_erased_person_leaves_the_snapshot_and_the_log(backend, setting
     assert all(r.payload.get("contact", {}) == {} for r in logged)
     assert "ada@" not in str([r.payload for r in logged])
     assert ghost_state.erased_at is not None and ghost_state.grade is None
-    assert [e.lead_id for e in scored] == [lead.lead_id, lead.lead_id]
+    assert brief_log.payload["contact"] == {} and brief_log.payload["fields"] == {}
+    assert brief_log.payload["lead_id"] == brief.lead_id
+    # The submission was scored before the erasure came, as events arrive in order.
+    assert [e.lead_id for e in scored] == [lead.lead_id, lead.lead_id, brief.lead_id]
 
 
 async def test_a_lead_scored_by_an_older_model_is_rebuilt_from_its_log(backend, settings_factory):
