@@ -6,7 +6,6 @@ nurture picks a re-driven email up within its poll interval.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,12 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli_support import redrive_each, report_redrive, run_with_uows
 from services.nurture import settings as nurture_settings
 from services.nurture import store
 from services.nurture.handlers import handle_unsuppress
 from services.nurture.outcomes import RedriveError, handle_redrive
 from shared.config import ConfigError, load_config
-from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
 from shared.settings import Settings
 
@@ -47,19 +46,7 @@ STATUSES = (
 
 
 def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
-    async def main() -> T:
-        settings = Settings()
-        db = Database(
-            settings.database_url_for("nurture"),
-            service="nurture",
-            schema=settings.schema_for("nurture"),
-        )
-        try:
-            return await work(lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"))
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
+    return run_with_uows("nurture", store.outbox, store.inbox, work)
 
 
 @app.command()
@@ -171,26 +158,10 @@ def redrive(
             async with uows() as uow:
                 rows = await store.list_sends(uow.session, status=store.FAILED, limit=100_000)
             ids += [r.send_id for r in rows]
-        done, problems = 0, []
-        for send_id in dict.fromkeys(ids):
-            try:
-                async with uows() as uow:
-                    row = await handle_redrive(send_id, uow)
-            except RedriveError as exc:
-                problems.append(f"{send_id}: {exc.message}")
-                continue
-            if row is None:
-                problems.append(f"{send_id}: no such email")
-            else:
-                done += 1
-        return done, problems
+        return await redrive_each(ids, uows, handle_redrive, RedriveError, "email")
 
     done, problems = _run(work)
-    for problem in problems:
-        console.print(problem, markup=False)
-    console.print(f"re-drove {done} email{'' if done == 1 else 's'}")
-    if problems:
-        raise typer.Exit(1)
+    report_redrive(console, done, problems, f"email{'' if done == 1 else 's'}")
 
 
 @suppressions_app.command("remove")

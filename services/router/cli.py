@@ -7,7 +7,6 @@ router within its poll interval.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -16,11 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli_support import redrive_each, report_redrive, run_with_uows
 from services.router import store
 from services.router.handlers import AckError, handle_redrive
-from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
-from shared.settings import Settings
 
 T = TypeVar("T")
 
@@ -32,19 +30,7 @@ STATUSES = (store.PENDING, store.DELIVERED, store.FAILED, store.CANCELLED)
 
 
 def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
-    async def main() -> T:
-        settings = Settings()
-        db = Database(
-            settings.database_url_for("router"),
-            service="router",
-            schema=settings.schema_for("router"),
-        )
-        try:
-            return await work(lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"))
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
+    return run_with_uows("router", store.outbox, store.inbox, work)
 
 
 @deliveries_app.command("list")
@@ -123,23 +109,7 @@ def redrive(
                     uow.session, status=store.FAILED, destination=destination, limit=100_000
                 )
             ids += [r.delivery_id for r in rows]
-        done, problems = 0, []
-        for delivery_id in dict.fromkeys(ids):
-            try:
-                async with uow_factory() as uow:
-                    row = await handle_redrive(delivery_id, uow)
-            except AckError as exc:
-                problems.append(f"{delivery_id}: {exc.message}")
-                continue
-            if row is None:
-                problems.append(f"{delivery_id}: no such delivery")
-            else:
-                done += 1
-        return done, problems
+        return await redrive_each(ids, uow_factory, handle_redrive, AckError, "delivery")
 
     done, problems = _run(work)
-    for problem in problems:
-        console.print(problem, markup=False)
-    console.print(f"re-drove {done} deliver{'y' if done == 1 else 'ies'}")
-    if problems:
-        raise typer.Exit(1)
+    report_redrive(console, done, problems, f"deliver{'y' if done == 1 else 'ies'}")

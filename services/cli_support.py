@@ -1,0 +1,73 @@
+"""What the services' admin commands share: one service's database for one command, and
+re-driving failed work by id with a report of what could not be."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+
+from shared.db.engine import Database
+from shared.db.uow import UnitOfWork
+from shared.settings import Settings
+
+T = TypeVar("T")
+Uows = Callable[[], UnitOfWork]
+
+
+def run_with_uows(
+    service: str, outbox: sa.Table, inbox: sa.Table, work: Callable[[Uows], Awaitable[T]]
+) -> T:
+    """Run `work` with units of work on `service`'s database (from the environment)."""
+
+    async def main() -> T:
+        settings = Settings()
+        db = Database(
+            settings.database_url_for(service),
+            service=service,
+            schema=settings.schema_for(service),
+        )
+        try:
+            return await work(lambda: UnitOfWork(db, outbox, inbox, "leadflow/cli"))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+async def redrive_each(
+    ids: Iterable[str],
+    uows: Uows,
+    redrive: Callable[[str, UnitOfWork], Awaitable[Any]],
+    refused: type[Exception],
+    missing: str,
+) -> tuple[int, list[str]]:
+    """Re-drive every id once, each in its own transaction; returns how many were
+    re-driven and a line for each that was not (`refused` says why, `missing` names
+    what an unknown id is not)."""
+    done, problems = 0, []
+    for item in dict.fromkeys(ids):
+        try:
+            async with uows() as uow:
+                row = await redrive(item, uow)
+        except refused as exc:
+            problems.append(f"{item}: {getattr(exc, 'message', exc)}")
+            continue
+        if row is None:
+            problems.append(f"{item}: no such {missing}")
+        else:
+            done += 1
+    return done, problems
+
+
+def report_redrive(console: Console, done: int, problems: list[str], what: str) -> None:
+    """Print the problems and the count; exit 1 when anything could not be re-driven."""
+    for problem in problems:
+        console.print(problem, markup=False)
+    console.print(f"re-drove {done} {what}")
+    if problems:
+        raise typer.Exit(1)
