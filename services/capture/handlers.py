@@ -232,6 +232,12 @@ async def _accept(
         lead_id, is_new = existing_lead.lead_id, False
         touch_number = existing_lead.touches + 1
         first_touch = Attribution.model_validate(existing_lead.first_touch)
+        if existing_lead.phone is None and contact.phone:
+            holder = await writes.lead_of(None, contact.phone)
+            if holder is not None and holder.lead_id != lead_id:
+                # Email wins: this is a touch of the email's lead, and the number stays with
+                # the lead that holds it (a shared switchboard), one lead per phone.
+                contact = contact.model_copy(update={"phone": None})
         contact = _merge_contact(Contact.model_validate(existing_lead.contact or {}), contact)
         await writes.update_lead(
             lead_id,
