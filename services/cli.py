@@ -173,15 +173,21 @@ def keys_create(
             help="The lead source it reports as (channel rules can match utm_source=<source>)."
         ),
     ],
-    cost: Annotated[str | None, typer.Option(help="Cost per lead, e.g. 12.50.")] = None,
+    cost: Annotated[
+        str | None, typer.Option(help="Cost per lead, e.g. 12.50 (up to 4 decimals).")
+    ] = None,
 ) -> None:
     """Issue an API key for `POST /v1/leads` and `/v1/erasure`; it is shown once."""
-    from decimal import Decimal
-
     from services.capture import store as capture_store
+    from services.capture.domain import parse_cost
     from services.capture.handlers import CreateApiKey, handle_create_api_key
     from shared.db.engine import Database
     from shared.db.uow import UnitOfWork
+
+    try:
+        cost_per_lead = parse_cost(cost) if cost is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--cost'") from None
 
     async def create() -> str:
         settings = _settings()
@@ -193,9 +199,7 @@ def keys_create(
         try:
             async with UnitOfWork(db, capture_store.outbox, capture_store.inbox, "cli") as uow:
                 return await handle_create_api_key(
-                    CreateApiKey(
-                        name=name, source=source, cost_per_lead=Decimal(cost) if cost else None
-                    ),
+                    CreateApiKey(name=name, source=source, cost_per_lead=cost_per_lead),
                     uow,
                 )
         finally:

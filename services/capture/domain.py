@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import phonenumbers
@@ -31,6 +32,8 @@ ATTRIBUTION_KEYS = (
     "ad_id",
 )
 CLICK_IDS = ("gclid", "fbclid", "msclkid", "ttclid", "li_fat_id")
+MONEY_QUANTUM = Decimal("0.0001")  # money is kept in ten-thousandths wherever it is stored
+MAX_COST = Decimal(10) ** 10  # api_keys.cost_per_lead is Numeric(14, 4)
 MAX_FIELD_LENGTH = 2000
 MAX_FIELDS = 100
 MAX_FIELD_NAME_LENGTH = 100
@@ -61,6 +64,21 @@ def check_limits(data: Mapping[str, Any]) -> None:
             raise InvalidLead(
                 str(key), f"longer than {MAX_FIELD_LENGTH} characters", code="field_too_long"
             )
+
+
+def parse_cost(text: str) -> Decimal:
+    """A price per lead: a non-negative amount with at most four decimals, never rounded."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not an amount (e.g. 12.50)") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{text!r} is not a non-negative amount (e.g. 12.50)")
+    if value >= MAX_COST:
+        raise ValueError(f"{text} is too large (at most {MAX_COST - MONEY_QUANTUM})")
+    if value != value.quantize(MONEY_QUANTUM):
+        raise ValueError(f"{text} has more than four decimals (amounts are kept to 0.0001)")
+    return value
 
 
 @dataclass(frozen=True)

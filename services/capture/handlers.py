@@ -21,6 +21,7 @@ from services.capture.domain import (
     build_attribution,
     marketing_consent,
     normalize_submission,
+    parse_cost,
 )
 from services.capture.settings import CaptureConfig
 from services.capture.spam import is_disposable
@@ -482,7 +483,13 @@ class CreateApiKey:
 
 
 async def handle_create_api_key(command: CreateApiKey, uow: UnitOfWork) -> str:
-    """Store the key's hash; return the key itself (shown once)."""
+    """Store the key's hash; return the key itself (shown once).
+
+    A cost that is negative, too large or finer than 0.0001 raises ValueError: it is
+    never rounded.
+    """
+    if command.cost_per_lead is not None:
+        parse_cost(str(command.cost_per_lead))
     key = "lf_" + secrets.token_urlsafe(32)
     await store.insert_api_key(
         uow.session,

@@ -9,6 +9,7 @@ lead gets that form's field mapping, consent wording and default phone region.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, HttpUrl, RootModel, ValidationError, model_validator
@@ -202,7 +203,9 @@ class SignedWebhookConfig(StrictModel):
     )
     tolerance_seconds: int = Field(default=300, ge=1, description="Replay window.")
     form: str | None = Field(default=None, description="leadflow form the leads belong to.")
-    cost_per_lead: float | None = Field(default=None, ge=0)
+    cost_per_lead: Decimal | None = Field(
+        default=None, ge=0, decimal_places=4, description="Price per lead (up to 4 decimals)."
+    )
 
 
 class RetrievalConfig(StrictModel):

@@ -100,7 +100,8 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("source", sa.String(100), nullable=False),
-    sa.Column("cost_per_lead", sa.Numeric(12, 2), nullable=True),
+    # Money keeps four decimals (ten-thousandths), as everywhere else it is stored.
+    sa.Column("cost_per_lead", sa.Numeric(14, 4), nullable=True),
     sa.Column("scopes", JSONType(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),

@@ -150,3 +150,15 @@ def test_backoff_grows_to_its_cap_and_honours_retry_after():
     assert backoff_seconds(1, config, throttled) == 120
     permanent = RetrievalError("x", retryable=False)
     assert backoff_seconds(1, config, permanent) == policy.max_backoff_seconds
+
+
+def test_a_webhook_cost_per_lead_keeps_four_decimals_and_refuses_more(tmp_path):
+    hook = "forms:\n  platforms:\n    webhooks:\n      vendor: {secrets: [x], cost_per_lead: %s}\n"
+    config = _load(tmp_path, hook % "2.4575")
+    lead = InboundLead(source="webhook", external_id="v1", fields={"email": "b@example.com"})
+    assert command_from_inbound(lead, config, vendor="vendor").cost == Decimal("2.4575")
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, hook % "2.45755")
+    [problem] = caught.value.problems
+    assert (problem.path, problem.line) == ("forms.platforms.webhooks.vendor.cost_per_lead", 4)
+    assert "4 decimal places" in problem.message
