@@ -191,6 +191,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _other_revenue(row: dict[str, Any]) -> dict[str, str]:
+    return row.get("revenue_other_currencies") or {}
+
+
+def _other_currencies(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({currency for row in rows for currency in _other_revenue(row)})
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The report as a table: one column per channel, then the totals."""
     console = Console()
@@ -204,14 +212,16 @@ def print_report(report: dict[str, Any]) -> None:
     for row in rows:
         table.add_column(row["label"] or row["channel"], justify="right")
     table.add_column("Total", justify="right", style="bold")
+    columns = [*rows, report["totals"]]
     for label, key, kind in TABLE_ROWS:
-        table.add_row(
-            label,
-            *(_cell(row[key], kind) for row in rows),
-            _cell(report["totals"][key], kind),
-        )
+        table.add_row(label, *(_cell(row[key], kind) for row in columns))
+        if key == "revenue":
+            # Revenue in another currency is never converted: a row of its own per currency.
+            for other in _other_currencies(columns):
+                amounts = [_other_revenue(row).get(other, "0.00") for row in columns]
+                table.add_row(f"Revenue ({other})", *amounts)
     console.print(table)
-    # Channels without spend (direct, organic) cost nothing per lead; compare the paid ones.
+    # Channels without spend (direct, organic) have no cost per lead; compare the paid ones.
     priced = [r for r in rows if r["cost_per_sales_ready"] is not None and float(r["spend"]) > 0]
     if priced:
         best = min(priced, key=lambda r: (float(r["cost_per_sales_ready"]), r["channel"]))

@@ -1,9 +1,11 @@
 """The funnel arithmetic: pure functions, no I/O.
 
-Money is exact until the last step: amounts are summed as fractions and rounded
-half-up to the cent once. Costs per lead (per sales-ready lead, per conversion)
-are computed from the rounded spend shown on the same row, so a reader who
-divides the numbers on the page gets the same result. Rates are fractions of
+Money is exact until the last step: a channel's amounts are summed as fractions
+and rounded half-up to the cent once. The totals add the channels' shown (rounded)
+spend and revenue, so each column adds up. Costs per lead (per sales-ready lead,
+per conversion) and ROAS are computed from the rounded amounts shown on the same
+row, so a reader who divides the numbers on the page gets the same result; with
+no spend there is no cost per lead (undefined, not free). Rates are fractions of
 one, rounded half-up to four decimals. Speed-to-lead is the median and the
 nearest-rank 90th percentile of the stored capture → routing durations.
 """
@@ -71,8 +73,11 @@ def rate(numerator: int | Decimal, denominator: int | Decimal | None) -> Decimal
 
 
 def cost_per(spend: Decimal, count: int) -> Decimal | None:
-    """Spend per unit, to the cent; None when the count is zero (the cost is undefined)."""
-    if count <= 0:
+    """Spend per unit, to the cent; None when the count or the spend is zero (undefined).
+
+    A channel without spend (direct, organic) did not cost 0.00 per lead: its cost is unknown.
+    """
+    if count <= 0 or spend <= 0:
         return None
     return money(Fraction(spend) / count)
 
@@ -550,7 +555,8 @@ def build_report(
 ) -> ChannelReport:
     """The report: a row per channel with leads, configured spend or posted spend, and totals.
 
-    The totals row adds the channels' rounded spend, so the column adds up.
+    The totals row adds the channels' shown (rounded) spend and revenue, so each money
+    column adds up, and computes its costs and ROAS from those sums.
     """
     names = sorted(set(facts) | set(channels.channels) | set(posted_spend))
     rows: list[ChannelRow] = []
@@ -570,6 +576,13 @@ def build_report(
         total_clicks.append(row.clicks)
     # Rounded channel spends (lead costs included) add up to the total; none are added twice.
     total_facts.lead_cost_units = 0
+    # Revenue too: the total is the sum of the shown channel revenues, per currency.
+    total_facts.revenue_units = sum(to_units(r.revenue) for r in rows)
+    total_facts.other_revenue_units = {}
+    for row in rows:
+        for currency, amount in row.revenue_other_currencies.items():
+            units = total_facts.other_revenue_units.get(currency, 0) + to_units(amount)
+            total_facts.other_revenue_units[currency] = units
     total_spend = SpendTotal(
         amount=sum((Fraction(r.spend) for r in rows), Fraction(0)),
         impressions=_sum_known(total_impressions),
@@ -601,12 +614,27 @@ CSV_COLUMNS: tuple[str, ...] = tuple(
 )
 
 
+def other_currencies(report: ChannelReport) -> list[str]:
+    """The currencies other than the report's with revenue in the window, sorted."""
+    found = {c for row in [*report.channels, report.totals] for c in row.revenue_other_currencies}
+    return sorted(found)
+
+
 def to_csv(report: ChannelReport) -> str:
-    """One header line and one line per channel; empty cells for undefined values."""
+    """One header line and one line per channel; empty cells for undefined values.
+
+    Revenue in another currency gets a `revenue_<CUR>` column after `revenue`.
+    """
+    currencies = other_currencies(report)
+    position = CSV_COLUMNS.index("revenue") + 1
+    header = [*CSV_COLUMNS[:position], *(f"revenue_{c}" for c in currencies)]
+    header += CSV_COLUMNS[position:]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(header)
     for row in report.channels:
         data: dict[str, Any] = row.model_dump(mode="json")
-        writer.writerow(["" if data[c] is None else data[c] for c in CSV_COLUMNS])
+        for currency in currencies:
+            data[f"revenue_{currency}"] = data["revenue_other_currencies"].get(currency, "0.00")
+        writer.writerow(["" if data[c] is None else data[c] for c in header])
     return out.getvalue()

@@ -76,10 +76,10 @@ def test_rates_are_fractions_with_four_decimals():
     assert round_to(Fraction(1, 20000), 4) == Decimal("0.0001")
 
 
-def test_cost_per_is_undefined_without_a_count():
+def test_cost_per_is_undefined_without_a_count_or_without_spend():
     assert cost_per(Decimal("100.00"), 3) == Decimal("33.33")
     assert cost_per(Decimal("100.00"), 0) is None
-    assert cost_per(Decimal("0.00"), 5) == Decimal("0.00")
+    assert cost_per(Decimal("0.00"), 5) is None  # no spend is not free
 
 
 def test_median_and_nearest_rank_percentile():
@@ -327,6 +327,61 @@ def test_csv_has_a_header_and_empty_cells_for_undefined_values():
     assert rows[0]["spend"] == "10.00" and rows[0]["cost_per_lead"] == "3.33"
     assert rows[0]["cost_per_sales_ready"] == "" and rows[0]["lead_to_sales_ready"] == "0.0"
     assert "revenue_other_currencies" not in rows[0]
+
+
+def _two_channels_with_half_cent_revenue():
+    window = make_window("2026-12-01", "2026-12-01", TODAY)
+    half_cent = to_units(Decimal("0.005"))
+    facts = {
+        name: ChannelFacts(
+            leads=2,
+            sales_ready=1,
+            converted=1,
+            revenue_units=half_cent,
+            other_revenue_units={"EUR": half_cent},
+        )
+        for name in ("a", "b")
+    }
+    facts["organic"] = ChannelFacts(leads=3, sales_ready=1)
+    posted = {name: [DaySpend(date(2026, 12, 1), Fraction(1))] for name in ("a", "b")}
+    return build_report(window, ChannelsConfig(), facts, posted)
+
+
+def test_the_totals_add_the_shown_revenue_and_roas_divides_the_shown_totals():
+    report = _two_channels_with_half_cent_revenue()
+    rows = {r.channel: r for r in report.channels}
+    assert rows["a"].revenue == rows["b"].revenue == Decimal("0.01")  # 0.005 → half-up
+    assert rows["a"].roas == Decimal("0.01")
+    # The columns add up: 0.01 + 0.01, not the exact 0.010 rounded once.
+    assert report.totals.revenue == Decimal("0.02")
+    assert report.totals.revenue_other_currencies == {"EUR": Decimal("0.02")}
+    assert report.totals.spend == Decimal("2.00")
+    assert report.totals.roas == Decimal("0.01")  # 0.02 / 2.00
+    assert report.totals.model_dump(mode="json")["revenue"] == "0.02"
+
+
+def test_a_channel_without_spend_has_no_cost_per_lead():
+    report = _two_channels_with_half_cent_revenue()
+    organic = next(r for r in report.channels if r.channel == "organic")
+    assert organic.spend == Decimal("0.00") and organic.leads == 3
+    assert (organic.cost_per_lead, organic.cost_per_sales_ready) == (None, None)
+    assert organic.cost_per_conversion is None and organic.roas is None
+    data = organic.model_dump(mode="json")
+    assert (data["cost_per_lead"], data["cost_per_sales_ready"]) == (None, None)
+    [line] = [r for r in csv.DictReader(io.StringIO(to_csv(report))) if r["channel"] == "organic"]
+    assert (line["cost_per_lead"], line["cost_per_sales_ready"]) == ("", "")
+    # The totals still divide all the spend by all the leads.
+    assert report.totals.cost_per_lead == Decimal("0.29")  # 2.00 / 7
+
+
+def test_csv_shows_revenue_in_other_currencies_in_a_column_each():
+    report = _two_channels_with_half_cent_revenue()
+    text = to_csv(report)
+    header = text.splitlines()[0].split(",")
+    assert header[header.index("revenue") + 1] == "revenue_EUR"
+    rows = {r["channel"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert [rows[c]["revenue_EUR"] for c in ("a", "b", "organic")] == ["0.01", "0.01", "0.00"]
+    assert rows["a"]["revenue"] == "0.01"
 
 
 def test_the_channels_section_is_validated_with_lines(tmp_path: Path):
