@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,18 +32,94 @@ sys.path.insert(0, str(ROOT))
 from bench.webhook_bench import percentiles  # noqa: E402
 from tests.faults.harness import System  # noqa: E402
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_SECONDS = 5.0
 
-async def run(rate: float, seconds: float, backend: str) -> dict[str, Any]:
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_snapshot(system: System) -> dict[str, float]:
+    """CPU seconds so far of every service process and the broker."""
+    pids = {name: process.pid for name, process in system.processes.items()}
+    if system.broker_process is not None:
+        pids["broker"] = system.broker_process.pid
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def settled(system: System, idle: dict[str, float], timeout: float = 30) -> dict[str, float]:
+    """The CPU snapshot once every process is back to its idle rate (work behind the CRM,
+    such as nurture and insights catching up, counts towards the leads)."""
+    deadline = time.monotonic() + timeout
+    previous = cpu_snapshot(system)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        current = cpu_snapshot(system)
+        busy = [n for n in current if (current[n] - previous[n]) * 1000 > idle[n] + 20]
+        previous = current
+        if not busy:
+            break
+    return previous
+
+
+def cpu_per_lead(before: dict[str, float], after: dict[str, float], leads: int) -> dict[str, float]:
+    """Milliseconds of CPU per lead, per process, with the services' sum and the total."""
+    per = {name: round((after[name] - before[name]) * 1000 / max(leads, 1), 2) for name in after}
+    per["services"] = round(sum(v for k, v in per.items() if k != "broker"), 2)
+    per["total"] = round(per["services"] + per.get("broker", 0.0), 2)
+    return per
+
+
+async def run(
+    rate: float, seconds: float, backend: str, profile: Path | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmpdir:
         system = System(Path(tmpdir) / "system", backend=backend)
         await system.start()
         try:
-            return await measure(system, rate, seconds)
+            return await measure(system, rate, seconds, profile)
         finally:
             await system.stop()
 
 
-async def measure(system: System, rate: float, seconds: float) -> dict[str, Any]:
+def start_profilers(system: System, into: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every service process, collapsed stacks into `into/<service>.txt`."""
+    into.mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    return [
+        subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(process.pid),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(into / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, process in system.processes.items()
+    ]
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=30)
+
+
+async def measure(
+    system: System, rate: float, seconds: float, profile: Path | None = None
+) -> dict[str, Any]:
     assert system.crm is not None
     sent: dict[str, float] = {}
     statuses: dict[int, int] = {}
@@ -76,6 +155,17 @@ async def measure(system: System, rate: float, seconds: float) -> dict[str, Any]
         sent.clear()
         statuses.clear()
 
+        # Idle: what every process burns with no traffic at all (polling, timers).
+        idle_before = cpu_snapshot(system)
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_after = cpu_snapshot(system)
+        idle = {
+            name: round((idle_after[name] - idle_before[name]) * 1000 / IDLE_SECONDS, 1)
+            for name in idle_after
+        }
+
+        profilers = start_profilers(system, profile) if profile else []
+        busy_before = cpu_snapshot(system)
         tasks = []
         start = time.monotonic()
         for i in range(int(rate * seconds)):
@@ -91,6 +181,8 @@ async def measure(system: System, rate: float, seconds: float) -> dict[str, Any]
         if all(lead in system.crm.arrivals for lead in sent):
             break
         await asyncio.sleep(0.2)
+    busy_after = await settled(system, idle)
+    stop_profilers(profilers)
     arrivals = system.crm.arrivals
     latencies = [arrivals[lead] - at for lead, at in sent.items() if lead in arrivals]
     return {
@@ -101,6 +193,8 @@ async def measure(system: System, rate: float, seconds: float) -> dict[str, Any]
         "delivered": len(latencies),
         "duplicated": sum(1 for n in system.crm.lead_counts().values() if n > 1),
         **(percentiles(latencies) if latencies else {}),
+        "cpu_ms_per_lead": cpu_per_lead(busy_before, busy_after, len(sent)),
+        "idle_cpu_ms_per_s": idle,
     }
 
 
@@ -110,8 +204,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy every service under load, stacks into this folder"
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args.rate, args.seconds, args.backend))
+    results = asyncio.run(run(args.rate, args.seconds, args.backend, args.profile))
     results["command"] = (
         f"python bench/e2e_bench.py --rate {args.rate:g} --seconds {args.seconds:g} "
         f"--backend {args.backend}"

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
 from shared.kafka.client import make_producer
-from shared.kafka.consumer import EventConsumer, Handler
+from shared.kafka.consumer import BatchHook, EventConsumer, Handler
 from shared.kafka.outbox import OutboxRelay
 from shared.settings import Settings
 
@@ -69,20 +69,20 @@ class ServiceRuntime:
         handlers: dict[str, Handler],
         name: str | None = None,
         *,
-        consumer_class: type[EventConsumer] = EventConsumer,
+        before_batch: BatchHook | None = None,
         **options: Any,
     ) -> None:
         """Consume `topics` with this service's group, dispatching by event type.
 
-        `consumer_class` lets a service use an EventConsumer subclass (for example one
-        that prepares a whole batch before its handlers run).
+        `before_batch` runs once per batch before its handlers (to load what they read
+        in one query).
         """
         self._consumer_specs.append(
             {
                 "topics": topics,
                 "handlers": handlers,
                 "name": name,
-                "consumer_class": consumer_class,
+                "before_batch": before_batch,
                 **options,
             }
         )
@@ -104,14 +104,12 @@ class ServiceRuntime:
         )
         self.relay.start()
         for spec in self._consumer_specs:
-            options = dict(spec)
-            consumer_class = options.pop("consumer_class", EventConsumer)
-            consumer = consumer_class(
+            consumer = EventConsumer(
                 service=self.service,
                 group_id=self.settings.group_id(self.service),
                 uow_factory=self.uow,
                 settings=self.settings,
-                **options,
+                **spec,
             )
             self.consumers.append(consumer)
             self._consumer_starts.append(

@@ -18,6 +18,7 @@ from services.insights.handlers import (
     handle_record_spend,
 )
 from services.insights.settings import InsightsConfig
+from shared.db.engine import offload_statements
 from shared.http import AdminDep, ApiError
 from shared.service import ServiceRuntime
 
@@ -96,11 +97,13 @@ async def channel_report(
     ] = None,
 ) -> Response:
     """Leads, grades, sales-ready, routed, converted, revenue, spend, costs, rates, speed."""
-    async with runtime.uow() as uow:
-        try:
-            report = await handle_channel_report(ReportQuery(since, until), uow, config)
-        except InvalidWindow as exc:
-            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from None
+    # A report over a long window can read for a while: off the event loop's thread.
+    with offload_statements():
+        async with runtime.uow() as uow:
+            try:
+                report = await handle_channel_report(ReportQuery(since, until), uow, config)
+            except InvalidWindow as exc:
+                raise ApiError(422, "invalid_field", exc.message, field=exc.field) from None
     as_csv = format == "csv" or (format is None and wants_csv(request.headers.get("accept", "")))
     if as_csv:
         filename = f"leadflow-channels-{report.first_day}-{report.last_day}.csv"

@@ -3,11 +3,16 @@
 For every fetched batch, one database transaction holds the handlers' effects,
 the inbox marks of the events handled and any dead letters; offsets are
 committed only after that transaction commits. A redelivered event finds its
-id in the inbox and changes nothing. A handler that keeps failing on one
-event (bounded attempts, each in its own savepoint) sends that event to the
-topic's `.dlq` in the same transaction, so the partition keeps moving. A
-database outage aborts the batch: nothing is committed, the consumer seeks
-back and tries again after a backoff.
+id in the inbox and changes nothing.
+
+A batch is first handled whole: every handler in one transaction with no
+savepoint per event, the inbox and outbox rows written in one statement each at
+commit (an optional `before_batch` hook loads what the batch's handlers need in
+one query). If any handler raises, that transaction is rolled back and the batch
+is handled again event by event: each attempt in its own savepoint, bounded
+attempts, and an event that keeps failing goes to the topic's `.dlq` in the same
+transaction, so the partition keeps moving. A database outage aborts the batch:
+nothing is committed, the consumer seeks back and tries again after a backoff.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import functools
 import logging
 import time
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any], UnitOfWork], Awaitable[None]]
 UowFactory = Callable[[], UnitOfWork]
+# Called once per batch, before its handlers, with the batch's decoded events.
+BatchHook = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
 
 REDRIVE_HEADER = "leadflow_redrive"
 DLQ_HEADERS = (
@@ -97,6 +105,7 @@ class EventConsumer:
         max_attempts: int | None = None,
         batch_size: int | None = None,
         retry_delay: float = 0.05,
+        before_batch: BatchHook | None = None,
     ) -> None:
         self.service = service
         self.group_id = group_id
@@ -108,6 +117,8 @@ class EventConsumer:
         self.max_attempts = max_attempts or settings.consumer_max_attempts
         self.batch_size = batch_size or settings.consumer_batch_size
         self.retry_delay = retry_delay
+        self.before_batch = before_batch
+        self._names: dict[Handler, str] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -204,7 +215,65 @@ class EventConsumer:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def process(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """Handle a batch in one transaction: effects, inbox marks and dead letters."""
+        """Handle a batch in one transaction; one by one (savepoints, DLQ) if a handler fails."""
+        try:
+            await self._process_batch(records)
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise
+            log.warning(
+                "batch of %d record(s) failed (%s); handling them one by one",
+                len(records),
+                type(exc).__name__,
+            )
+            await self._process_one_by_one(records)
+
+    async def _process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        counts: list[tuple[str, str, str]] = []
+        durations: list[tuple[str, float]] = []
+        async with self.uow_factory() as uow:
+            ids = [record_event_id(r) for r in records]
+            seen = await uow.handled(
+                self.name,
+                [*ids, *(dead_letter_key(r, i) for r, i in zip(records, ids, strict=True))],
+            )
+            work: list[tuple[str, str, Envelope[Any], Handler]] = []
+            for record, event_id in zip(records, ids, strict=True):
+                if event_id in seen:
+                    counts.append((record.topic, "-", "duplicate"))
+                    continue
+                seen.add(event_id)
+                # An undecodable record raises: the one-by-one path dead-letters it.
+                envelope = decode(record.value, record.headers or ())
+                handler = self.handlers.get(envelope.type) if envelope is not None else None
+                if envelope is None or handler is None:
+                    counts.append((record.topic, "-", "ignored"))
+                    continue
+                work.append((record.topic, event_id, envelope, handler))
+            if self.before_batch is not None and work:
+                await self.before_batch(uow, [envelope for _, _, envelope, _ in work])
+            for topic, event_id, envelope, handler in work:
+                started = time.perf_counter()
+                await handler(envelope, uow)
+                uow.mark_handled(self.name, event_id)
+                name = self._name(handler)
+                durations.append((name, time.perf_counter() - started))
+                counts.append((topic, name, "handled"))
+            await uow.commit()
+        # Counted once committed, and one label lookup per distinct series, not per event.
+        for (topic, name, outcome), n in Counter(counts).items():
+            metrics.events_consumed_total.labels(self.service, topic, name, outcome).inc(n)
+        for name, seconds in durations:
+            metrics.handler_duration_seconds.labels(self.service, name).observe(seconds)
+
+    def _name(self, handler: Handler) -> str:
+        name = self._names.get(handler)
+        if name is None:
+            name = self._names[handler] = handler_name(handler)
+        return name
+
+    async def _process_one_by_one(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Each event in its own savepoint, bounded retries, dead letters; one transaction."""
         async with self.uow_factory() as uow:
             ids = [record_event_id(r) for r in records]
             seen = await uow.handled(

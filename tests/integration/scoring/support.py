@@ -105,9 +105,10 @@ def record(event: Event, offset: int = 0, *, event_id: str | None = None) -> Any
 
 def consumer(settings: Any, uows: Callable[[], UnitOfWork], model: Any, clock: Any) -> Any:
     """Scoring's batch consumer, not connected to Kafka: batches go to `process`."""
-    from services.scoring.consumers import TOPICS, BatchScoringConsumer, handlers
+    from services.scoring.consumers import TOPICS, handlers, load_leads
+    from shared.kafka.consumer import EventConsumer
 
-    return BatchScoringConsumer(
+    return EventConsumer(
         service="scoring",
         group_id="test",
         topics=TOPICS,
@@ -115,6 +116,7 @@ def consumer(settings: Any, uows: Callable[[], UnitOfWork], model: Any, clock: A
         uow_factory=uows,
         settings=settings,
         retry_delay=0,
+        before_batch=load_leads,
     )
 
 
