@@ -74,15 +74,70 @@ def cpu_per_lead(before: dict[str, float], after: dict[str, float], leads: int) 
 
 
 async def run(
-    rate: float, seconds: float, backend: str, profile: Path | None = None
+    rate: float,
+    seconds: float,
+    backend: str,
+    profile: Path | None = None,
+    dump: Path | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmpdir:
         system = System(Path(tmpdir) / "system", backend=backend)
         await system.start()
         try:
-            return await measure(system, rate, seconds, profile)
+            results = await measure(system, rate, seconds, profile)
+            if dump is not None:
+                results["dumped_records"] = await dump_topics(system, dump)
+            return results
         finally:
             await system.stop()
+
+
+async def dump_topics(system: System, into: Path) -> int:
+    """Every record of every topic, as JSON lines (what bench/consumer_bench.py replays)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from shared.events.topics import TOPICS
+
+    assert system.broker_proxy is not None
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=f"127.0.0.1:{system.broker_proxy.port}", enable_auto_commit=False
+    )
+    await consumer.start()
+    count = 0
+    try:
+        await consumer.topics()  # metadata for every topic
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in TOPICS
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in partitions])
+
+        while await behind():
+            for tp_records in (await consumer.getmany(timeout_ms=1000)).values():
+                records.extend(tp_records)
+        records.sort(key=lambda r: r.timestamp)
+        with into.open("w") as out:
+            for r in records:
+                line = {
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "key": r.key.decode() if r.key else None,
+                    "value": r.value.decode() if r.value else None,
+                    "headers": [[k, v.decode()] for k, v in r.headers],
+                }
+                out.write(json.dumps(line) + "\n")
+                count += 1
+    finally:
+        await consumer.stop()
+    return count
 
 
 def start_profilers(system: System, into: Path) -> list[subprocess.Popen[bytes]]:
@@ -207,8 +262,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="py-spy every service under load, stacks into this folder"
     )
+    parser.add_argument(
+        "--dump", type=Path, help="after the run, write every topic's records to this file"
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args.rate, args.seconds, args.backend, args.profile))
+    results = asyncio.run(run(args.rate, args.seconds, args.backend, args.profile, args.dump))
     results["command"] = (
         f"python bench/e2e_bench.py --rate {args.rate:g} --seconds {args.seconds:g} "
         f"--backend {args.backend}"
