@@ -6,7 +6,6 @@ inbox marks); the HTTP use cases commit through their own unit of work.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -38,56 +37,19 @@ from shared.events import (
     LeadUnsubscribed,
 )
 
-_KNOWN_LIMIT = 8192
-_known: OrderedDict[str, LeadFacts] = OrderedDict()
-"""Facts this process last wrote per lead: a guess, checked by the database before use."""
-
-
-def _remember(lead_id: str, facts: LeadFacts) -> None:
-    _known[lead_id] = facts
-    _known.move_to_end(lead_id)
-    if len(_known) > _KNOWN_LIMIT:
-        _known.popitem(last=False)
-
 
 async def _update_lead(
-    uow: UnitOfWork,
-    lead_id: str,
-    change: Callable[[LeadFacts], LeadFacts],
-    *,
-    new_lead: bool = False,
+    uow: UnitOfWork, lead_id: str, change: Callable[[LeadFacts], LeadFacts]
 ) -> None:
-    """Merge an event into the lead's row.
-
-    Fast paths (one statement): a new lead is inserted with its merged facts
-    if no row exists yet; a lead this process wrote last is updated only if the
-    row still holds exactly what was written. Otherwise the row is locked, read,
-    merged and written back.
-    """
-    known = _known.get(lead_id)
-    if known is not None:
-        updated = change(known)
-        if updated != known and await store.save_lead_if(uow.session, lead_id, known, updated):
-            _remember(lead_id, updated)
-            return
-    elif new_lead:
-        updated = change(LeadFacts())
-        if await store.insert_lead(uow.session, uow.dialect, lead_id, updated):
-            _remember(lead_id, updated)
-            return
-    facts = await store.lock_lead(uow.session, uow.dialect, lead_id)
-    updated = change(facts)
-    if updated != facts:
-        await store.save_lead(uow.session, lead_id, updated)
-    _remember(lead_id, updated)
+    """Merge an event into the lead's facts (written once per lead when the batch commits)."""
+    await store.LeadBatch.of(uow).update(lead_id, change)
 
 
 async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork) -> None:
     """A submission: a touch of its channel; a new lead of its first-touch channel."""
     event = envelope.data
-    await store.add_touch(
-        uow.session,
-        uow.dialect,
+    batch = store.LeadBatch.of(uow)
+    await batch.add_touch(
         submission_id=event.submission_id,
         lead_id=event.lead_id,
         channel=event.channel,
@@ -96,8 +58,7 @@ async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork
         cost_units=to_units(event.cost) if event.cost is not None else None,
         captured_at=event.captured_at,
     )
-    await _update_lead(
-        uow,
+    await batch.update(
         event.lead_id,
         lambda facts: facts.captured(
             first_touch_channel=event.first_touch.channel,
@@ -105,7 +66,6 @@ async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork
             is_test=event.is_test,
             captured_at=event.captured_at,
         ),
-        new_lead=event.is_new_lead,
     )
 
 
@@ -149,16 +109,15 @@ async def handle_lead_delivery_failed(
 async def handle_lead_converted(envelope: Envelope[LeadConverted], uow: UnitOfWork) -> None:
     """A won deal: the lead converted, its value counts as revenue (once per outcome)."""
     event = envelope.data
-    await store.add_conversion(
-        uow.session,
-        uow.dialect,
+    batch = store.LeadBatch.of(uow)
+    await batch.add_conversion(
         lead_id=event.lead_id,
         outcome_id=event.outcome_id,
         value_units=to_units(event.value),
         currency=event.currency.strip().upper()[:16] or "USD",
         occurred_at=event.occurred_at,
     )
-    await _update_lead(uow, event.lead_id, lambda facts: facts.converted(event.occurred_at))
+    await batch.update(event.lead_id, lambda facts: facts.converted(event.occurred_at))
 
 
 async def handle_lead_disqualified(envelope: Envelope[LeadDisqualified], uow: UnitOfWork) -> None:

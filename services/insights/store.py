@@ -4,18 +4,26 @@ The read model holds no PII: ids, channel, grade, timestamps and amounts only,
 so an erased lead stays counted with nothing left to forget. Money is stored
 as integer ten-thousandths (exact on both databases). Repositories flush,
 never commit; the unit of work commits.
+
+The consumer's handlers fold events through a `LeadBatch`, one per transaction:
+each lead's row is read once and written once however many of its events the
+batch held, and touches and conversions go out in one statement each.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
-from datetime import date, datetime
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.insights.domain import (
     GRADES,
@@ -26,7 +34,8 @@ from services.insights.domain import (
     from_units,
     to_units,
 )
-from shared.db import add_plumbing_tables, make_metadata
+from shared.db import UnitOfWork, add_plumbing_tables, make_metadata
+from shared.db.bulk import BulkStatement, Values
 from shared.db.engine import upsert
 from shared.db.types import UTCDateTime, utcnow
 
@@ -182,60 +191,6 @@ async def save_lead(session: AsyncSession, lead_id: str, facts: LeadFacts) -> No
     await session.execute(_save_statement, params)
 
 
-_insert_statements: dict[str, Any] = {}
-
-_save_if_statement = (
-    sa.update(leads)
-    .where(
-        leads.c.lead_id == sa.bindparam("key_lead_id"),
-        *(
-            leads.c[name].is_not_distinct_from(sa.bindparam(f"old_{name}"))
-            for name in _FACT_COLUMNS
-        ),
-    )
-    .values({name: sa.bindparam(f"new_{name}") for name in (*_FACT_COLUMNS, "updated_at")})
-)
-
-
-def _insert_statement(dialect: str) -> Any:
-    statement = _insert_statements.get(dialect)
-    if statement is None:
-        statement = (
-            _dialect_module(dialect)
-            .insert(leads)
-            .values({c.name: sa.bindparam(c.name) for c in leads.columns})
-            .on_conflict_do_nothing(index_elements=["lead_id"])
-        )
-        _insert_statements[dialect] = statement
-    return statement
-
-
-async def insert_lead(session: AsyncSession, dialect: str, lead_id: str, facts: LeadFacts) -> bool:
-    """Create the lead's row with `facts`; False (nothing written) when it exists already."""
-    params: dict[str, Any] = {name: getattr(facts, name) for name in _FACT_COLUMNS}
-    params["lead_id"] = lead_id
-    params["updated_at"] = utcnow()
-    result: Any = await session.execute(_insert_statement(dialect), params)
-    return bool(result.rowcount == 1)
-
-
-async def save_lead_if(
-    session: AsyncSession, lead_id: str, expected: LeadFacts, facts: LeadFacts
-) -> bool:
-    """Write `facts` only if the row still holds exactly `expected`; False when it does not.
-
-    The row is compared column by column in the database, so a stale `expected`
-    can never overwrite newer facts: the caller falls back to lock_lead.
-    """
-    params: dict[str, Any] = {f"new_{name}": getattr(facts, name) for name in _FACT_COLUMNS}
-    for name in _FACT_COLUMNS:
-        params[f"old_{name}"] = getattr(expected, name)
-    params["new_updated_at"] = utcnow()
-    params["key_lead_id"] = lead_id
-    result: Any = await session.execute(_save_if_statement, params)
-    return bool(result.rowcount == 1)
-
-
 async def add_touch(
     session: AsyncSession,
     dialect: str,
@@ -284,6 +239,277 @@ async def add_conversion(
             "occurred_at": occurred_at,
         },
     )
+
+
+class LeadBatch:
+    """The lead rows one transaction folds events into.
+
+    Two ways of working, picked by where the handler runs:
+
+    - In a whole batch (the consumer's fast path): the batch's leads are read in one
+      statement that also creates the rows not there yet and locks them until the
+      transaction ends (`load`, the consumer's `before_batch` hook; a lead it missed is
+      read on its first event). Events are folded into the facts in memory; when the
+      unit of work commits, every changed row is written in one statement, and the
+      queued touches and conversions in one statement each.
+    - Inside a savepoint (the consumer handling a failed batch event by event): each
+      event locks, reads and writes its lead's row at once, so a rolled-back attempt
+      leaves nothing behind.
+
+    A transaction uses one way or the other, not both.
+    """
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.session = uow.session
+        self.dialect = uow.dialect
+        self._values = Values(uow.dialect)
+        self._statements = _batch_statements(uow.dialect)
+        self._read = _row_reader(uow.dialect)
+        self._facts: dict[str, LeadFacts] = {}
+        self._stored: dict[str, LeadFacts] = {}
+        self._touches: list[tuple[Any, ...]] = []
+        self._conversions: list[tuple[Any, ...]] = []
+        sa.event.listen(self.session.sync_session, "before_commit", self._flush)
+
+    @classmethod
+    def of(cls, uow: UnitOfWork) -> LeadBatch:
+        """The batch of this unit of work's transaction."""
+        info = uow.session.info
+        batch = info.get("insights_batch")
+        if batch is None:
+            batch = info["insights_batch"] = cls(uow)
+        return batch  # type: ignore[no-any-return]
+
+    async def load(self, lead_ids: Iterable[str]) -> None:
+        """Read, create if new, and lock the rows of the leads not read yet.
+
+        One statement per 500 leads, in lead id order (replicas locking the same rows
+        take them in the same order). INSERT ... ON CONFLICT DO UPDATE locks an
+        existing row on PostgreSQL as SELECT ... FOR UPDATE would, and returns the
+        newest committed facts; SQLite serializes writers anyway.
+        """
+        missing = sorted({i for i in lead_ids if i not in self._facts})
+        if not missing:
+            return
+        connection = await self.session.connection()
+        now = self._values.time(utcnow())
+        read = self._read
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            params: list[Any] = []
+            for lead_id in chunk:
+                params += (lead_id, now)
+            result = await connection.exec_driver_sql(
+                _lock_many_sql(self.dialect, len(chunk)), tuple(params)
+            )
+            for row in result:
+                facts = read(row)
+                self._facts[row[0]] = self._stored[row[0]] = facts
+
+    async def update(self, lead_id: str, change: Callable[[LeadFacts], LeadFacts]) -> None:
+        """Fold a change into the lead's facts."""
+        if self.session.in_nested_transaction():
+            facts = await lock_lead(self.session, self.dialect, lead_id)
+            updated = change(facts)
+            if updated != facts:
+                await save_lead(self.session, lead_id, updated)
+            return
+        known = self._facts.get(lead_id)
+        if known is None:
+            await self.load((lead_id,))
+            known = self._facts[lead_id]
+        self._facts[lead_id] = change(known)
+
+    async def add_touch(
+        self,
+        *,
+        submission_id: str,
+        lead_id: str,
+        channel: str,
+        is_new_lead: bool,
+        is_test: bool,
+        cost_units: int | None,
+        captured_at: datetime,
+    ) -> None:
+        """Record one submission (once, however often it is delivered)."""
+        if self.session.in_nested_transaction():
+            await add_touch(
+                self.session,
+                self.dialect,
+                submission_id=submission_id,
+                lead_id=lead_id,
+                channel=channel,
+                is_new_lead=is_new_lead,
+                is_test=is_test,
+                cost_units=cost_units,
+                captured_at=captured_at,
+            )
+            return
+        self._touches.append(
+            (
+                submission_id,
+                lead_id,
+                channel,
+                is_new_lead,
+                is_test,
+                cost_units,
+                self._values.time(captured_at),
+            )
+        )
+
+    async def add_conversion(
+        self,
+        *,
+        lead_id: str,
+        outcome_id: str,
+        value_units: int,
+        currency: str,
+        occurred_at: datetime,
+    ) -> None:
+        """Record one won deal (once per outcome id)."""
+        if self.session.in_nested_transaction():
+            await add_conversion(
+                self.session,
+                self.dialect,
+                lead_id=lead_id,
+                outcome_id=outcome_id,
+                value_units=value_units,
+                currency=currency,
+                occurred_at=occurred_at,
+            )
+            return
+        self._conversions.append(
+            (lead_id, outcome_id, value_units, currency, self._values.time(occurred_at))
+        )
+
+    def _flush(self, session: Session) -> None:
+        # Runs inside the commit, in SQLAlchemy's greenlet: plain (sync) executes are
+        # awaited by the async driver. Savepoint commits fire this too: only the outer
+        # commit writes.
+        if session.in_nested_transaction():
+            return
+        statements, time = self._statements, self._values.time
+        stored, now = self._stored, time(utcnow())
+        changed = [
+            (
+                facts.channel,
+                facts.channel_rank,
+                time(facts.captured_at),
+                facts.is_test,
+                facts.grade,
+                time(facts.graded_at),
+                time(facts.sales_ready_at),
+                time(facts.routed_at),
+                facts.speed_to_lead_ms,
+                time(facts.converted_at),
+                time(facts.disqualified_at),
+                time(facts.engaged_at),
+                time(facts.unsubscribed_at),
+                time(facts.delivery_failed_at),
+                time(facts.erased_at),
+                now,
+                lead_id,
+            )
+            for lead_id, facts in self._facts.items()
+            if facts != stored[lead_id]
+        ]
+        statements.save.run_in(session, changed)
+        stored.update(self._facts)
+        touches, self._touches = self._touches, []
+        statements.touches.run_in(session, touches)
+        conversions, self._conversions = self._conversions, []
+        statements.conversions.run_in(session, conversions)
+
+
+@dataclass(frozen=True)
+class _BatchStatements:
+    """The batch's writes, in the driver's terms (see shared.db.bulk)."""
+
+    save: BulkStatement
+    touches: BulkStatement
+    conversions: BulkStatement
+
+
+@functools.cache
+def _batch_statements(dialect: str) -> _BatchStatements:
+    return _BatchStatements(
+        save=BulkStatement.update(leads, (*_FACT_COLUMNS, "updated_at"), "lead_id", dialect),
+        touches=BulkStatement.insert(
+            touches, tuple(c.name for c in touches.columns), dialect, ignore=True
+        ),
+        conversions=BulkStatement.insert(
+            conversions, tuple(c.name for c in conversions.columns), dialect, ignore=True
+        ),
+    )
+
+
+@functools.cache
+def _lock_many_sql(dialect: str, count: int) -> str:
+    """`_lock_statement` for `count` leads at once, in the driver's parameter style;
+    each row's parameters are (lead_id, updated_at)."""
+    if dialect == "postgresql":
+        rows = ", ".join(f"(${2 * i + 1}, 0, false, ${2 * i + 2})" for i in range(count))
+    else:
+        rows = ", ".join(["(?, 0, false, ?)"] * count)
+    returned = ", ".join(f'"{name}"' for name in _FACT_COLUMNS)
+    return (
+        f'INSERT INTO "{leads.name}" ("lead_id", "channel_rank", "is_test", "updated_at")'
+        f" VALUES {rows}"
+        ' ON CONFLICT ("lead_id") DO UPDATE SET "lead_id" = excluded."lead_id"'
+        f' RETURNING "lead_id", {returned}'
+    )
+
+
+def _sqlite_time(value: str | None) -> datetime | None:
+    # As UTCDateTime reads it: SQLite keeps naive UTC text.
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _row_reader(dialect: str) -> Callable[[Any], LeadFacts]:
+    """(lead_id, *facts) as the driver returns them → LeadFacts, as SQLAlchemy's column
+    types would have read them."""
+    if dialect == "postgresql":  # asyncpg gives aware UTC times and booleans
+        return lambda row: LeadFacts(*row[1:])
+    time = _sqlite_time
+
+    def read(row: Any) -> LeadFacts:
+        (
+            _,
+            channel,
+            channel_rank,
+            captured_at,
+            is_test,
+            grade,
+            graded_at,
+            sales_ready_at,
+            routed_at,
+            speed_to_lead_ms,
+            converted_at,
+            disqualified_at,
+            engaged_at,
+            unsubscribed_at,
+            delivery_failed_at,
+            erased_at,
+        ) = row
+        return LeadFacts(
+            channel=channel,
+            channel_rank=channel_rank,
+            captured_at=time(captured_at),
+            is_test=bool(is_test),
+            grade=grade,
+            graded_at=time(graded_at),
+            sales_ready_at=time(sales_ready_at),
+            routed_at=time(routed_at),
+            speed_to_lead_ms=speed_to_lead_ms,
+            converted_at=time(converted_at),
+            disqualified_at=time(disqualified_at),
+            engaged_at=time(engaged_at),
+            unsubscribed_at=time(unsubscribed_at),
+            delivery_failed_at=time(delivery_failed_at),
+            erased_at=time(erased_at),
+        )
+
+    return read
 
 
 async def put_spend(session: AsyncSession, dialect: str, channel: str, spend: DaySpend) -> None:
