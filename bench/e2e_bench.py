@@ -81,7 +81,12 @@ async def run(
     dump: Path | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmpdir:
-        system = System(Path(tmpdir) / "system", backend=backend)
+        # The outbox relays poll as `leadflow up` runs them (the fault harness polls faster).
+        system = System(
+            Path(tmpdir) / "system",
+            backend=backend,
+            extra_env={"LEADFLOW_OUTBOX_POLL_SECONDS": "1.0"},
+        )
         await system.start()
         try:
             results = await measure(system, rate, seconds, profile)

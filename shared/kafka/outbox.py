@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,10 @@ from shared.db.engine import Database, try_leader_lock
 from shared.db.types import utcnow
 
 log = logging.getLogger(__name__)
+
+# Backlog gauges are scraped every 15-30 s: counting the outbox on every idle poll would
+# be most of an idle service's CPU.
+GAUGE_INTERVAL_SECONDS = 5.0
 
 
 class OutboxRelay:
@@ -53,6 +58,13 @@ class OutboxRelay:
         self._stopping = False
         self._published: list[Any] = []  # sent, not yet deleted (SQLite)
         self.last_error: str | None = None
+        self._gauges_at = 0.0
+        # Built once: an idle relay runs these every poll, a busy one every batch.
+        self._select_next = sa.select(outbox).order_by(outbox.c.id).limit(batch_size)
+        self._delete_sent = sa.delete(outbox).where(
+            outbox.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
+        self._select_backlog = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at))
 
     async def ensure_producer(self) -> AIOKafkaProducer:
         """The started producer; a broker down at start-up is retried on the next call."""
@@ -102,17 +114,16 @@ class OutboxRelay:
                 )
                 if self._stopping:
                     return
-                await self._refresh_gauges()
+                await self._refresh_gauges(force=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             if self._stopping and published == 0:
                 return
+            await self._refresh_gauges()
             if published >= self.batch_size:
                 continue  # more is waiting
-            if published == 0:
-                await self._refresh_gauges()
-            else:
+            if published:
                 # Under load, let the next batch gather for a moment: fewer, larger
                 # batches leave the database to the writers (a few ms of latency).
                 await asyncio.sleep(self.linger_seconds)
@@ -150,15 +161,10 @@ class OutboxRelay:
         return len(rows)
 
     async def _next_rows(self, session: Any) -> list[Any]:
-        result = await session.execute(
-            sa.select(self.outbox).order_by(self.outbox.c.id).limit(self.batch_size)
-        )
-        return list(result.all())
+        return list((await session.execute(self._select_next)).all())
 
     async def _delete(self, session: Any, rows: list[Any]) -> None:
-        await session.execute(
-            sa.delete(self.outbox).where(self.outbox.c.id.in_([r.id for r in rows]))
-        )
+        await session.execute(self._delete_sent, {"ids": [r.id for r in rows]})
 
     async def _send_in_order(self, rows: list[Any]) -> None:
         # send() only enqueues; awaiting every delivery future before deleting the rows
@@ -177,16 +183,14 @@ class OutboxRelay:
             )
         await asyncio.gather(*futures)
 
-    async def _refresh_gauges(self) -> None:
+    async def _refresh_gauges(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._gauges_at < GAUGE_INTERVAL_SECONDS:
+            return
+        self._gauges_at = now
         try:
             async with self.db.write_gate(), self.db.session() as session:
-                count, oldest = (
-                    await session.execute(
-                        sa.select(
-                            sa.func.count(), sa.func.min(self.outbox.c.created_at)
-                        ).select_from(self.outbox)
-                    )
-                ).one()
+                count, oldest = (await session.execute(self._select_backlog)).one()
         except Exception:
             log.debug("outbox gauge refresh failed", exc_info=True)
             return

@@ -194,6 +194,8 @@ class System:
     pg_proxy: TcpProxy | None = None
     crm: CrmStandIn | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Settings over the harness's own (a benchmark runs the services with their defaults).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +223,7 @@ class System:
             "LEADFLOW_ROUTER_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "LEADFLOW_SMTP_PORT": str(free_port()),
             **{f"LEADFLOW_PORTS__{n.upper()}": str(p) for n, p in self.ports.items()},
+            **self.extra_env,
         }
         if self.backend == "postgres":
             self.pg_proxy = TcpProxy(PG_PORT)
