@@ -9,7 +9,7 @@ change is committed.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -42,6 +42,8 @@ class UnitOfWork:
         self._insert_events, self._insert_inbox = _statements(outbox, inbox, db.dialect)
         self._committed = False
         self._wrote_events = False
+        self._before_commit: list[Callable[[], Awaitable[None]]] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -59,6 +61,8 @@ class UnitOfWork:
         self._session = self.db.session()
         self._pending_events.clear()
         self._pending_inbox.clear()
+        self._before_commit.clear()
+        self._after_commit.clear()
         self._committed = False
         self._wrote_events = False
         return self
@@ -148,6 +152,7 @@ class UnitOfWork:
     async def savepoint(self) -> AsyncIterator[None]:
         """A nested transaction: on error only its own changes and events are undone."""
         events_before, inbox_before = len(self._pending_events), len(self._pending_inbox)
+        hooks_before = len(self._before_commit), len(self._after_commit)
         nested = await self.session.begin_nested()
         try:
             yield
@@ -157,6 +162,8 @@ class UnitOfWork:
                 await nested.rollback()
             del self._pending_events[events_before:]
             del self._pending_inbox[inbox_before:]
+            del self._before_commit[hooks_before[0] :]
+            del self._after_commit[hooks_before[1] :]
             raise
         else:
             await nested.commit()
@@ -166,19 +173,34 @@ class UnitOfWork:
         await self._flush_pending()
         await self.session.flush()
 
+    def before_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await `callback` just before this transaction commits (queued writes go out there)."""
+        self._before_commit.append(callback)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this transaction has committed; never after a rollback."""
+        self._after_commit.append(callback)
+
     async def commit(self) -> None:
         """Commit state, inbox marks and outbox events together; wake the relay."""
+        for callback in self._before_commit:
+            await callback()
         await self._flush_pending()
         wrote_events = self._wrote_events
         await self.session.commit()
         self._committed = True
         if wrote_events:
             self.db.outbox_signal.set()
+        callbacks, self._after_commit = self._after_commit, []
+        for done in callbacks:
+            done()
 
     async def rollback(self) -> None:
         await self.session.rollback()
         self._pending_events.clear()
         self._pending_inbox.clear()
+        self._before_commit.clear()
+        self._after_commit.clear()
 
     async def _flush_pending(self) -> None:
         if self._pending_events:

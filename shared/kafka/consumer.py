@@ -233,10 +233,8 @@ class EventConsumer:
         durations: list[tuple[str, float]] = []
         async with self.uow_factory() as uow:
             ids = [record_event_id(r) for r in records]
-            seen = await uow.handled(
-                self.name,
-                [*ids, *(dead_letter_key(r, i) for r, i in zip(records, ids, strict=True))],
-            )
+            # Dead-letter keys are looked up when an event fails (`_dead_letter_once`).
+            seen = await uow.handled(self.name, ids)
             work: list[tuple[str, str, Envelope[Any], Handler]] = []
             for record, event_id in zip(records, ids, strict=True):
                 if event_id in seen:
@@ -276,10 +274,8 @@ class EventConsumer:
         """Each event in its own savepoint, bounded retries, dead letters; one transaction."""
         async with self.uow_factory() as uow:
             ids = [record_event_id(r) for r in records]
-            seen = await uow.handled(
-                self.name,
-                [*ids, *(dead_letter_key(r, i) for r, i in zip(records, ids, strict=True))],
-            )
+            # Dead-letter keys are looked up when an event fails (`_dead_letter_once`).
+            seen = await uow.handled(self.name, ids)
             for record, event_id in zip(records, ids, strict=True):
                 if event_id in seen:
                     metrics.events_consumed_total.labels(

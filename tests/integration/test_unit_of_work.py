@@ -1,0 +1,78 @@
+"""The unit of work's commit hooks, on both databases.
+
+`before_commit` callbacks run inside the transaction (what they write commits with it),
+`after_commit` callbacks run only once it has committed, and a savepoint that rolls
+back takes the hooks registered inside it with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.test_plumbing import Probe, effects
+
+
+@pytest.fixture
+async def probe(settings_factory: Any, backend: str) -> Any:
+    probe = Probe(settings_factory(backend))
+    await probe.setup()
+    yield probe
+    await probe.db.dispose()
+
+
+async def test_before_commit_writes_commit_with_the_transaction_and_after_commit_follows(
+    probe: Probe,
+) -> None:
+    lead = uuid.uuid4().hex
+    calls: list[str] = []
+
+    async def write() -> None:
+        calls.append("before")
+        await uow.session.execute(sa.insert(effects).values(lead_id=lead))
+
+    async with probe.uow() as uow:
+        uow.before_commit(write)
+        uow.after_commit(lambda: calls.append("after"))
+        assert calls == []
+        await uow.commit()
+    assert calls == ["before", "after"]
+    assert await probe.effect_leads() == [lead]
+
+
+async def test_no_hook_runs_without_a_commit(probe: Probe) -> None:
+    calls: list[str] = []
+
+    async def write() -> None:
+        calls.append("before")
+
+    async with probe.uow() as uow:
+        uow.before_commit(write)
+        uow.after_commit(lambda: calls.append("after"))
+    async with probe.uow() as uow:
+        await uow.commit()
+    assert calls == []
+
+
+async def test_a_rolled_back_savepoint_drops_the_hooks_it_registered(probe: Probe) -> None:
+    calls: list[str] = []
+
+    async def kept() -> None:
+        calls.append("kept")
+
+    async def dropped() -> None:
+        calls.append("dropped")
+
+    async with probe.uow() as uow:
+        uow.before_commit(kept)
+        with pytest.raises(ValueError):
+            async with uow.savepoint():
+                uow.before_commit(dropped)
+                uow.after_commit(lambda: calls.append("dropped after"))
+                raise ValueError("this event fails")
+        uow.after_commit(lambda: calls.append("kept after"))
+        await uow.commit()
+    assert calls == ["kept", "kept after"]
