@@ -261,8 +261,12 @@ class EventConsumer:
         # Counted once committed, and one label lookup per distinct series, not per event.
         for (topic, name, outcome), n in Counter(counts).items():
             metrics.events_consumed_total.labels(self.service, topic, name, outcome).inc(n)
+        children: dict[str, Any] = {}
         for name, seconds in durations:
-            metrics.handler_duration_seconds.labels(self.service, name).observe(seconds)
+            child = children.get(name)
+            if child is None:
+                child = children[name] = metrics.handler_duration_seconds.labels(self.service, name)
+            child.observe(seconds)
 
     def _name(self, handler: Handler) -> str:
         name = self._names.get(handler)
