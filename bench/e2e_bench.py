@@ -4,9 +4,11 @@ Starts the whole system (broker, five services, SQLite) with the router's webhoo
 destination pointing at a local CRM stand-in, posts hot demo requests (sales-ready
 under the example scoring model) at a steady rate from an open-loop generator, and
 reports, per lead, the time from sending the form to the CRM receiving the signed
-delivery.
+delivery, and the CPU every process spent per lead (utime + stime from /proc, read
+before the first lead and once every process is back to idle after the last), next
+to what each burns per second with no traffic at all.
 
-    python bench/e2e_bench.py --rate 200 --seconds 10 --out results.json
+    python bench/e2e_bench.py --rate 200 --seconds 30 --out results.json
 """
 
 from __future__ import annotations
@@ -261,7 +263,7 @@ async def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--out", type=Path)
     parser.add_argument(
