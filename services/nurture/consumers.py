@@ -1,12 +1,18 @@
-"""Topic → event type → handler."""
+"""Topic → event type → handler, and what a batch loads before its handlers run."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from services.nurture import handlers
+from services.nurture import handlers as use_cases
+from services.nurture.batch import LeadBatch
 from services.nurture.settings import NurtureConfig
+from shared.db.uow import UnitOfWork
 from shared.events import (
+    Envelope,
     LeadConverted,
     LeadDisqualified,
     LeadEngaged,
@@ -15,25 +21,32 @@ from shared.events import (
     LeadUnsubscribed,
 )
 from shared.events.topics import LEADS_ENGAGEMENT, LEADS_ERASURE, LEADS_OUTCOMES, LEADS_SCORED
+from shared.kafka.consumer import Handler
 from shared.service import ServiceRuntime
 
+TOPICS = (LEADS_SCORED, LEADS_ENGAGEMENT, LEADS_OUTCOMES, LEADS_ERASURE)
 
-def register(runtime: ServiceRuntime, config: NurtureConfig, wake: handlers.Wake) -> None:
+
+async def load_leads(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
+    """The batch's leads, their enrollments and suppressions, one query each (its cache)."""
+    await LeadBatch.load(uow, events)
+
+
+def handlers(
+    config: NurtureConfig, wake: use_cases.Wake | None = None, *, now: datetime | None = None
+) -> dict[str, Handler]:
+    """Event type → handler, bound to the config (and a fixed time, for tests)."""
+    at: dict[str, Any] = {"config": config} if now is None else {"config": config, "now": now}
+    return {
+        LeadScored.TYPE: functools.partial(use_cases.handle_lead_scored, wake=wake, **at),
+        LeadEngaged.TYPE: functools.partial(use_cases.handle_lead_engaged, **at),
+        LeadUnsubscribed.TYPE: functools.partial(use_cases.handle_lead_unsubscribed, **at),
+        LeadConverted.TYPE: functools.partial(use_cases.handle_lead_converted, **at),
+        LeadDisqualified.TYPE: functools.partial(use_cases.handle_lead_disqualified, **at),
+        LeadErased.TYPE: functools.partial(use_cases.handle_lead_erased, **at),
+    }
+
+
+def register(runtime: ServiceRuntime, config: NurtureConfig, wake: use_cases.Wake) -> None:
     """Scored leads to enroll or stop; engagement, outcomes and erasure to end sequences."""
-    runtime.add_consumer(
-        [LEADS_SCORED, LEADS_ENGAGEMENT, LEADS_OUTCOMES, LEADS_ERASURE],
-        {
-            LeadScored.TYPE: functools.partial(
-                handlers.handle_lead_scored, config=config, wake=wake
-            ),
-            LeadEngaged.TYPE: functools.partial(handlers.handle_lead_engaged, config=config),
-            LeadUnsubscribed.TYPE: functools.partial(
-                handlers.handle_lead_unsubscribed, config=config
-            ),
-            LeadConverted.TYPE: functools.partial(handlers.handle_lead_converted, config=config),
-            LeadDisqualified.TYPE: functools.partial(
-                handlers.handle_lead_disqualified, config=config
-            ),
-            LeadErased.TYPE: functools.partial(handlers.handle_lead_erased, config=config),
-        },
-    )
+    runtime.add_consumer(TOPICS, handlers(config, wake), before_batch=load_leads)

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from services.nurture import domain, store
+from services.nurture.batch import leads_of
 from services.nurture.settings import ALWAYS_EXIT, NurtureConfig
 from shared import metrics
 from shared.db import UnitOfWork
@@ -61,19 +62,16 @@ async def enroll_if_eligible(
     uow: UnitOfWork, config: NurtureConfig, lead: Any, now: datetime, wake: Wake | None
 ) -> str | None:
     """Enroll the lead in the first sequence it may enter; the enrollment id, or None."""
-    session = uow.session
-    suppressed = bool(lead.email) and await store.is_suppressed(
-        session, domain.email_hash(lead.email)
-    )
+    repo = leads_of(uow)
+    suppressed = bool(lead.email) and await repo.is_suppressed(domain.email_hash(lead.email))
     facts = domain.lead_facts(lead, suppressed)
-    runs = await store.lead_enrollments(session, lead.lead_id)
+    runs = await repo.lead_enrollments(lead.lead_id)
     history = [domain.past_run(r) for r in runs]
     sequence_id = domain.choose_sequence(config, facts, history, now)
     if sequence_id is None:
         return None
     enrollment_id = str(uuid.uuid4())
-    await store.insert_enrollment(
-        session,
+    await repo.insert_enrollment(
         enrollment_id=enrollment_id,
         lead_id=lead.lead_id,
         sequence_id=sequence_id,
@@ -100,8 +98,7 @@ async def schedule_step(
     """Queue step `number`, due its delay after `after` (enrollment or the previous send)."""
     sequence = config.sequences[sequence_id]
     due = after + sequence.steps[number - 1].delay
-    await store.insert_send(
-        uow.session,
+    await leads_of(uow).insert_send(
         send_id=uuid.uuid4().hex,
         kind=store.STEP,
         lead_id=lead_id,
@@ -119,19 +116,19 @@ async def exit_lead(
     uow: UnitOfWork, config: NurtureConfig, lead_id: str, reason: str, now: datetime
 ) -> int:
     """End the lead's open enrollments whose sequence exits on `reason`; cancel their sends."""
-    session = uow.session
+    repo = leads_of(uow)
     ended = 0
-    for run in await store.lead_enrollments(session, lead_id):
+    for run in await repo.lead_enrollments(lead_id):
         if run.status not in OPEN_RUNS:
             continue
         sequence = config.sequences.get(run.sequence_id)
         if sequence is not None and not sequence.exits_on(reason):
             continue
-        await store.update_enrollment(
-            session, run.enrollment_id, status=store.EXITED, exit_reason=reason, ended_at=now
+        await repo.update_enrollment(
+            run.enrollment_id, status=store.EXITED, exit_reason=reason, ended_at=now
         )
-        cancelled = await store.cancel_sends(
-            session, lead_id, f"cancelled: {reason}", now, enrollment_ids=[run.enrollment_id]
+        cancelled = await repo.cancel_sends(
+            lead_id, f"cancelled: {reason}", now, enrollment_ids=[run.enrollment_id]
         )
         metrics.nurture_exits_total.labels(run.sequence_id, reason).inc()
         log.info(
@@ -143,36 +140,33 @@ async def exit_lead(
         )
         ended += 1
     if reason in ALWAYS_EXIT:
-        await store.cancel_sends(session, lead_id, f"cancelled: {reason}", now)
+        await repo.cancel_sends(lead_id, f"cancelled: {reason}", now)
     return ended
 
 
 async def suppress_lead(uow: UnitOfWork, lead: Any, reason: str, now: datetime) -> None:
     """Put the lead's address on the suppression list."""
     if lead.email:
-        await store.suppress(
-            uow.session, uow.dialect, domain.email_hash(lead.email), reason, lead.lead_id, now
-        )
+        await leads_of(uow).suppress(domain.email_hash(lead.email), reason, lead.lead_id, now)
 
 
 async def _maybe_request_confirmation(
     uow: UnitOfWork, config: NurtureConfig, lead: Any, now: datetime, *, new_submission: bool
 ) -> None:
     """Queue the double opt-in email, unless one is on its way or was sent lately."""
-    session = uow.session
+    repo = leads_of(uow)
     if not lead.email or lead.unsubscribed_at or lead.bounced_at:
         return
-    if await store.is_suppressed(session, domain.email_hash(lead.email)):
+    if await repo.is_suppressed(domain.email_hash(lead.email)):
         return
-    earlier = await store.lead_sends(session, lead.lead_id, kind=store.CONFIRM)
+    earlier = await repo.lead_sends(lead.lead_id, kind=store.CONFIRM)
     if any(s.status in (store.SCHEDULED, store.SENDING) for s in earlier):
         return
     if earlier:
         last = max(s.sent_at or s.ended_at or s.created_at for s in earlier)
         if not new_submission or now - last < config.double_opt_in.resend_after:
             return
-    await store.insert_send(
-        session,
+    await repo.insert_send(
         send_id=uuid.uuid4().hex,
         kind=store.CONFIRM,
         lead_id=lead.lead_id,
@@ -196,8 +190,8 @@ async def handle_lead_scored(
     """Keep the lead's snapshot; leave on sales-ready; ask for confirmation; enroll."""
     data = envelope.data
     now = _now(now)
-    session = uow.session
-    lead = await store.ensure_lead(session, uow.dialect, data.lead_id, now)
+    repo = leads_of(uow)
+    lead = await repo.ensure_lead(data.lead_id, now)
     if lead.erased_at is not None:
         return
     values: dict[str, Any] = {
@@ -219,8 +213,8 @@ async def handle_lead_scored(
             values.update(consent=store.CONSENT_GRANTED, consent_source="form", consent_at=now)
         else:
             values.update(consent=store.CONSENT_PENDING)
-    await store.update_lead(session, data.lead_id, **values)
-    refreshed = await store.get_lead(session, data.lead_id)
+    await repo.update_lead(data.lead_id, **values)
+    refreshed = await repo.get_lead(data.lead_id)
     assert refreshed is not None
     lead = refreshed
     if lead.unsubscribed_at is not None:
@@ -264,15 +258,16 @@ async def handle_lead_unsubscribed(
     """No more email, from any sequence, ever (our own unsubscribes come back here too)."""
     data = envelope.data
     now = _now(now)
-    lead = await store.ensure_lead(uow.session, uow.dialect, data.lead_id, now)
+    repo = leads_of(uow)
+    lead = await repo.ensure_lead(data.lead_id, now)
     if data.method == "bounce":
         if lead.bounced_at is None:
-            await store.update_lead(uow.session, data.lead_id, bounced_at=now, updated_at=now)
+            await repo.update_lead(data.lead_id, bounced_at=now, updated_at=now)
         await suppress_lead(uow, lead, "bounced", now)
         await exit_lead(uow, config, data.lead_id, "bounced", now)
         return
     if lead.unsubscribed_at is None:
-        await store.update_lead(uow.session, data.lead_id, unsubscribed_at=now, updated_at=now)
+        await repo.update_lead(data.lead_id, unsubscribed_at=now, updated_at=now)
     reason = "complaint" if data.method == "complaint" else "unsubscribed"
     await suppress_lead(uow, lead, reason, now)
     await exit_lead(uow, config, data.lead_id, "unsubscribed", now)
@@ -287,9 +282,10 @@ async def handle_lead_converted(
 ) -> None:
     """A customer now: sequences that exit on conversion end."""
     now = _now(now)
-    lead = await store.ensure_lead(uow.session, uow.dialect, envelope.data.lead_id, now)
+    repo = leads_of(uow)
+    lead = await repo.ensure_lead(envelope.data.lead_id, now)
     if lead.converted_at is None:
-        await store.update_lead(uow.session, lead.lead_id, converted_at=now, updated_at=now)
+        await repo.update_lead(lead.lead_id, converted_at=now, updated_at=now)
     await exit_lead(uow, config, lead.lead_id, "converted", now)
 
 
@@ -313,13 +309,12 @@ async def handle_lead_erased(
 ) -> None:
     """Forget the person: PII gone, nothing more sent; the suppression hash stays."""
     now = _now(now)
-    session = uow.session
-    lead = await store.ensure_lead(session, uow.dialect, envelope.data.lead_id, now)
+    repo = leads_of(uow)
+    lead = await repo.ensure_lead(envelope.data.lead_id, now)
     if lead.erased_at is not None:
         return
     await exit_lead(uow, config, lead.lead_id, "erased", now)
-    await store.update_lead(
-        session,
+    await repo.update_lead(
         lead.lead_id,
         email=None,
         contact={},
@@ -329,9 +324,7 @@ async def handle_lead_erased(
         updated_at=now,
     )
     # Links may carry personal data a template put in them; clicks on them stop working.
-    await session.execute(
-        sa.update(store.sends).where(store.sends.c.lead_id == lead.lead_id).values(links={})
-    )
+    await repo.forget_links(lead.lead_id)
 
 
 async def handle_unsuppress(email: str, uow: UnitOfWork, now: datetime | None = None) -> bool:
