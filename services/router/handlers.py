@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +16,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from services.router import domain, store
+from services.router.batch import RoutingBatch
 from services.router.settings import RoutingConfig
 from shared import metrics
 from shared.db import UnitOfWork
@@ -66,6 +67,25 @@ def lead_facts(row: Any) -> domain.LeadFacts:
 # Assignment -----------------------------------------------------------------------------
 
 
+def routable(data: LeadScored, config: RoutingConfig) -> bool:
+    """Whether this lead.scored asks for routing (most do not: the lead is not sales-ready yet)."""
+    if not (data.sales_ready and data.became_sales_ready) or data.disqualified:
+        return False
+    return not data.is_test or config.route_test_leads
+
+
+async def load_batch(
+    uow: UnitOfWork, envelopes: Sequence[Envelope[Any]], *, config: RoutingConfig
+) -> None:
+    """Before a consumer batch: when some of its leads are to be routed, lock routing once
+    and read what their decisions need in one query each (see `services.router.batch`)."""
+    lead_ids = [
+        e.data.lead_id for e in envelopes if e.type == LeadScored.TYPE and routable(e.data, config)
+    ]
+    if lead_ids:
+        await RoutingBatch.start(uow, lead_ids, datetime.now(UTC))
+
+
 async def handle_lead_scored(
     envelope: Envelope[LeadScored],
     uow: UnitOfWork,
@@ -76,12 +96,11 @@ async def handle_lead_scored(
 ) -> None:
     """A lead that just became sales-ready gets a rep (or the fallback) and its deliveries."""
     data = envelope.data
+    if not routable(data, config):
+        if data.is_test and data.sales_ready and data.became_sales_ready and not data.disqualified:
+            log.info("test lead not routed", extra={"lead_id": data.lead_id})
+        return
     now = now or datetime.now(UTC)
-    if not (data.sales_ready and data.became_sales_ready) or data.disqualified:
-        return
-    if data.is_test and not config.route_test_leads:
-        log.info("test lead not routed", extra={"lead_id": data.lead_id})
-        return
     session = uow.session
     values: dict[str, Any] = {
         "lead_id": data.lead_id,
@@ -100,8 +119,17 @@ async def handle_lead_scored(
         ),
         "updated_at": now,
     }
+    batch = RoutingBatch.of(uow)
     lead: Any
-    if await store.save_lead(session, uow.dialect, **values):
+    if batch is not None:
+        if await batch.save_lead(values):
+            lead = batch.lead(data.lead_id)
+        elif batch.has_owner(data.lead_id):
+            log.info("lead already has an owner; not routed again", extra={"lead_id": data.lead_id})
+            return
+        else:
+            lead = batch.lead(data.lead_id)
+    elif await store.save_lead(session, uow.dialect, **values):
         # A lead seen for the first time has no assignment (they are made from stored leads),
         # and its row is exactly what was just written.
         lead = SimpleNamespace(**values, erased_at=None)
@@ -118,6 +146,7 @@ async def handle_lead_scored(
         now=now,
         cause_event_id=envelope.id,
         purpose="assigned",
+        batch=batch,
     )
     wake_after_commit(uow, wake)
 
@@ -131,54 +160,69 @@ async def assign(
     purpose: Literal["assigned", "reassigned"],
     cause_event_id: str | None = None,
     previous: Any = None,
+    batch: RoutingBatch | None = None,
 ) -> domain.Decision | None:
     """Decide under the routing lock, store the assignment, queue deliveries, announce it.
 
-    Returns None when a reassignment finds nobody new to give the lead to.
+    Returns None when a reassignment finds nobody new to give the lead to. With a
+    `batch` (new assignments only), reads come from it and writes are queued in it.
     """
     session = uow.session
-    await store.lock_routing(session, uow.dialect, now)
-    states = await store.strategy_states(session)
-    loads = await store.loads_since(
-        session, {rep_id: domain.day_start(rep, now) for rep_id, rep in config.reps.items()}
-    )
-    exclude = await store.reps_of_lead(session, lead.lead_id) if previous is not None else set()
+    starts = {rep_id: domain.day_start(rep, now) for rep_id, rep in config.reps.items()}
+    if batch is None:
+        await store.lock_routing(session, uow.dialect, now)
+        states = await store.strategy_states(session)
+        loads = await store.loads_since(session, starts)
+        exclude = await store.reps_of_lead(session, lead.lead_id) if previous is not None else set()
+    else:
+        assert previous is None
+        states = batch.strategy_states()
+        loads = await batch.loads_since(starts)
+        exclude = set()
     decision = domain.decide(config, lead_facts(lead), now, states, loads, exclude)
     if previous is not None and (decision.rep_id is None or decision.rep_id in exclude):
         return None
     if decision.new_state is not None:
-        await store.save_strategy_state(
-            session, uow.dialect, decision.rule_id, decision.new_state, now
-        )
+        if batch is None:
+            await store.save_strategy_state(
+                session, uow.dialect, decision.rule_id, decision.new_state, now
+            )
+        else:
+            batch.save_strategy_state(decision.rule_id, decision.new_state, now)
     assignment_id = str(uuid.uuid4())
     has_rep = decision.rep_id is not None
     sla = domain.sla_minutes(config, previous.rule_id if previous is not None else decision.rule_id)
-    await store.insert_assignment(
-        session,
-        assignment_id=assignment_id,
-        lead_id=lead.lead_id,
-        rep_id=decision.rep_id,
-        queue=decision.queue,
-        rule_id=decision.rule_id,
-        status="open" if has_rep else "queued",
-        reason=decision.reason(),
-        reassigned_from=previous.assignment_id if previous is not None else None,
-        reassignments=(previous.reassignments + 1) if previous is not None else 0,
-        cause_event_id=cause_event_id,
-        captured_at=lead.captured_at,
-        created_at=now,
-        sla_due_at=now + timedelta(minutes=sla) if has_rep else None,
-    )
     names = [
         name
         for name in dict.fromkeys(decision.destinations)
         if config.destination_enabled(name)
         and (purpose == "assigned" or config.destinations[name].on_reassign)
     ]
-    await store.enqueue_deliveries(
-        session,
-        [_delivery_row(assignment_id, lead.lead_id, config, n, purpose, now) for n in names],
-    )
+    assignment = {
+        "assignment_id": assignment_id,
+        "lead_id": lead.lead_id,
+        "rep_id": decision.rep_id,
+        "queue": decision.queue,
+        "rule_id": decision.rule_id,
+        "status": "open" if has_rep else "queued",
+        "reason": decision.reason(),
+        "reassigned_from": previous.assignment_id if previous is not None else None,
+        "reassignments": (previous.reassignments + 1) if previous is not None else 0,
+        "cause_event_id": cause_event_id,
+        "captured_at": lead.captured_at,
+        "created_at": now,
+        "sla_due_at": now + timedelta(minutes=sla) if has_rep else None,
+    }
+    deliveries = [
+        _delivery_row(assignment_id, lead.lead_id, config, n, purpose, now) for n in names
+    ]
+    if batch is None:
+        await store.insert_assignment(session, **assignment)
+        await store.enqueue_deliveries(session, deliveries)
+    else:
+        # Nothing to deliver: delivered at once (the one-by-one path stamps it just below).
+        batch.insert_assignment({**assignment, "delivered_at": None if names else now})
+        batch.enqueue_deliveries(deliveries)
     uow.publish(
         LeadRouted(
             lead_id=lead.lead_id,
@@ -201,9 +245,12 @@ async def assign(
                 max((now - captured_at).total_seconds(), 0.0)
             )
 
-    after_commit(uow, count)
-    if not names:
-        await store.update_assignment(session, assignment_id, delivered_at=now)
+    if batch is None:
+        after_commit(uow, count)
+        if not names:
+            await store.update_assignment(session, assignment_id, delivered_at=now)
+    else:
+        batch.after_commit(count)
     log.info(
         "lead %s: %s",
         purpose,
@@ -368,7 +415,11 @@ async def handle_record_outcome(
 
 async def handle_lead_erased(envelope: Envelope[LeadErased], uow: UnitOfWork) -> None:
     """Forget the person: lead snapshot scrubbed, pending deliveries cancelled."""
-    await store.erase_lead(uow.session, envelope.data.lead_id, envelope.data.erased_at)
+    batch = RoutingBatch.of(uow)
+    if batch is not None:
+        await batch.erase_lead(envelope.data.lead_id, envelope.data.erased_at)
+    else:
+        await store.erase_lead(uow.session, envelope.data.lead_id, envelope.data.erased_at)
     log.info("lead erased", extra={"lead_id": envelope.data.lead_id})
 
 
