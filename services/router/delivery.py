@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from services.router import domain, store
@@ -155,8 +156,9 @@ class DeliveryWorker:
                     await self._sleep(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                if processed:
-                    continue
+                if processed >= self.config.delivery.batch_size:
+                    continue  # more may be due at once
+                # Rows queued meanwhile have set the wake event: the wait below returns at once.
                 await self._refresh_gauges()
                 wait = await self._idle_seconds()
                 with contextlib.suppress(TimeoutError):
@@ -237,6 +239,7 @@ class DeliveryWorker:
             # Rows of a destination no longer configured (or disabled) wait; they are not lost.
             rows = await store.claim_due(
                 session,
+                uow.dialect,
                 now,
                 lambda n: now + timedelta(seconds=self._lease_seconds(n)),
                 limit,
@@ -253,6 +256,7 @@ class DeliveryWorker:
                     keep = group[: requests * destination.max_batch]
                     await store.update_deliveries(
                         session,
+                        uow.dialect,
                         [
                             (extra.delivery_id, {"claimed_until": None, "claims": extra.claims})
                             for extra in group[len(keep) :]
@@ -267,14 +271,13 @@ class DeliveryWorker:
                     )
                     await store.save_destination_state(session, name, sent=stamps, updated_at=now)
                 claimed[name] = group
-            claimed_rows = [row for group in claimed.values() for row in group]
-            found = await store.get_assignments(
-                session, (row.assignment_id for row in claimed_rows)
-            )
-            leads = await store.get_leads(session, (row.lead_id for row in claimed_rows))
             items = {
                 name: [
-                    self._item(row, found.get(row.assignment_id), leads.get(row.lead_id))
+                    self._item(
+                        row,
+                        _joined(row, store.ASSIGNMENT_PREFIX, _ASSIGNMENT_COLUMNS),
+                        _joined(row, store.LEAD_PREFIX, _LEAD_COLUMNS),
+                    )
                     for row in group
                 ]
                 for name, group in claimed.items()
@@ -386,7 +389,7 @@ class DeliveryWorker:
                     counts[row.destination, status] += 1
                     if status == "delivered":
                         delivered.append(row)
-            await store.update_deliveries(session, changes)
+            await store.update_deliveries(session, uow.dialect, changes)
             await self._mark_delivered(uow, delivered, now)
             await uow.commit()
         for (name, status), count in counts.items():
@@ -480,6 +483,18 @@ class DeliveryWorker:
             return
         for name in set(depth) | set(self.destinations):
             metrics.delivery_queue_depth.labels(name).set(depth.get(name, 0))
+
+
+_ASSIGNMENT_COLUMNS = tuple(c.name for c in store.assignments.columns)
+_LEAD_COLUMNS = tuple(c.name for c in store.leads.columns)
+
+
+def _joined(row: Any, prefix: str, columns: tuple[str, ...]) -> SimpleNamespace | None:
+    """The assignment or lead a claimed row carries (None when it is gone)."""
+    values = row._mapping
+    if values[prefix + columns[0]] is None:
+        return None
+    return SimpleNamespace(**{name: values[prefix + name] for name in columns})
 
 
 def _recent(sent: Any, now: datetime, window: float) -> list[float]:

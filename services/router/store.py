@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
+from shared.db.bulk import BulkStatement, Values
 from shared.db.engine import insert_ignore
 from shared.db.types import JSONType, UTCDateTime
 
@@ -372,8 +373,55 @@ async def enqueue_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any
         await session.execute(sa.insert(deliveries), list(rows))
 
 
+# What a claim reads with each delivery: its assignment and lead (prefixed `a_`, `l_`;
+# all None when the row is gone), so a round needs no query per table.
+ASSIGNMENT_PREFIX, LEAD_PREFIX = "a_", "l_"
+
+
+@functools.cache
+def _claim_query(limit: int, skip: bool, only: bool) -> sa.Select[Any]:
+    now = sa.bindparam("now", type_=deliveries.c.next_attempt_at.type)
+    query = (
+        sa.select(
+            deliveries,
+            *(c.label(f"{ASSIGNMENT_PREFIX}{c.name}") for c in assignments.columns),
+            *(c.label(f"{LEAD_PREFIX}{c.name}") for c in leads.columns),
+        )
+        .select_from(
+            deliveries.outerjoin(
+                assignments, assignments.c.assignment_id == deliveries.c.assignment_id
+            ).outerjoin(leads, leads.c.lead_id == deliveries.c.lead_id)
+        )
+        .where(
+            deliveries.c.status == PENDING,
+            deliveries.c.next_attempt_at <= now,
+            sa.or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now),
+        )
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
+        .limit(limit)
+        .with_for_update(of=deliveries, skip_locked=True)
+    )
+    if skip:
+        query = query.where(deliveries.c.destination.not_in(sa.bindparam("skip", expanding=True)))
+    if only:
+        query = query.where(deliveries.c.destination.in_(sa.bindparam("only", expanding=True)))
+    return query
+
+
+@functools.cache
+def _lease_statement(dialect: str) -> BulkStatement:
+    mark = "$1" if dialect == "postgresql" else "?"
+    key = "$2" if dialect == "postgresql" else "?"
+    return BulkStatement(
+        f'UPDATE "deliveries" SET "claimed_until" = {mark}, "claims" = "claims" + 1'
+        f' WHERE "delivery_id" = {key}',
+        ("claimed_until", "delivery_id"),
+    )
+
+
 async def claim_due(
     session: AsyncSession,
+    dialect: str,
     now: datetime,
     lease_until: Callable[[int], datetime],
     limit: int,
@@ -383,30 +431,21 @@ async def claim_due(
     """Take up to `limit` due deliveries: locked, skipped by other replicas, leased.
 
     `lease_until(n)` says until when a claim of n rows is held; `only_destinations`,
-    when given, limits the claim to those destinations.
+    when given, limits the claim to those destinations. Each row carries its
+    assignment's and lead's columns too (see `ASSIGNMENT_PREFIX`, `LEAD_PREFIX`).
     """
     skip = list(skip_destinations)
-    query = (
-        sa.select(deliveries)
-        .where(
-            deliveries.c.status == PENDING,
-            deliveries.c.next_attempt_at <= now,
-            sa.or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until <= now),
-        )
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    params: dict[str, Any] = {"now": now}
     if skip:
-        query = query.where(deliveries.c.destination.not_in(skip))
+        params["skip"] = skip
     if only_destinations is not None:
-        query = query.where(deliveries.c.destination.in_(list(only_destinations)))
-    rows = list((await session.execute(query)).all())
+        params["only"] = list(only_destinations)
+    query = _claim_query(limit, bool(skip), only_destinations is not None)
+    rows = list((await session.execute(query, params)).all())
     if rows:
-        await session.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.delivery_id.in_([r.delivery_id for r in rows]))
-            .values(claimed_until=lease_until(len(rows)), claims=deliveries.c.claims + 1)
+        until = Values(dialect).time(lease_until(len(rows)))
+        await _lease_statement(dialect).run_async(
+            session, [(until, row.delivery_id) for row in rows]
         )
     return rows
 
@@ -437,10 +476,15 @@ async def get_deliveries(
     ids = list(dict.fromkeys(delivery_ids))
     if not ids:
         return {}
-    query = sa.select(deliveries).where(deliveries.c.delivery_id.in_(ids))
-    if for_update:
-        query = query.with_for_update()
-    return {row.delivery_id: row for row in (await session.execute(query)).all()}
+    query = _SELECT_DELIVERIES_FOR_UPDATE if for_update else _SELECT_DELIVERIES
+    rows = await session.execute(query, {"ids": ids})
+    return {row.delivery_id: row for row in rows.all()}
+
+
+_SELECT_DELIVERIES = sa.select(deliveries).where(
+    deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True))
+)
+_SELECT_DELIVERIES_FOR_UPDATE = _SELECT_DELIVERIES.with_for_update()
 
 
 async def update_delivery(session: AsyncSession, delivery_id: str, **values: Any) -> None:
@@ -449,24 +493,36 @@ async def update_delivery(session: AsyncSession, delivery_id: str, **values: Any
     )
 
 
-_UPDATE_KEY = "delivery_id_"
-_BULK_UPDATE = sa.update(deliveries).where(deliveries.c.delivery_id == sa.bindparam(_UPDATE_KEY))
-
-
 async def update_deliveries(
-    session: AsyncSession, changes: Sequence[tuple[str, dict[str, Any]]]
+    session: AsyncSession, dialect: str, changes: Sequence[tuple[str, dict[str, Any]]]
 ) -> None:
-    """Apply (delivery_id, values) pairs: one executemany per distinct set of columns."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    """Apply (delivery_id, values) pairs: one statement per distinct set of columns."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    convert = Values(dialect)
     for delivery_id, values in changes:
-        groups.setdefault(tuple(sorted(values)), []).append({**values, _UPDATE_KEY: delivery_id})
-    for params in groups.values():
-        if len(params) == 1:
-            values = dict(params[0])
-            await update_delivery(session, values.pop(_UPDATE_KEY), **values)
-            continue
-        # The SET clause comes from the parameter names (every row sets the same columns).
-        await session.execute(_BULK_UPDATE, params)
+        columns = tuple(values)
+        groups.setdefault(columns, []).append(
+            (*(_stored(convert, c, values[c]) for c in columns), delivery_id)
+        )
+    for columns, rows in groups.items():
+        await _update_statement(dialect, columns).run_async(session, rows)
+
+
+_DELIVERY_TIMES = {c.name for c in deliveries.columns if isinstance(c.type, UTCDateTime)}
+
+
+def _stored(convert: Values, column: str, value: Any) -> Any:
+    """A delivery column's value as the driver stores it (see shared.db.bulk)."""
+    if column in _DELIVERY_TIMES:
+        return convert.time(value)
+    if column == "progress":
+        return convert.json(value)
+    return value
+
+
+@functools.cache
+def _update_statement(dialect: str, columns: tuple[str, ...]) -> BulkStatement:
+    return BulkStatement.update(deliveries, columns, "delivery_id", dialect)
 
 
 async def undelivered_count(session: AsyncSession, assignment_id: str) -> int:
