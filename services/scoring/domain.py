@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from shared.events import (
     Envelope,
@@ -22,7 +25,7 @@ from shared.events import (
     LeadScored,
     LeadUnsubscribed,
 )
-from shared.events.contracts import EVENT_TYPES, Contact, Event, FieldValue
+from shared.events.contracts import EVENT_TYPES, Contact, Event, FieldValue, ScoreReason
 
 Grade = Literal["hot", "warm", "cold"]
 Consent = Literal["confirmed", "withdrawn"]
@@ -50,7 +53,39 @@ class Reason:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reason:
-        return cls(data["rule_id"], data["kind"], float(data["points"]), data.get("detail") or "")
+        detail = data.get("detail") or ""
+        return cls.of(data["rule_id"], data["kind"], float(data["points"]), detail)
+
+    @classmethod
+    def of(
+        cls, rule_id: str, kind: Literal["fit", "engagement"], points: float, detail: str
+    ) -> Reason:
+        """The reason with these values, shared: rules fire with the same points and
+        wording lead after lead, so their contract model and JSON are made once."""
+        key = (rule_id, kind, points, detail)
+        found = _REASONS.get(key)
+        if found is None:
+            found = cls(rule_id, kind, points, detail)
+            # -0.0 equals 0.0 but is written differently, and an int equals its float:
+            # such values are never shared.
+            if type(points) is float and points != 0.0:
+                if len(_REASONS) >= 10_000:
+                    _REASONS.clear()
+                _REASONS[key] = found
+        return found
+
+    @cached_property
+    def contract(self) -> ScoreReason:
+        """The reason as `lead.scored` carries it."""
+        return ScoreReason.model_validate(self.as_dict())
+
+    @cached_property
+    def as_json(self) -> str:
+        """`as_dict` as JSON text."""
+        return orjson.dumps(self.as_dict()).decode()
+
+
+_REASONS: dict[tuple[str, str, float, str], Reason] = {}
 
 
 @dataclass(frozen=True)
@@ -68,6 +103,13 @@ class Score:
     at: datetime
     due_at: datetime | None = None
     """When decay alone would next change the grade or sales-readiness (None: never)."""
+
+    @cached_property
+    def reasons_json(self) -> str:
+        """The reasons as JSON text (what the lead's row and its history keep), encoded once
+        however many rows carry them."""
+        # orjson writes no whitespace: the list is its items' JSON joined by commas.
+        return "[" + ",".join([r.as_json for r in self.reasons]) + "]"
 
     def same_outcome(self, other: Score | None) -> bool:
         """Same grade, sales-readiness and disqualification."""
@@ -162,6 +204,12 @@ class Snapshot:
     def erased(self) -> Snapshot:
         """The snapshot without the person: no contact, no form fields."""
         return replace(self, contact={}, fields={})
+
+    @cached_property
+    def contact_model(self) -> Contact:
+        """The contact as the events carry it, validated once per snapshot (every event of
+        a lead that leaves its facts alone keeps the snapshot)."""
+        return Contact.model_validate(self.contact)
 
 
 @dataclass(frozen=True)
@@ -344,28 +392,43 @@ def rescore(
 ) -> Outcome:
     """Fold one signal into the lead. Publish on every capture (`always`), otherwise
     only when the score, grade, sales-readiness or consent changed."""
-    snapshot = observe(state.snapshot, signal)
-    staged = replace(state, snapshot=snapshot, events=state.events + 1)
+    before = state.snapshot
+    snapshot = observe(before, signal)
+    events = state.events + 1
+    # Built field by field rather than with `dataclasses.replace`: this runs per event.
+    staged = LeadState(
+        state.lead_id, snapshot, state.memory, state.model_version, events, state.last, state.erased
+    )
     result = model.score(staged, signal, at)
+    version = model.version
+    previous = state.last
     if snapshot is None:
         # Engagement before the capture arrived: remembered, published with the capture.
-        new = replace(staged, memory=result.memory, model_version=model.version)
-        return Outcome(new, None, state.last, publish=False, became_sales_ready=False)
-    previous = state.last
-    changed = not result.score.same_numbers(previous) or (
-        state.snapshot is not None
-        and (snapshot.marketing_consent, snapshot.double_opt_in)
-        != (state.snapshot.marketing_consent, state.snapshot.double_opt_in)
+        new = LeadState(state.lead_id, None, result.memory, version, events, previous, state.erased)
+        return Outcome(new, None, previous, publish=False, became_sales_ready=False)
+    score = result.score
+    publish = (
+        always
+        or not score.same_numbers(previous)
+        or (
+            before is not None
+            and snapshot is not before
+            and (
+                snapshot.marketing_consent != before.marketing_consent
+                or snapshot.double_opt_in != before.double_opt_in
+            )
+        )
     )
-    publish = always or changed
-    last = result.score if publish or previous is None else _keep(previous, result.score)
-    new = replace(staged, memory=result.memory, model_version=model.version, last=last)
-    became = publish and result.score.sales_ready and not (previous and previous.sales_ready)
-    return Outcome(new, result.score if publish else None, previous, publish, became)
+    last = score if publish or previous is None else _keep(previous, score)
+    new = LeadState(state.lead_id, snapshot, result.memory, version, events, last, state.erased)
+    became = publish and score.sales_ready and not (previous and previous.sales_ready)
+    return Outcome(new, score if publish else None, previous, publish, became)
 
 
 def _keep(previous: Score, current: Score) -> Score:
     # Nothing published: the last published score stands, with the current decay deadline.
+    if previous.due_at == current.due_at:
+        return previous
     return replace(previous, due_at=current.due_at)
 
 
@@ -430,8 +493,9 @@ def lead_scored(
     """The `lead.scored` event of an outcome that publishes."""
     score, snapshot = outcome.score, outcome.state.snapshot
     assert score is not None and snapshot is not None
-    # One validation of plain values (nested reasons and contact included): a single
-    # call into pydantic rather than one per reason.
+    previous = outcome.previous
+    # Validated like any event, but its reasons and contact are models validated once per
+    # reason and snapshot (pydantic takes instances of a field's model as they are).
     return LeadScored.model_validate(
         {
             "lead_id": lead_id,
@@ -439,22 +503,19 @@ def lead_scored(
             "fit": score.fit,
             "engagement": score.engagement,
             "grade": score.grade,
-            "previous_grade": outcome.previous.grade if outcome.previous else None,
+            "previous_grade": previous.grade if previous else None,
             "sales_ready": score.sales_ready,
             "became_sales_ready": outcome.became_sales_ready,
             "disqualified": score.disqualified,
             "model_version": score.model_version,
-            "reasons": [
-                {"rule_id": r.rule_id, "kind": r.kind, "points": r.points, "detail": r.detail}
-                for r in score.reasons
-            ],
+            "reasons": [r.contract for r in score.reasons],
             "cause_event_id": cause_event_id,
             "cause_type": cause_type,
             "channel": snapshot.channel,
             "form_id": snapshot.form_id,
             "form_type": snapshot.form_type,
-            "contact": dict(snapshot.contact),
-            "fields": dict(snapshot.fields),
+            "contact": snapshot.contact_model,
+            "fields": snapshot.fields,
             "marketing_consent": snapshot.marketing_consent,
             "double_opt_in": snapshot.double_opt_in,
             "is_test": snapshot.is_test,

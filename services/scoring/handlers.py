@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -110,7 +111,8 @@ async def _score_event(
 ) -> None:
     batch = LeadBatch.of(uow)
     data: Event = envelope.data
-    signal = signal_of(envelope.id, data, envelope.time)
+    event_id = envelope.id
+    signal = signal_of(event_id, data, envelope.time)
     if signal is None:
         return
     now = clock()
@@ -123,18 +125,19 @@ async def _score_event(
     started = time.perf_counter()
     outcome = rescore(state, signal, model, now, always=always)
     _timer(cause).observe(time.perf_counter() - started)
-    # Computed first, staged together: a failure above leaves the batch untouched.
-    change = _change(outcome, now, cause_event_id=envelope.id, cause_type=envelope.type)
+    event_type = data.TYPE
+    # Computed first, staged together: a failure here leaves the batch untouched.
+    event = _scored(outcome, now, cause_event_id=event_id, cause_type=event_type)
     batch.log_event(
-        event_id=envelope.id,
+        event_id=event_id,
         lead_id=data.lead_id,
         seq=outcome.state.events,
-        event_type=envelope.type,
+        event_type=event_type,
         payload=event_payload(envelope),
         occurred_at=signal.occurred_at,
         received_at=now,
     )
-    await _apply(uow, batch, outcome, change, now)
+    await _apply(uow, batch, outcome, event, now, cause_event_id=event_id, cause_type=event_type)
 
 
 async def _rebuilt(uow: UnitOfWork, state: LeadState, model: ScoringModel) -> LeadState:
@@ -154,69 +157,72 @@ def _entries(rows: list[Any]) -> list[tuple[Any, datetime]]:
     return entries
 
 
-@dataclass(frozen=True)
-class _Change:
-    event: LeadScored | None
-    history: dict[str, Any] | None
-
-
-def _change(outcome: Outcome, now: datetime, *, cause_event_id: str, cause_type: str) -> _Change:
-    """The lead.scored to publish and the history row to record, if any."""
-    score, previous = outcome.score, outcome.previous
-    if score is None or (not outcome.publish and score.same_numbers(previous)):
-        return _Change(None, None)
-    event = None
-    if outcome.publish:
-        event = lead_scored(
-            outcome.state.lead_id,
-            outcome,
-            cause_event_id=cause_event_id,
-            cause_type=cause_type,
-            scored_at=now,
-        )
-    history = {
-        "lead_id": outcome.state.lead_id,
-        "at": now,
-        "score": score.score,
-        "fit": score.fit,
-        "engagement": score.engagement,
-        "grade": score.grade,
-        "previous_grade": previous.grade if previous else None,
-        "sales_ready": score.sales_ready,
-        "became_sales_ready": outcome.became_sales_ready,
-        "disqualified": score.disqualified,
-        "published": outcome.publish,
-        "model_version": score.model_version,
-        "cause_event_id": cause_event_id,
-        "cause_type": cause_type,
-        "reasons": [r.as_dict() for r in score.reasons],
-    }
-    return _Change(event, history)
+def _scored(
+    outcome: Outcome, now: datetime, *, cause_event_id: str, cause_type: str
+) -> LeadScored | None:
+    """The lead.scored to publish, if the outcome publishes."""
+    if not outcome.publish:
+        return None
+    return lead_scored(
+        outcome.state.lead_id,
+        outcome,
+        cause_event_id=cause_event_id,
+        cause_type=cause_type,
+        scored_at=now,
+    )
 
 
 async def _apply(
-    uow: UnitOfWork, batch: LeadBatch, outcome: Outcome, change: _Change, now: datetime
+    uow: UnitOfWork,
+    batch: LeadBatch,
+    outcome: Outcome,
+    event: LeadScored | None,
+    now: datetime,
+    *,
+    cause_event_id: str,
+    cause_type: str,
 ) -> None:
-    """Write (or queue) the new state and the history row, then publish the lead.scored."""
-    batch.save(outcome.state, now)
-    if change.history is not None:
-        batch.record_change(change.history)
-    await batch.settle()
-    if change.event is None:
-        return
-    uow.publish(change.event)
+    """Write (or queue) the new state and the history row (when the score moved or is
+    published), then publish the lead.scored."""
     score, previous = outcome.score, outcome.previous
+    batch.save(outcome.state, now)
+    if score is not None and (outcome.publish or not score.same_numbers(previous)):
+        batch.record_change(
+            score,
+            lead_id=outcome.state.lead_id,
+            at=now,
+            previous_grade=previous.grade if previous else None,
+            became_sales_ready=outcome.became_sales_ready,
+            published=outcome.publish,
+            cause_event_id=cause_event_id,
+            cause_type=cause_type,
+        )
+    await batch.settle()
+    if event is None:
+        return
+    uow.publish(event)
     assert score is not None
-    became, channel = outcome.became_sales_ready, change.event.channel
-    batch.after_commit(lambda: _count(score, previous, became, channel))
+    # Counted once committed, one series lookup per distinct outcome, not per event.
+    tally = batch.tally
+    if not tally:
+        batch.after_commit(functools.partial(_count, tally))
+    tally[
+        (
+            score.grade,
+            previous.grade if previous else None,
+            outcome.became_sales_ready,
+            event.channel,
+        )
+    ] += 1
 
 
-def _count(score: Score, previous: Score | None, became: bool, channel: str) -> None:
-    metrics.leads_scored_total.labels(score.grade).inc()
-    if previous is not None and previous.grade != score.grade:
-        metrics.grade_transitions_total.labels(previous.grade, score.grade).inc()
-    if became:
-        metrics.sales_ready_total.labels(channel).inc()
+def _count(tally: Counter[tuple[str, str | None, bool, str]]) -> None:
+    for (grade, previous_grade, became, channel), n in tally.items():
+        metrics.leads_scored_total.labels(grade).inc(n)
+        if previous_grade is not None and previous_grade != grade:
+            metrics.grade_transitions_total.labels(previous_grade, grade).inc(n)
+        if became:
+            metrics.sales_ready_total.labels(channel).inc(n)
 
 
 def _scrubbed(payload: dict[str, Any]) -> dict[str, Any]:
@@ -259,8 +265,8 @@ async def handle_decay_sweep(
         started = time.perf_counter()
         outcome = reevaluate(state, model, now)
         _timer("decay").observe(time.perf_counter() - started)
-        change = _change(outcome, now, cause_event_id=run_id, cause_type=DECAY_CAUSE)
-        await _apply(uow, batch, outcome, change, now)
+        event = _scored(outcome, now, cause_event_id=run_id, cause_type=DECAY_CAUSE)
+        await _apply(uow, batch, outcome, event, now, cause_event_id=run_id, cause_type=DECAY_CAUSE)
         regraded += outcome.publish
     return len(states), regraded
 
@@ -351,9 +357,11 @@ async def handle_replay_page(
         rescored += 1
         regraded += outcome.publish
         newly += outcome.became_sales_ready
-        change = _change(outcome, now, cause_event_id=run_id, cause_type=REPLAY_CAUSE)
+        event = _scored(outcome, now, cause_event_id=run_id, cause_type=REPLAY_CAUSE)
         if not dry_run:
-            await _apply(uow, batch, outcome, change, now)
+            await _apply(
+                uow, batch, outcome, event, now, cause_event_id=run_id, cause_type=REPLAY_CAUSE
+            )
     return ReplayPage(lead_ids, rescored, regraded, newly)
 
 

@@ -128,13 +128,47 @@ class RuleModel:
         self._version = config.model_version
         self.half_life = config.decay.half_life_days
         self.fit_rules = [(rule, Matcher(rule)) for rule in config.fit]
-        # What each fit rule says when it fires, worded once.
-        self._fit_details = [rule.description or rule.describe() for rule in config.fit]
+        # What each fit rule adds when it fires, worded once.
+        self._fit_reasons = []
+        for rule in config.fit:
+            detail = rule.description or rule.describe()
+            if rule.disqualify:
+                reason = Reason(rule.id, "fit", 0.0, f"{detail}: disqualified")
+            else:
+                reason = Reason.of(rule.id, "fit", _points(rule.points), detail)
+            self._fit_reasons.append(reason)
         self.engagement_rules = [
             (rule, Matcher(rule) if rule.field else None) for rule in config.engagement
         ]
         # (rule id, events counted) → what the rule says: worded once, not per score.
         self._details: dict[tuple[str, int], str] = {}
+        # The signal's kinds → the engagement rules they count for, in the config's order.
+        self._counting: dict[tuple[str, ...], list[tuple[EngagementRule, Matcher | None]]] = {}
+        # What the per-score checks compare, read once from the config.
+        grades = config.grades
+        self._hot, self._warm = grades.hot - _EPSILON, grades.warm - _EPSILON
+        self._sales_ready = [
+            (
+                None if w.min_score is None else w.min_score - _EPSILON,
+                None if w.min_fit is None else w.min_fit - _EPSILON,
+                None if w.min_engagement is None else w.min_engagement - _EPSILON,
+                w.grade,
+                None if w.form_type is None else frozenset(w.form_type),
+            )
+            for w in config.sales_ready
+        ]
+        # Thresholds of the engagement that matter for decay: less the fit (score
+        # thresholds), or as they are (sales-ready engagement minimums); in the order the
+        # deadline's candidates were always listed.
+        self._engagement_thresholds: list[tuple[bool, float]] = [
+            (True, grades.hot),
+            (True, grades.warm),
+        ]
+        for when in config.sales_ready:
+            if when.min_score is not None:
+                self._engagement_thresholds.append((True, when.min_score))
+            if when.min_engagement is not None:
+                self._engagement_thresholds.append((False, when.min_engagement))
 
     @property
     def version(self) -> str:
@@ -147,13 +181,23 @@ class RuleModel:
             return value
         return value * 0.5 ** (elapsed.total_seconds() / 86400 / self.half_life)
 
+    def _rules_counting(
+        self, kinds: tuple[str, ...]
+    ) -> list[tuple[EngagementRule, Matcher | None]]:
+        found = self._counting.get(kinds)
+        if found is None:
+            found = self._counting[kinds] = [
+                (rule, matcher) for rule, matcher in self.engagement_rules if rule.event in kinds
+            ]
+        return found
+
     def _observe(
         self, memory: Mapping[str, Any], signal: Signal, at: datetime
     ) -> dict[str, dict[str, Any]]:
-        engagement = {k: dict(v) for k, v in (memory.get("engagement") or {}).items()}
-        for rule, matcher in self.engagement_rules:
-            if rule.event not in signal.kinds:
-                continue
+        # A rule's entry is replaced when it counts an event, never changed in place: the
+        # previous memory's entries are shared, not copied.
+        engagement: dict[str, dict[str, Any]] = dict(memory.get("engagement") or {})
+        for rule, matcher in self._rules_counting(signal.kinds):
             if matcher is not None and not matcher(signal.facts):
                 continue
             held = engagement.get(rule.id)
@@ -213,34 +257,30 @@ class RuleModel:
             reasons, disqualified = self._fit(state)
         fit = _points(sum(r.points for r in reasons))
 
-        held = memory.get("engagement") or {}
+        held = memory.get("engagement")
         constant, fading = 0.0, 0.0
-        engaged: list[tuple[EngagementRule, float, int]] = []
-        for rule, _ in self.engagement_rules:
-            entry = held.get(rule.id)
-            if not entry:
-                continue
-            value = float(entry["value"])
-            if rule.decay:
-                value = self._fade(value, at - datetime.fromisoformat(entry["as_of"]))
-                fading += value
-            else:
-                constant += value
-            engaged.append((rule, value, int(entry["count"])))
-        engagement = _points(constant + fading)
-        reasons += self._engagement_reasons(engaged, engagement)
+        if held:
+            engaged: list[tuple[EngagementRule, float, int]] = []
+            for rule, _ in self.engagement_rules:
+                entry = held.get(rule.id)
+                if not entry:
+                    continue
+                value = float(entry["value"])
+                if rule.decay:
+                    value = self._fade(value, at - datetime.fromisoformat(entry["as_of"]))
+                    fading += value
+                else:
+                    constant += value
+                engaged.append((rule, value, int(entry["count"])))
+            engagement = _points(constant + fading)
+            reasons += self._engagement_reasons(engaged, engagement)
+        else:
+            engagement = _points(0.0)
         total = _points(fit + engagement)
 
         grade = self.grade(total, disqualified)
-        snapshot = state.snapshot
-        form_types = set(snapshot.form_types) if snapshot else set()
-        sales_ready = not disqualified and any(
-            (w.min_score is None or total >= w.min_score - _EPSILON)
-            and (w.min_fit is None or fit >= w.min_fit - _EPSILON)
-            and (w.min_engagement is None or engagement >= w.min_engagement - _EPSILON)
-            and (w.grade is None or grade in w.grade)
-            and (w.form_type is None or bool(form_types.intersection(w.form_type)))
-            for w in self.config.sales_ready
+        sales_ready = not disqualified and self._is_sales_ready(
+            state, total, fit, engagement, grade
         )
         due = None if disqualified else self._due(fit, constant, fading, at)
         return Score(
@@ -251,33 +291,50 @@ class RuleModel:
             sales_ready=sales_ready,
             disqualified=disqualified,
             reasons=tuple(reasons),
-            model_version=self.version,
+            model_version=self._version,
             at=at,
             due_at=due,
         )
+
+    def _is_sales_ready(
+        self, state: LeadState, total: float, fit: float, engagement: float, grade: Grade
+    ) -> bool:
+        for min_score, min_fit, min_engagement, grades, form_types in self._sales_ready:
+            if (
+                (min_score is None or total >= min_score)
+                and (min_fit is None or fit >= min_fit)
+                and (min_engagement is None or engagement >= min_engagement)
+                and (grades is None or grade in grades)
+                and (
+                    form_types is None
+                    or (
+                        state.snapshot is not None
+                        and not form_types.isdisjoint(state.snapshot.form_types)
+                    )
+                )
+            ):
+                return True
+        return False
 
     def _fit(self, state: LeadState) -> tuple[list[Reason], bool]:
         """The fit rules that fire on the lead's facts, and whether one disqualifies."""
         facts = state.snapshot.facts() if state.snapshot else {}
         reasons: list[Reason] = []
         disqualified = False
-        for (fit_rule, matcher), detail in zip(self.fit_rules, self._fit_details, strict=True):
+        for (fit_rule, matcher), reason in zip(self.fit_rules, self._fit_reasons, strict=True):
             if not matcher(facts):
                 continue
-            if fit_rule.disqualify:
-                disqualified = True
-                reasons.append(Reason(fit_rule.id, "fit", 0.0, f"{detail}: disqualified"))
-            else:
-                reasons.append(Reason(fit_rule.id, "fit", _points(fit_rule.points), detail))
+            disqualified = disqualified or fit_rule.disqualify
+            reasons.append(reason)
         return reasons, disqualified
 
     def grade(self, score: float, disqualified: bool = False) -> Grade:
         """hot, warm or cold by the thresholds; a disqualified lead is cold."""
         if disqualified:
             return "cold"
-        if score >= self.config.grades.hot - _EPSILON:
+        if score >= self._hot:
             return "hot"
-        if score >= self.config.grades.warm - _EPSILON:
+        if score >= self._warm:
             return "warm"
         return "cold"
 
@@ -289,7 +346,7 @@ class RuleModel:
             points = _points(value)
             if points == 0:
                 continue
-            reasons.append(Reason(rule.id, "engagement", points, self._detail(rule, count)))
+            reasons.append(Reason.of(rule.id, "engagement", points, self._detail(rule, count)))
         # Rounding each rule to cents can miss the rounded total by a cent or two: the
         # largest reason absorbs it, so the reasons always add up to the score.
         if reasons:
@@ -297,7 +354,7 @@ class RuleModel:
             if residual:
                 i = max(range(len(reasons)), key=lambda k: abs(reasons[k].points))
                 r = reasons[i]
-                reasons[i] = Reason(r.rule_id, r.kind, _points(r.points + residual), r.detail)
+                reasons[i] = Reason.of(r.rule_id, r.kind, _points(r.points + residual), r.detail)
         return reasons
 
     def _detail(self, rule: EngagementRule, count: int) -> str:
@@ -330,15 +387,10 @@ class RuleModel:
             return None
         # Thresholds on the (rounded) engagement: score thresholds less the fit, and the
         # sales-ready engagement minimums.
-        thresholds = [self.config.grades.hot - fit, self.config.grades.warm - fit]
-        for when in self.config.sales_ready:
-            if when.min_score is not None:
-                thresholds.append(when.min_score - fit)
-            if when.min_engagement is not None:
-                thresholds.append(when.min_engagement)
         days: list[float] = []
-        for threshold in thresholds:
-            target = threshold - (_DOWN_MARGIN if fading > 0 else _UP_MARGIN)
+        margin = _DOWN_MARGIN if fading > 0 else _UP_MARGIN
+        for less_fit, threshold in self._engagement_thresholds:
+            target = (threshold - fit if less_fit else threshold) - margin
             remaining = target - constant
             if remaining == 0 or (remaining > 0) != (fading > 0) or abs(remaining) >= abs(fading):
                 continue

@@ -9,6 +9,7 @@ events the consumer's batch held. Repositories flush, never commit.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -217,7 +218,7 @@ def state_row(
     snapshot = state.snapshot
     return (
         json(snapshot.as_dict() if snapshot else None),
-        json(dict(state.memory)),
+        json(state.memory if type(state.memory) is dict else dict(state.memory)),
         state.model_version,
         state.events,
         last.score if last else None,
@@ -226,7 +227,7 @@ def state_row(
         last.grade if last else None,
         bool(last and last.sales_ready),
         bool(last and last.disqualified),
-        json([r.as_dict() for r in last.reasons] if last else []),
+        last.reasons_json if last else "[]",
         last.model_version if last else None,
         time(last.at if last else None),
         time(None if state.erased or last is None else last.due_at),
@@ -242,8 +243,10 @@ class _Rows:
     # lead id → (state, now, erased_at): the row is built once, at write time, however
     # many events of the lead the batch held.
     states: dict[str, tuple[LeadState, datetime, datetime | None]] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    changes: list[dict[str, Any]] = field(default_factory=list)
+    # Log and history rows as the driver takes them (the values of `_EVENT_COLUMNS` and
+    # `_CHANGE_COLUMNS`), built when staged: plain values the collector need not track.
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    changes: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.states or self.events or self.changes)
@@ -278,6 +281,9 @@ class LeadBatch:
         self._staged = _Rows()
         self._queued = _Rows()
         self._after_commit: list[Callable[[], None]] = []
+        self.tally: Counter[Any] = Counter()
+        """What the handlers count once the transaction has committed (metrics)."""
+        self._time_of: tuple[datetime | None, Any] = (None, None)
         sync = self.session.sync_session
         sa.event.listen(sync, "before_commit", self._flush)
         sa.event.listen(sync, "after_commit", self._committed)
@@ -358,6 +364,14 @@ class LeadBatch:
         self._states[state.lead_id] = state
         self._staged.states[state.lead_id] = (state, now, erased_at)
 
+    def _time(self, value: datetime) -> Any:
+        # An event's rows share its `now`: converted once.
+        known, converted = self._time_of
+        if value is not known:
+            converted = self._values.time(value)
+            self._time_of = (value, converted)
+        return converted
+
     def log_event(
         self,
         *,
@@ -371,36 +385,71 @@ class LeadBatch:
     ) -> None:
         """Stage an event for the lead's log; `payload` is its body as JSON text."""
         self._staged.events.append(
-            {
-                "event_id": event_id,
-                "lead_id": lead_id,
-                "seq": seq,
-                "event_type": event_type,
-                "payload": payload,
-                "occurred_at": occurred_at,
-                "received_at": received_at,
-            }
+            (
+                event_id,
+                lead_id,
+                seq,
+                event_type,
+                payload,
+                self._values.time(occurred_at),
+                self._time(received_at),
+            )
         )
 
-    def record_change(self, values: dict[str, Any]) -> None:
-        """Stage a row of the lead's history (the columns of `score_changes` but its id)."""
-        self._staged.changes.append(values)
+    def record_change(
+        self,
+        score: Score,
+        *,
+        lead_id: str,
+        at: datetime,
+        previous_grade: str | None,
+        became_sales_ready: bool,
+        published: bool,
+        cause_event_id: str,
+        cause_type: str,
+    ) -> None:
+        """Stage a row of the lead's history: its new score and what caused it."""
+        self._staged.changes.append(
+            (
+                lead_id,
+                self._time(at),
+                score.score,
+                score.fit,
+                score.engagement,
+                score.grade,
+                previous_grade,
+                score.sales_ready,
+                became_sales_ready,
+                score.disqualified,
+                published,
+                score.model_version,
+                cause_event_id,
+                cause_type,
+                score.reasons_json,
+            )
+        )
 
     async def settle(self) -> None:
         """Write what is staged now (event by event), or queue it for the commit."""
-        staged, self._staged = self._staged, _Rows()
+        staged = self._staged
         if not staged:
             return
         if self._one_by_one:
+            self._staged = _Rows()
             await self.session.run_sync(lambda session: self._write(session, staged))
+        elif not self._queued:
+            self._queued, self._staged = staged, self._queued
         else:
             self._queued.extend(staged)
+            self._staged = _Rows()
 
     def scrub(self, lead_id: str, scrubbed: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Remove the person from events of this lead not written yet."""
-        for row in [*self._staged.events, *self._queued.events]:
-            if row["lead_id"] == lead_id:
-                row["payload"] = orjson.dumps(scrubbed(orjson.loads(row["payload"]))).decode()
+        for rows in (self._staged.events, self._queued.events):
+            for i, row in enumerate(rows):
+                if row[1] == lead_id:
+                    payload = orjson.dumps(scrubbed(orjson.loads(row[4]))).decode()
+                    rows[i] = (*row[:4], payload, *row[5:])
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the transaction has committed (metrics)."""
@@ -408,23 +457,7 @@ class LeadBatch:
 
     def _write(self, session: Session, rows: _Rows) -> None:
         values, statements = self._values, self._statements
-        time, json = values.time, values.json
-        if rows.events:
-            statements.events.run_in(
-                session,
-                [
-                    (
-                        e["event_id"],
-                        e["lead_id"],
-                        e["seq"],
-                        e["event_type"],
-                        e["payload"],
-                        time(e["occurred_at"]),
-                        time(e["received_at"]),
-                    )
-                    for e in rows.events
-                ],
-            )
+        statements.events.run_in(session, rows.events)
         new, known = [], []
         for lead_id, staged in rows.states.items():
             row = state_row(*staged, values)
@@ -434,30 +467,7 @@ class LeadBatch:
                 new.append((lead_id, *row))
         statements.insert_state.run_in(session, new)
         statements.update_state.run_in(session, known)
-        if rows.changes:
-            statements.changes.run_in(
-                session,
-                [
-                    (
-                        c["lead_id"],
-                        time(c["at"]),
-                        c["score"],
-                        c["fit"],
-                        c["engagement"],
-                        c["grade"],
-                        c["previous_grade"],
-                        c["sales_ready"],
-                        c["became_sales_ready"],
-                        c["disqualified"],
-                        c["published"],
-                        c["model_version"],
-                        c["cause_event_id"],
-                        c["cause_type"],
-                        json(c["reasons"]),
-                    )
-                    for c in rows.changes
-                ],
-            )
+        statements.changes.run_in(session, rows.changes)
         self._stored.update(rows.states)
 
     def _flush(self, session: Session) -> None:
@@ -472,6 +482,7 @@ class LeadBatch:
 
     def _committed(self, _session: Session) -> None:
         callbacks, self._after_commit = self._after_commit, []
+        self.tally = Counter()
         for callback in callbacks:
             callback()
 
