@@ -119,7 +119,11 @@ class _InlineSQLiteConnection(aiosqlite.Connection):
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if (
             self._connection is None
-            or getattr(fn, "__name__", "") in ("commit", "close")
+            # The connection's own commit and close (a cursor's close is instant).
+            or (
+                getattr(fn, "__self__", None) is self._connection
+                and fn.__name__ in ("commit", "close")
+            )
             or (args and isinstance(args[0], str) and args[0][:5].upper() == "BEGIN")
             or _offloaded.get()
         ):

@@ -122,24 +122,14 @@ class UnitOfWork:
         ids = list(event_ids)
         if not ids:
             return set()
+        statement = _handled_statement(self._inbox, self.db.dialect)
         if self.db.dialect == "postgresql":
-            # One array parameter, joined: a long IN list (or `= ANY`) is tested row by row
-            # against every id while the table has no statistics yet, quadratic in effect.
-            rows = await self.session.execute(
-                sa.text(
-                    f"SELECT i.event_id FROM unnest(:ids) AS u(id) JOIN {self._inbox.name} i"
-                    " ON i.consumer = :consumer AND i.event_id = u.id"
-                ).bindparams(sa.bindparam("ids", type_=_IDS)),
-                {"ids": ids, "consumer": consumer},
-            )
+            rows = await self.session.execute(statement, {"ids": ids, "consumer": consumer})
             return set(rows.scalars())
         seen: set[str] = set()
         for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
             rows = await self.session.execute(
-                sa.select(self._inbox.c.event_id).where(
-                    self._inbox.c.consumer == consumer, self._inbox.c.event_id.in_(chunk)
-                )
+                statement, {"ids": ids[start : start + 500], "consumer": consumer}
             )
             seen.update(rows.scalars())
         return seen
@@ -222,4 +212,20 @@ def _statements(
             outbox, ("event_id", "topic", "key", "headers", "value", "created_at"), dialect
         ),
         BulkStatement.insert(inbox, ("consumer", "event_id", "handled_at"), dialect),
+    )
+
+
+@functools.cache
+def _handled_statement(inbox: sa.Table, dialect: str) -> Any:
+    """Which of `:ids` `:consumer` has handled, built once per inbox table and dialect."""
+    if dialect == "postgresql":
+        # One array parameter, joined: a long IN list (or `= ANY`) is tested row by row
+        # against every id while the table has no statistics yet, quadratic in effect.
+        return sa.text(
+            f"SELECT i.event_id FROM unnest(:ids) AS u(id) JOIN {inbox.name} i"
+            " ON i.consumer = :consumer AND i.event_id = u.id"
+        ).bindparams(sa.bindparam("ids", type_=_IDS))
+    return sa.select(inbox.c.event_id).where(
+        inbox.c.consumer == sa.bindparam("consumer"),
+        inbox.c.event_id.in_(sa.bindparam("ids", expanding=True)),
     )
