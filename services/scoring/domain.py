@@ -62,16 +62,16 @@ class Reason:
     ) -> Reason:
         """The reason with these values, shared: rules fire with the same points and
         wording lead after lead, so their contract model and JSON are made once."""
+        # -0.0 equals 0.0 but is written differently, and an int equals its float: such
+        # values are never shared.
+        if type(points) is not float or points == 0.0:
+            return cls(rule_id, kind, points, detail)
         key = (rule_id, kind, points, detail)
         found = _REASONS.get(key)
         if found is None:
-            found = cls(rule_id, kind, points, detail)
-            # -0.0 equals 0.0 but is written differently, and an int equals its float:
-            # such values are never shared.
-            if type(points) is float and points != 0.0:
-                if len(_REASONS) >= 10_000:
-                    _REASONS.clear()
-                _REASONS[key] = found
+            if len(_REASONS) >= 10_000:
+                _REASONS.clear()
+            found = _REASONS[key] = cls(rule_id, kind, points, detail)
         return found
 
     @cached_property

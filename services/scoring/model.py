@@ -83,9 +83,22 @@ class Matcher:
         )
         self.bools = tuple(v for v in expected if isinstance(v, bool))
         self.range = condition.range
+        self._seen: dict[str, bool] = {}
 
     def __call__(self, facts: Mapping[str, FieldValue]) -> bool:
         value = facts.get(self.field)
+        if type(value) is not str:
+            return self._test(value)
+        # The same texts come again and again (form types, channels, domains, titles):
+        # each is tested once.
+        found = self._seen.get(value)
+        if found is None:
+            if len(self._seen) >= 4096:
+                self._seen.clear()
+            found = self._seen[value] = self._test(value)
+        return found
+
+    def _test(self, value: FieldValue) -> bool:
         if self.exists is not None:
             return present(value) is self.exists
         if value is None or (isinstance(value, str) and not value.strip()):

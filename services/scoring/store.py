@@ -9,10 +9,10 @@ events the consumer's batch held. Repositories flush, never commit.
 from __future__ import annotations
 
 import functools
-from collections import Counter
+from collections import Counter, namedtuple
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -183,6 +183,43 @@ _SELECT_STATES = sa.select(
 )
 
 
+# A lead's row as the batch reads it: the driver's values (no SQLAlchemy result
+# processing), with SQLite's text made into what the column types give back.
+_ROW_COLUMNS: tuple[str, ...] = ("lead_id", *_STATE_COLUMNS)
+_LeadRow = namedtuple("_LeadRow", _ROW_COLUMNS)  # type: ignore[misc]
+_JSON_AT = tuple(_ROW_COLUMNS.index(c) for c in ("snapshot", "memory", "reasons"))
+_BOOL_AT = tuple(_ROW_COLUMNS.index(c) for c in ("sales_ready", "disqualified"))
+_TIME_AT = tuple(
+    _ROW_COLUMNS.index(c) for c in ("scored_at", "regrade_due_at", "erased_at", "updated_at")
+)
+
+
+def _sqlite_lead_row(raw: Sequence[Any]) -> Any:
+    values = list(raw)
+    for i in _JSON_AT:
+        if values[i] is not None:
+            values[i] = orjson.loads(values[i])
+    for i in _BOOL_AT:
+        if values[i] is not None:
+            values[i] = bool(values[i])
+    for i in _TIME_AT:
+        if values[i] is not None:
+            # SQLAlchemy's SQLite DATETIME text: naive UTC.
+            values[i] = datetime.fromisoformat(values[i]).replace(tzinfo=UTC)
+    return _LeadRow._make(values)
+
+
+@functools.cache
+def _select_leads_sql(dialect: str, count: int) -> str:
+    names = ", ".join(f'"{c}"' for c in _ROW_COLUMNS)
+    if dialect == "postgresql":
+        marks = ", ".join(f"${i}" for i in range(1, count + 1))
+    else:
+        marks = ", ".join("?" * count)
+    sql = f'SELECT {names} FROM "lead_scores" WHERE "lead_id" IN ({marks})'
+    return sql + " FOR UPDATE" if dialect == "postgresql" else sql
+
+
 def state_from_row(row: Any) -> LeadState:
     """A lead's state from its row."""
     last = None
@@ -211,10 +248,15 @@ def state_from_row(row: Any) -> LeadState:
 
 
 def state_row(
-    state: LeadState, now: datetime, erased_at: datetime | None, values: Values
+    state: LeadState,
+    now: datetime,
+    erased_at: datetime | None,
+    time: Callable[[datetime | None], Any],
+    json: Callable[[Any], str],
 ) -> tuple[Any, ...]:
-    """A lead's row from its state: the values of `_STATE_COLUMNS`, as the driver takes them."""
-    last, time, json = state.last, values.time, values.json
+    """A lead's row from its state: the values of `_STATE_COLUMNS`, as the driver takes them
+    (`time` and `json` convert as `shared.db.bulk.Values` does)."""
+    last = state.last
     snapshot = state.snapshot
     return (
         json(snapshot.as_dict() if snapshot else None),
@@ -273,6 +315,7 @@ class LeadBatch:
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.session = uow.session
+        self._dialect = uow.dialect
         self._values = Values(uow.dialect)
         self._statements = _statements(uow.dialect)
         self._states: dict[str, LeadState | None] = {}
@@ -283,7 +326,7 @@ class LeadBatch:
         self._after_commit: list[Callable[[], None]] = []
         self.tally: Counter[Any] = Counter()
         """What the handlers count once the transaction has committed (metrics)."""
-        self._time_of: tuple[datetime | None, Any] = (None, None)
+        self._times: dict[datetime | None, Any] = {}
         sync = self.session.sync_session
         sa.event.listen(sync, "before_commit", self._flush)
         sa.event.listen(sync, "after_commit", self._committed)
@@ -308,11 +351,13 @@ class LeadBatch:
         missing = [i for i in dict.fromkeys(lead_ids) if i not in self._states]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            rows = await self.session.execute(
-                _SELECT_STATES.where(lead_scores.c.lead_id.in_(chunk)).with_for_update()
+            connection = await self.session.connection()
+            rows = await connection.exec_driver_sql(
+                _select_leads_sql(self._dialect, len(chunk)), tuple(chunk)
             )
-            for row in rows:
-                self._remember(row)
+            make = _sqlite_lead_row if self._dialect == "sqlite" else _LeadRow._make
+            for raw in rows:
+                self._remember(make(raw))
             for lead_id in chunk:
                 self._states.setdefault(lead_id, None)
 
@@ -364,12 +409,12 @@ class LeadBatch:
         self._states[state.lead_id] = state
         self._staged.states[state.lead_id] = (state, now, erased_at)
 
-    def _time(self, value: datetime) -> Any:
-        # An event's rows share its `now`: converted once.
-        known, converted = self._time_of
-        if value is not known:
-            converted = self._values.time(value)
-            self._time_of = (value, converted)
+    def _time(self, value: datetime | None) -> Any:
+        # An event's rows share its `now`, and a lead's row the times of its events:
+        # each converted once (equal instants are stored alike).
+        converted = self._times.get(value)
+        if converted is None:
+            converted = self._times[value] = self._values.time(value)
         return converted
 
     def log_event(
@@ -391,7 +436,7 @@ class LeadBatch:
                 seq,
                 event_type,
                 payload,
-                self._values.time(occurred_at),
+                self._time(occurred_at),
                 self._time(received_at),
             )
         )
@@ -460,7 +505,7 @@ class LeadBatch:
         statements.events.run_in(session, rows.events)
         new, known = [], []
         for lead_id, staged in rows.states.items():
-            row = state_row(*staged, values)
+            row = state_row(*staged, self._time, values.json)
             if lead_id in self._stored:
                 known.append((*row, lead_id))
             else:

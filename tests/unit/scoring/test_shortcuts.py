@@ -1,0 +1,87 @@
+"""What the scoring path builds once and shares is what it would build afresh: the
+lead.scored body, the reasons' JSON, matched conditions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.scoring.domain import Reason, Score, lead_scored
+from services.scoring.model import Matcher
+from services.scoring.settings import FitRule
+from shared.events import LeadCaptured, LeadScored, encode, new_event
+from tests.unit.scoring.support import T0, captured, engaged, example_model, feed, unsubscribed
+
+MODEL = example_model()
+
+
+def validated_afresh(event: LeadScored) -> LeadScored:
+    """The event validated from plain values, reasons and contact included."""
+    return LeadScored.model_validate(event.model_dump())
+
+
+def test_a_lead_scored_is_the_event_validated_from_plain_values():
+    lead = captured(fields={"company_size": "1,200", "budget": 10.5, "ok": True, "note": None})
+    later = T0 + timedelta(days=3)
+    events = [
+        lead,
+        engaged(lead.lead_id, "open"),
+        engaged(lead.lead_id, "click", at=later),
+        unsubscribed(lead.lead_id, at=later),
+        captured(lead_id=lead.lead_id, touch_number=2, job_title="CEO"),
+    ]
+    _state, outcomes = feed(MODEL, events)
+    published = [o for o in outcomes if o.publish]
+    assert len(published) >= 3
+    for outcome in published:
+        event = lead_scored(
+            lead.lead_id, outcome, cause_event_id="e-1", cause_type=LeadCaptured.TYPE, scored_at=T0
+        )
+        plain = validated_afresh(event)
+        assert event == plain
+        wire = encode(new_event(event, "leadflow/test"))[1]
+        assert wire == encode(new_event(plain, "leadflow/test"))[1]
+
+
+points = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from([0.0, -0.0, 15.0, -20.0, 0.39]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b_1", "ü"]), points, st.text()), max_size=6))
+def test_shared_reasons_write_the_json_of_their_values(values):
+    reasons = tuple(Reason.of(rule_id, "engagement", p, detail) for rule_id, p, detail in values)
+    for reason, (_rule_id, p, _detail) in zip(reasons, values, strict=True):
+        assert repr(reason.points) == repr(p)
+        assert reason.contract.points == p
+    score = Score(1.0, 0.0, 1.0, "cold", False, False, reasons, "v", T0)
+    assert score.reasons_json == orjson.dumps([r.as_dict() for r in reasons]).decode()
+
+
+def test_an_int_or_negative_zero_is_never_given_a_shared_float():
+    assert repr(Reason.of("r", "fit", 0.0, "d").points) == "0.0"
+    assert repr(Reason.of("r", "fit", -0.0, "d").points) == "-0.0"
+    Reason.of("r", "fit", 5.0, "d")
+    assert repr(Reason.of("r", "fit", 5, "d").points) == "5"  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["GB", " gb ", "DE", "", "  ", "120", "1,200", "yes", "x"])))
+def test_a_remembered_match_is_the_match(values):
+    conditions = [
+        {"field": "f", "in": ["GB", "US"]},
+        {"field": "f", "equals": 120},
+        {"field": "f", "equals": True},
+        {"field": "f", "exists": False},
+        {"field": "f", "range": {"min": 100}},
+    ]
+    for condition in conditions:
+        remembering = Matcher(FitRule.model_validate({"id": "r", "points": 1, **condition}))
+        for value in values:
+            fresh = Matcher(FitRule.model_validate({"id": "r", "points": 1, **condition}))
+            assert remembering({"f": value}) is fresh({"f": value})
