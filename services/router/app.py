@@ -6,13 +6,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi import FastAPI
 
 from services.router import consumers, domain, store
 from services.router import settings as router_settings
 from services.router.delivery import DeliveryWorker, SlaWorker
-from services.router.destinations import build_destinations
+from services.router.destinations import build_destinations, transport
 from services.router.http import router
 from shared.config import load_config
 from shared.http import create_app as create_http_app
@@ -36,9 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     config = router_settings.load(load_config(settings.config))
     runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
-    client = httpx.AsyncClient(
-        timeout=config.delivery.timeout_seconds, follow_redirects=False, trust_env=False
-    )
+    client = transport.client(config.delivery.timeout_seconds)
     destinations = build_destinations(config, client)
     secret = settings.secret_key.get_secret_value()
     base = public_base(settings, config)

@@ -275,8 +275,8 @@ class DeliveryWorker:
                 name: [
                     self._item(
                         row,
-                        _joined(row, store.ASSIGNMENT_PREFIX, _ASSIGNMENT_COLUMNS),
-                        _joined(row, store.LEAD_PREFIX, _LEAD_COLUMNS),
+                        _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS),
+                        _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS),
                     )
                     for row in group
                 ]
@@ -483,10 +483,6 @@ class DeliveryWorker:
             return
         for name in set(depth) | set(self.destinations):
             metrics.delivery_queue_depth.labels(name).set(depth.get(name, 0))
-
-
-_ASSIGNMENT_COLUMNS = tuple(c.name for c in store.assignments.columns)
-_LEAD_COLUMNS = tuple(c.name for c in store.leads.columns)
 
 
 def _joined(row: Any, prefix: str, columns: tuple[str, ...]) -> SimpleNamespace | None:

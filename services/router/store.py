@@ -373,9 +373,39 @@ async def enqueue_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any
         await session.execute(sa.insert(deliveries), list(rows))
 
 
-# What a claim reads with each delivery: its assignment and lead (prefixed `a_`, `l_`;
-# all None when the row is gone), so a round needs no query per table.
+# What a claim reads with each delivery: what destinations are sent of its assignment and
+# lead (prefixed `a_`, `l_`; None when the row is gone), so a round needs no query per table.
 ASSIGNMENT_PREFIX, LEAD_PREFIX = "a_", "l_"
+CLAIMED_DELIVERY_COLUMNS = (
+    "delivery_id",
+    "assignment_id",
+    "lead_id",
+    "destination",
+    "purpose",
+    "claims",
+    "progress",
+)
+CLAIMED_ASSIGNMENT_COLUMNS = (
+    "assignment_id",
+    "rep_id",
+    "queue",
+    "rule_id",
+    "reason",
+    "reassigned_from",
+    "captured_at",
+    "sla_due_at",
+    "created_at",
+)
+CLAIMED_LEAD_COLUMNS = (
+    "lead_id",
+    "contact",
+    "fields",
+    "channel",
+    "form_id",
+    "form_type",
+    "score",
+    "grade",
+)
 
 
 @functools.cache
@@ -383,9 +413,12 @@ def _claim_query(limit: int, skip: bool, only: bool) -> sa.Select[Any]:
     now = sa.bindparam("now", type_=deliveries.c.next_attempt_at.type)
     query = (
         sa.select(
-            deliveries,
-            *(c.label(f"{ASSIGNMENT_PREFIX}{c.name}") for c in assignments.columns),
-            *(c.label(f"{LEAD_PREFIX}{c.name}") for c in leads.columns),
+            *(deliveries.c[name] for name in CLAIMED_DELIVERY_COLUMNS),
+            *(
+                assignments.c[n].label(f"{ASSIGNMENT_PREFIX}{n}")
+                for n in CLAIMED_ASSIGNMENT_COLUMNS
+            ),
+            *(leads.c[name].label(f"{LEAD_PREFIX}{name}") for name in CLAIMED_LEAD_COLUMNS),
         )
         .select_from(
             deliveries.outerjoin(
@@ -431,8 +464,8 @@ async def claim_due(
     """Take up to `limit` due deliveries: locked, skipped by other replicas, leased.
 
     `lease_until(n)` says until when a claim of n rows is held; `only_destinations`,
-    when given, limits the claim to those destinations. Each row carries its
-    assignment's and lead's columns too (see `ASSIGNMENT_PREFIX`, `LEAD_PREFIX`).
+    when given, limits the claim to those destinations. Rows hold the delivery's
+    `CLAIMED_DELIVERY_COLUMNS` and its assignment's and lead's (see `ASSIGNMENT_PREFIX`).
     """
     skip = list(skip_destinations)
     params: dict[str, Any] = {"now": now}
