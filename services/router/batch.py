@@ -57,9 +57,17 @@ _TIMES = {
     if isinstance(c.type, UTCDateTime)
 }
 
-_SELECT_ACTIVE = sa.select(store.assignments.c.lead_id).where(
-    store.assignments.c.status.in_(store.ACTIVE)
-)
+# The leads with whether each has an active assignment (assignments are only ever made for
+# stored leads, so a lead not stored has none).
+_SELECT_LEADS = sa.select(
+    store.leads,
+    sa.exists()
+    .where(
+        store.assignments.c.lead_id == store.leads.c.lead_id,
+        store.assignments.c.status.in_(store.ACTIVE),
+    )
+    .label("owned"),
+).where(store.leads.c.lead_id.in_(sa.bindparam("ids", expanding=True)))
 _SELECT_STATES = sa.select(store.routing_state.c.key, store.routing_state.c.state)
 
 
@@ -138,15 +146,12 @@ class RoutingBatch:
         session = self.session
         for start in range(0, len(lead_ids), 500):
             chunk = lead_ids[start : start + 500]
-            rows = await session.execute(
-                sa.select(store.leads).where(store.leads.c.lead_id.in_(chunk))
-            )
+            rows = await session.execute(_SELECT_LEADS, {"ids": chunk})
             for row in rows:
-                self._leads[row.lead_id] = SimpleNamespace(**row._mapping)
-            owned = await session.execute(
-                _SELECT_ACTIVE.where(store.assignments.c.lead_id.in_(chunk))
-            )
-            self._owned.update(owned.scalars())
+                values = dict(row._mapping)
+                if values.pop("owned"):
+                    self._owned.add(row.lead_id)
+                self._leads[row.lead_id] = SimpleNamespace(**values)
             for lead_id in chunk:
                 self._leads.setdefault(lead_id, None)
         for key, state in (await session.execute(_SELECT_STATES)).all():

@@ -15,8 +15,9 @@ claimed again (claims > 1). Destinations are idempotent on such a re-claim:
 CRMs upsert on email, the file destination looks for the delivery id, webhooks
 carry it as Idempotency-Key.
 
-The worker is woken right after a routing transaction commits; polling is only
-the fallback.
+The worker is woken right after a routing transaction commits (under load, rounds
+start at most every ROUND_INTERVAL, so leads routed close together share one);
+polling is only the fallback.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ EVENTS = {
     "escalation": "lead.sla_breached",
 }
 CONCURRENCY = 8
+ROUND_INTERVAL = 0.025  # seconds
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -134,6 +136,7 @@ class DeliveryWorker:
         self.clock = clock
         self._wake = asyncio.Event()
         self._last_gauges = 0.0
+        self._last_round = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -144,6 +147,15 @@ class DeliveryWorker:
         backoff = 0.2
         try:
             while not stop.is_set():
+                # Under load, leads routed close together share a round (one claim, one
+                # record): rounds start at most every ROUND_INTERVAL; when idle a wake
+                # starts one at once.
+                pause = self._last_round + ROUND_INTERVAL - time.monotonic()
+                if pause > 0:
+                    await self._sleep(pause, stop)
+                    if stop.is_set():
+                        break
+                self._last_round = time.monotonic()
                 self._wake.clear()
                 try:
                     processed = await self.run_once()
@@ -156,10 +168,9 @@ class DeliveryWorker:
                     await self._sleep(backoff, stop)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                if processed >= self.config.delivery.batch_size:
-                    continue  # more may be due at once
-                # Rows queued meanwhile have set the wake event: the wait below returns at once.
                 await self._refresh_gauges()
+                if processed >= self.config.delivery.batch_size or self._wake.is_set():
+                    continue  # more may be due at once, or leads were routed meanwhile
                 wait = await self._idle_seconds()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
