@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Literal, Protocol
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -212,15 +213,19 @@ class Snapshot:
         return Contact.model_validate(self.contact)
 
 
-@dataclass(frozen=True)
-class Signal:
+_NO_FACTS: Mapping[str, FieldValue] = MappingProxyType({})
+
+
+# Signals, results and outcomes are made for every event and only read: immutable named
+# tuples, cheaper to make than frozen dataclasses.
+class Signal(NamedTuple):
     """One scoring input: which engagement rules it counts for, and what they can test."""
 
     event_id: str
     event_type: str
     kinds: tuple[str, ...]
     occurred_at: datetime
-    facts: Mapping[str, FieldValue] = field(default_factory=dict)
+    facts: Mapping[str, FieldValue] = _NO_FACTS
     captured: LeadCaptured | None = None
     consent: Consent | None = None
 
@@ -348,8 +353,7 @@ class LeadState:
     erased: bool = False
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """What a model returns: its new memory of the lead and the score."""
 
     memory: dict[str, Any]
@@ -371,8 +375,7 @@ class ScoringModel(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A lead after one signal (or a decay check): its new state and what to publish."""
 
     state: LeadState

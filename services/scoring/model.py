@@ -27,6 +27,7 @@ _FALSE = frozenset({"false", "no", "off", "0", "n", ""})
 # past that point, so the re-score at the deadline sees the change.
 _DOWN_MARGIN, _UP_MARGIN = 0.005 + 1e-6, 0.005 - 1e-6
 _EPSILON = 1e-9
+_NO_TIME = timedelta(0)
 
 
 def present(value: FieldValue) -> bool:
@@ -153,6 +154,7 @@ class RuleModel:
         self.engagement_rules = [
             (rule, Matcher(rule) if rule.field else None) for rule in config.engagement
         ]
+        self._held_order = [(rule.id, rule.decay, rule) for rule in config.engagement]
         # (rule id, events counted) → what the rule says: worded once, not per score.
         self._details: dict[tuple[str, int], str] = {}
         # The signal's kinds → the engagement rules they count for, in the config's order.
@@ -190,7 +192,7 @@ class RuleModel:
     # Memory ------------------------------------------------------------------------------
 
     def _fade(self, value: float, elapsed: timedelta) -> float:
-        if not self.half_life or elapsed <= timedelta(0):
+        if not self.half_life or elapsed <= _NO_TIME:
             return value
         return value * 0.5 ** (elapsed.total_seconds() / 86400 / self.half_life)
 
@@ -274,12 +276,12 @@ class RuleModel:
         constant, fading = 0.0, 0.0
         if held:
             engaged: list[tuple[EngagementRule, float, int]] = []
-            for rule, _ in self.engagement_rules:
-                entry = held.get(rule.id)
+            for rule_id, decays, rule in self._held_order:
+                entry = held.get(rule_id)
                 if not entry:
                     continue
                 value = float(entry["value"])
-                if rule.decay:
+                if decays:
                     value = self._fade(value, at - datetime.fromisoformat(entry["as_of"]))
                     fading += value
                 else:
@@ -354,20 +356,27 @@ class RuleModel:
     def _engagement_reasons(
         self, engaged: list[tuple[EngagementRule, float, int]], total: float
     ) -> list[Reason]:
-        reasons = []
+        reasons: list[Reason] = []
+        added = 0.0
+        largest, largest_at = -1.0, 0
         for rule, value, count in engaged:
             points = _points(value)
             if points == 0:
                 continue
+            added += points
+            # The first of the largest, as max() would pick it.
+            if abs(points) > largest:
+                largest, largest_at = abs(points), len(reasons)
             reasons.append(Reason.of(rule.id, "engagement", points, self._detail(rule, count)))
         # Rounding each rule to cents can miss the rounded total by a cent or two: the
         # largest reason absorbs it, so the reasons always add up to the score.
         if reasons:
-            residual = _points(total - sum(r.points for r in reasons))
+            residual = _points(total - added)
             if residual:
-                i = max(range(len(reasons)), key=lambda k: abs(reasons[k].points))
-                r = reasons[i]
-                reasons[i] = Reason.of(r.rule_id, r.kind, _points(r.points + residual), r.detail)
+                r = reasons[largest_at]
+                reasons[largest_at] = Reason.of(
+                    r.rule_id, r.kind, _points(r.points + residual), r.detail
+                )
         return reasons
 
     def _detail(self, rule: EngagementRule, count: int) -> str:
