@@ -381,10 +381,8 @@ class DeliveryWorker:
                         updated_at=now,
                     )
                     destination.pause = None
-            rows = await store.get_deliveries(
-                session,
-                (item.delivery_id for items in claimed.values() for item in items),
-                for_update=True,
+            rows = await store.lock_deliveries(
+                session, (item.delivery_id for items in claimed.values() for item in items)
             )
             changes: list[tuple[str, dict[str, Any]]] = []
             counts: dict[tuple[str, str], int] = defaultdict(int)

@@ -298,26 +298,29 @@ async def mark_delivered(
     ids = list(dict.fromkeys(assignment_ids))
     if not ids:
         return []
-    owed = sa.exists().where(
-        deliveries.c.assignment_id == assignments.c.assignment_id,
-        deliveries.c.purpose != "escalation",
-        deliveries.c.status != DELIVERED,
-    )
-    rows = await session.execute(
-        sa.update(assignments)
-        .where(
-            assignments.c.assignment_id.in_(ids),
-            assignments.c.delivered_at.is_(None),
-            ~owed,
-        )
-        .values(delivered_at=now)
-        .returning(
-            assignments.c.assignment_id,
-            assignments.c.reassigned_from,
-            assignments.c.captured_at,
-        )
-    )
+    rows = await session.execute(_MARK_DELIVERED, {"ids": ids, "now": now})
     return list(rows.all())
+
+
+_OWED = sa.exists().where(
+    deliveries.c.assignment_id == assignments.c.assignment_id,
+    deliveries.c.purpose != "escalation",
+    deliveries.c.status != DELIVERED,
+)
+_MARK_DELIVERED = (
+    sa.update(assignments)
+    .where(
+        assignments.c.assignment_id.in_(sa.bindparam("ids", expanding=True)),
+        assignments.c.delivered_at.is_(None),
+        ~_OWED,
+    )
+    .values(delivered_at=sa.bindparam("now", type_=assignments.c.delivered_at.type))
+    .returning(
+        assignments.c.assignment_id,
+        assignments.c.reassigned_from,
+        assignments.c.captured_at,
+    )
+)
 
 
 async def lead_assignments(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:
@@ -518,6 +521,37 @@ _SELECT_DELIVERIES = sa.select(deliveries).where(
     deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True))
 )
 _SELECT_DELIVERIES_FOR_UPDATE = _SELECT_DELIVERIES.with_for_update()
+
+
+async def lock_deliveries(session: AsyncSession, delivery_ids: Iterable[str]) -> dict[str, Any]:
+    """What recording an attempt reads of these deliveries, locked until commit, by id."""
+    ids = list(dict.fromkeys(delivery_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(_LOCK_DELIVERIES, {"ids": ids})
+    return {row.delivery_id: row for row in rows.all()}
+
+
+_LOCK_DELIVERIES = (
+    sa.select(
+        *(
+            deliveries.c[name]
+            for name in (
+                "delivery_id",
+                "assignment_id",
+                "lead_id",
+                "destination",
+                "purpose",
+                "status",
+                "attempts",
+                "progress",
+                "created_at",
+            )
+        )
+    )
+    .where(deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True)))
+    .with_for_update()
+)
 
 
 async def update_delivery(session: AsyncSession, delivery_id: str, **values: Any) -> None:
