@@ -9,6 +9,7 @@ the copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
@@ -40,6 +41,10 @@ class Webhook(Destination):
     def __init__(self, name: str, config: WebhookDestination, client: httpx.AsyncClient) -> None:
         super().__init__(name, config)
         self.client = client
+        # Parsed once, not on every request (a URL httpx refuses fails each delivery as before).
+        self.url: httpx.URL | str = config.url
+        with contextlib.suppress(httpx.InvalidURL):
+            self.url = httpx.URL(config.url)
 
     async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
         return [await self._deliver(item) for item in items]
@@ -57,7 +62,7 @@ class Webhook(Destination):
         if config.secret:
             headers[SIGNATURE_HEADER] = sign(body, config.secret, int(time.time()))
         try:
-            response = await self.client.post(config.url, content=body, headers=headers)
+            response = await self.client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return transport_error(exc)
         return outcome_of(response, self) or Outcome.delivered(http_status=response.status_code)
