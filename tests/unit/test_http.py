@@ -89,6 +89,45 @@ async def test_oversized_bodies_get_413_before_the_route_runs():
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
+async def test_a_streamed_body_past_the_limit_gets_413_too():
+    async def chunks():
+        for _ in range(4):
+            yield b" " * 60
+
+    async with client(app(max_body_bytes=100)) as c:
+        response = await c.post(
+            "/echo", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_nul_in_the_query_is_refused_naming_the_parameter():
+    async with client(app()) as c:
+        response = await c.get("/boom", params={"who": "a\x00b"})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_character",
+        "message": "NUL characters are not allowed",
+        "field": "who",
+    }
+
+
+async def test_requests_are_counted_per_route_template_and_status():
+    from shared import metrics
+
+    def count(status: str) -> float:
+        value = metrics.http_requests_total.labels("test", "GET", "/boom", status)
+        return float(value._value.get())
+
+    before = count("409")
+    async with client(app()) as c:
+        await c.get("/boom")
+        await c.get("/boom")
+    assert count("409") == before + 2
+
+
 async def test_past_the_in_flight_limit_requests_are_shed_with_retry_after():
     release.clear()
     application = app(max_in_flight=2)
