@@ -89,6 +89,34 @@ FORM_BODY: dict[str, Any] = {
     }
 }
 
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Retries with the same key are the same submission (≤ 200 characters)."
+)
+IDEMPOTENCY_KEY_EXAMPLE = "2f1d9c1e-5b3a-4c8e-9f7a-1d2c3b4a5e6f"
+
+# The form route reads its path and header straight from the request (it is the busiest
+# route: no dependency solving), so its parameters are documented here.
+FORM_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "form_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": "Form Id"},
+    },
+    {
+        "name": "idempotency-key",
+        "in": "header",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "description": IDEMPOTENCY_KEY_DESCRIPTION,
+            "examples": [IDEMPOTENCY_KEY_EXAMPLE],
+            "title": "Idempotency-Key",
+        },
+        "description": IDEMPOTENCY_KEY_DESCRIPTION,
+    },
+]
+
 LEADS_EXAMPLES: dict[str, Any] = {
     "one lead": {
         "email": "ada@example.com",

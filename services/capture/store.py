@@ -372,35 +372,22 @@ async def find_leads(
     session: AsyncSession, emails: set[str], phones: set[str]
 ) -> list[sa.Row[Any]]:
     """The leads matching any of these emails or phones."""
+    if len(emails) <= 500 and len(phones) <= 500:
+        # One query for a whole intake group.
+        conditions = [
+            column.in_(sorted(values))
+            for column, values in ((leads.c.email, emails), (leads.c.phone, phones))
+            if values
+        ]
+        if not conditions:
+            return []
+        return list((await session.execute(sa.select(leads).where(sa.or_(*conditions)))).all())
     rows: dict[str, sa.Row[Any]] = {}
     for column, values in ((leads.c.email, emails), (leads.c.phone, phones)):
         for chunk in _chunks(sorted(values)):
             for row in (await session.execute(sa.select(leads).where(column.in_(chunk)))).all():
                 rows[row.lead_id] = row
     return list(rows.values())
-
-
-async def update_leads(session: AsyncSession, updates: dict[str, dict[str, Any]]) -> None:
-    """Update many leads, one statement per set of changed columns."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for lead_id, values in updates.items():
-        row = {"_lead_id": lead_id, **{f"_{name}": value for name, value in values.items()}}
-        by_columns.setdefault(tuple(sorted(values)), []).append(row)
-    for columns, rows in by_columns.items():
-        statement = (
-            sa.update(leads)
-            .where(leads.c.lead_id == sa.bindparam("_lead_id"))
-            .values({name: sa.bindparam(f"_{name}") for name in columns})
-        )
-        await session.execute(statement, rows)
-
-
-async def insert_submissions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert many submissions; accepted and quarantined ones carry different columns."""
-    columns = {name for row in rows for name in row}
-    await session.execute(
-        sa.insert(submissions), [{name: row.get(name) for name in columns} for row in rows]
-    )
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:

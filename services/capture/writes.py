@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import json as json_module
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.capture import store
+from shared.db.bulk import BulkStatement, Values
 
 # Rows are plain namespaces here: the handler reads them by attribute, like sa.Row.
 Row = Any
@@ -43,8 +47,10 @@ class Writes:
 class GroupWrites(Writes):
     """Reads answered from what the group preloaded; writes buffered until `flush`."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
         super().__init__(session)
+        self.dialect = dialect
+        self._values = Values(dialect)
         self._by_key: dict[str, Row] = {}
         self._by_id: dict[str, Row] = {}
         self._by_email: dict[str, Row] = {}
@@ -103,12 +109,91 @@ class GroupWrites(Writes):
         self._consents.append(values)
 
     async def flush(self) -> None:
-        """Write the group: one multi-row statement per table."""
-        if self._new_leads:
-            await self.session.execute(sa.insert(store.leads), list(self._new_leads.values()))
-        if self._lead_updates:
-            await store.update_leads(self.session, self._lead_updates)
-        if self._submissions:
-            await store.insert_submissions(self.session, self._submissions)
-        if self._consents:
-            await self.session.execute(sa.insert(store.consents), self._consents)
+        """Write the group: one multi-row statement per table, built once per column set.
+
+        The rows are turned into what the driver stores (`Values`: the column types'
+        own conversions), so no statement is compiled and no value goes through
+        SQLAlchemy's per-row processing.
+        """
+        for rows in _by_columns(list(self._new_leads.values())):
+            await self._insert(store.leads, rows)
+        for rows in _by_columns([{**v, "lead_id": k} for k, v in self._lead_updates.items()]):
+            await self._update_leads(rows)
+        for rows in _by_columns(self._submissions):
+            await self._insert(store.submissions, rows)
+        for rows in _by_columns(self._consents):
+            await self._insert(store.consents, rows)
+
+    async def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows that all carry the same columns (omitted columns stay NULL)."""
+        columns = tuple(rows[0])
+        statement = _insert_statement(table, columns, self.dialect)
+        await statement.run_async(self.session, [self._row(table, columns, row) for row in rows])
+
+    async def _update_leads(self, rows: list[dict[str, Any]]) -> None:
+        """Update leads that all change the same columns (`lead_id` is the key)."""
+        columns = tuple(name for name in rows[0] if name != "lead_id")
+        statement = _update_statement(columns, self.dialect)
+        await statement.run_async(
+            self.session, [self._row(store.leads, (*columns, "lead_id"), row) for row in rows]
+        )
+
+    def _row(
+        self, table: sa.Table, columns: tuple[str, ...], row: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """One row's values in `columns` order, as the driver stores them."""
+        kinds = _KINDS[table.name]
+        time = self._values.time
+        values = []
+        for name in columns:
+            kind, value = kinds.get(name), row[name]
+            values.append(
+                time(value) if kind == "time" else _json(value) if kind == "json" else value
+            )
+        return tuple(values)
+
+
+def _json(value: Any) -> str:
+    """JSON text as the column type writes it (None is the JSON null). Values orjson
+    does not take (platform numbers kept as written, integers past 64 bits) go through
+    the standard library, as SQLAlchemy's own serializer would."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json_module.dumps(value)
+
+
+def _kinds(table: sa.Table) -> dict[str, str]:
+    """Which columns need the time or JSON conversion of their column type."""
+    kinds: dict[str, str] = {}
+    for column in table.columns:
+        if isinstance(column.type, sa.JSON):
+            kinds[column.name] = "json"
+        elif isinstance(column.type, sa.types.TypeDecorator) and isinstance(
+            column.type.impl, sa.DateTime
+        ):
+            kinds[column.name] = "time"
+    return kinds
+
+
+_KINDS = {table.name: _kinds(table) for table in (store.leads, store.submissions, store.consents)}
+
+
+@functools.cache
+def _insert_statement(table: sa.Table, columns: tuple[str, ...], dialect: str) -> BulkStatement:
+    return BulkStatement.insert(table, columns, dialect)
+
+
+@functools.cache
+def _update_statement(columns: tuple[str, ...], dialect: str) -> BulkStatement:
+    return BulkStatement.update(store.leads, columns, "lead_id", dialect)
+
+
+def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by their keys (accepted and quarantined submissions differ), each
+    row's values in its group's key order."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        columns = tuple(sorted(row))
+        groups.setdefault(columns, []).append({name: row[name] for name in columns})
+    return list(groups.values())
