@@ -6,7 +6,8 @@ docs/benchmarks.md.
 
 Scenarios
 - capture: `POST /v1/forms/{id}` with ~1.5 KB JSON bodies under wrk, on SQLite and on
-  PostgreSQL, next to a bare FastAPI endpoint of the same shape in the same run.
+  PostgreSQL, next to a bare FastAPI endpoint of the same shape in the same run; then
+  two capture processes on one PostgreSQL database, a wrk on each, against one.
 - webhook: a signed webhook's acknowledgement latency with the broker down.
 - scoring: scoring events/s per process next to a bare consume-and-insert loop
   (bench/scoring_bench.py).
@@ -100,6 +101,32 @@ def run_wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str,
     return result
 
 
+def run_wrk_each(urls: list[str], seconds: int, connections: int, script: Path) -> dict[str, Any]:
+    """One wrk per url, all at once: requests/s summed, the worst of their percentiles."""
+    wrk = ensure_tool("wrk", "wrk")
+    procs = [
+        subprocess.Popen(
+            [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for url in urls
+    ]
+    runs = [parse_wrk(proc.communicate()[0]) for proc in procs]
+    result: dict[str, Any] = {
+        "rps": round(sum(r["rps"] for r in runs), 2),
+        "requests": sum(r["requests"] for r in runs),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+    }
+    for pct in ("p50_ms", "p90_ms", "p99_ms"):
+        result[pct] = max(r.get(pct, 0.0) for r in runs)
+    result["per_process_rps"] = [r["rps"] for r in runs]
+    result["command"] = (
+        f"{len(urls)} x wrk -t1 -c{connections} -d{seconds}s --latency -s bench/form_post.lua URL"
+    )
+    return result
+
+
 class Proc:
     """A server subprocess, stopped on exit."""
 
@@ -118,7 +145,9 @@ class Proc:
         self.log.close()
 
 
-def capture_env(tmp: Path, bootstrap: str, backend: str, port: int) -> dict[str, str]:
+def capture_env(
+    tmp: Path, bootstrap: str, backend: str, port: int, schema_prefix: str | None = None
+) -> dict[str, str]:
     env = {
         **os.environ,
         "LEADFLOW_CONFIG": str(ROOT / "leadflow.example.yaml"),
@@ -130,7 +159,7 @@ def capture_env(tmp: Path, bootstrap: str, backend: str, port: int) -> dict[str,
     }
     if backend == "postgres":
         env["LEADFLOW_DATABASE_URL"] = PG_URL
-        env["LEADFLOW_DATABASE_SCHEMA_PREFIX"] = f"bench{uuid.uuid4().hex[:6]}_"
+        env["LEADFLOW_DATABASE_SCHEMA_PREFIX"] = schema_prefix or f"bench{uuid.uuid4().hex[:6]}_"
     else:
         env["LEADFLOW_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp}/var/{{service}}.db"
     return env
@@ -206,10 +235,50 @@ def bench_capture(seconds: int, connections: int) -> dict[str, Any]:
                     server.stop()
                 result["ratio_to_bare"] = round(result["rps"] / results["bare"]["rps"], 3)
                 results[backend] = result
+            results["postgres_two_processes"] = bench_two_processes(
+                tmp, bootstrap, seconds, connections
+            )
+            results["postgres_two_processes"]["ratio_to_one"] = round(
+                results["postgres_two_processes"]["rps"] / results["postgres"]["rps"], 3
+            )
         finally:
             broker.terminate()
             broker.wait(5)
     return results
+
+
+def bench_two_processes(
+    tmp: Path, bootstrap: str, seconds: int, connections: int
+) -> dict[str, Any]:
+    """Two capture processes on one PostgreSQL database, each driven by its own wrk.
+
+    Capture keeps no state outside its database, so replicas scale it out; only one
+    replica's outbox relay publishes at a time (an advisory lock).
+    """
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
+    ports = [free_port(), free_port()]
+    envs = [capture_env(tmp, bootstrap, "postgres", port, prefix) for port in ports]
+    subprocess.run(
+        [PYTHON, "-m", "services.cli", "migrate", "capture"],
+        check=True,
+        capture_output=True,
+        env=envs[0],
+        cwd=ROOT,
+    )
+    servers = [
+        Proc([PYTHON, "-m", "services.cli", "serve", "capture"], env, tmp / f"capture-pg{i}.log")
+        for i, env in enumerate(envs)
+    ]
+    try:
+        for port in ports:
+            wait_healthy(port)
+        urls = [f"http://127.0.0.1:{port}/v1/forms/demo-request" for port in ports]
+        script = ROOT / "bench/form_post.lua"
+        run_wrk_each(urls, 2, connections, script)  # warm-up
+        return run_wrk_each(urls, seconds, connections, script)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def main() -> None:
@@ -227,7 +296,7 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if "capture" in wanted:
-        print("capture: bare endpoint, SQLite, PostgreSQL …", flush=True)
+        print("capture: bare endpoint, SQLite, PostgreSQL, two on PostgreSQL …", flush=True)
         results["capture"] = bench_capture(args.seconds, args.connections)
         print(json.dumps(results["capture"], indent=2), flush=True)
     for name, script in (
