@@ -245,9 +245,9 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        began = time.perf_counter()
         status = 500
-        rejected = started = False
+        rejected = started = counted = False
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started
@@ -261,14 +261,14 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            if scope["path"] in self.EXEMPT:
-                await self.app(scope, receive, send_wrapper)
-                return
-            if self.in_flight >= self.max_in_flight:
-                status = 503
-                await self._shed(scope, send)
-                return
-            self.in_flight += 1
+            # Health, readiness and metrics are never shed (nor counted as in flight).
+            if scope["path"] not in self.EXEMPT:
+                if self.in_flight >= self.max_in_flight:
+                    status = 503
+                    await self._shed(scope, send)
+                    return
+                self.in_flight += 1
+                counted = True
             try:
                 length = self._content_length(scope)
                 if length is not None and length > self.max_bytes:
@@ -303,9 +303,10 @@ class EdgeMiddleware:
                     status = 413
                     await self._too_large(send)
             finally:
-                self.in_flight -= 1
+                if counted:
+                    self.in_flight -= 1
         finally:
-            self._observe(scope, status, time.perf_counter() - started)
+            self._observe(scope, status, time.perf_counter() - began)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")

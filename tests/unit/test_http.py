@@ -121,11 +121,22 @@ async def test_requests_are_counted_per_route_template_and_status():
         value = metrics.http_requests_total.labels("test", "GET", "/boom", status)
         return float(value._value.get())
 
-    before = count("409")
+    def seconds() -> float:
+        histogram = metrics.http_request_duration_seconds.labels("test", "GET", "/boom")
+        return float(histogram._sum.get())
+
+    before, spent = count("409"), seconds()
     async with client(app()) as c:
         await c.get("/boom")
         await c.get("/boom")
     assert count("409") == before + 2
+    assert 0 < seconds() - spent < 5
+
+
+async def test_health_is_never_shed_but_still_guarded():
+    async with client(app(max_in_flight=0)) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/healthz", params={"x": "\x00"})).status_code == 400
 
 
 async def test_past_the_in_flight_limit_requests_are_shed_with_retry_after():
