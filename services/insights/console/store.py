@@ -93,7 +93,7 @@ PROFILE_COLUMNS = (
     "erased_at",
     "updated_at",
 )
-TIMELINE_COLUMNS = ("lead_id", "event_id", "kind", "at", "data")
+TIMELINE_COLUMNS: tuple[str, ...] = ("lead_id", "event_id", "kind", "at", "data")
 
 
 @dataclass(slots=True)
@@ -310,7 +310,8 @@ def _statements(dialect: str) -> _Statements:
         values += "CAST($4 AS TIMESTAMPTZ), CAST($5 AS JSONB)"
         lead_mark, guard_columns = "$1", TIMELINE_COLUMNS
     else:
-        values, lead_mark, guard_columns = "?, ?, ?, ?, ?", "?", (*TIMELINE_COLUMNS, "lead_id")
+        values, lead_mark = "?, ?, ?, ?, ?", "?"
+        guard_columns = (*TIMELINE_COLUMNS, "lead_id")
     names = ", ".join(f'"{c}"' for c in TIMELINE_COLUMNS)
     guarded_sql = (
         f'INSERT INTO "{timeline.name}" ({names}) SELECT {values} WHERE NOT EXISTS'
