@@ -59,7 +59,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @router.get("")
-async def home() -> RedirectResponse:
+async def home(_: UserDep) -> RedirectResponse:
     return _see_other("/console/funnel")
 
 
