@@ -18,6 +18,7 @@ from starlette.datastructures import FormData
 
 from services.insights.console.auth import (
     COOKIE,
+    LOGIN_COOKIE,
     Authenticator,
     ConsoleSettings,
     Session,
@@ -91,19 +92,30 @@ class Console:
         """A page with the session's CSRF token and the security headers."""
         session = self.session_of(request)
         new_cookie = None
+        if session is None and template == "login.html":
+            # The login form's CSRF token lives in a cookie of its own: a login page
+            # reached from another site (which gets no SameSite=Strict cookie) must not
+            # replace the session of a signed-in user.
+            session = self.codec.decode(request.cookies.get(LOGIN_COOKIE))
+            if session is None:
+                session = new_cookie = Session.anonymous(self.settings.console_session_hours)
         if session is None:
-            session = new_cookie = Session.anonymous(self.settings.console_session_hours)
+            session = Session(None, "", 0)
         context = {"csrf": session.csrf, "user": session.user, **context}
         response = self.templates.TemplateResponse(request, template, context, status_code=status)
         response.headers.update(SECURITY_HEADERS)
         if new_cookie is not None:
-            _set_cookie(self, response, new_cookie, https=request.url.scheme == "https")
+            _set_cookie(
+                self, response, new_cookie, https=request.url.scheme == "https", name=LOGIN_COOKIE
+            )
         return response
 
 
-def _set_cookie(console: Console, response: Response, session: Session, https: bool) -> None:
+def _set_cookie(
+    console: Console, response: Response, session: Session, https: bool, name: str = COOKIE
+) -> None:
     response.set_cookie(
-        COOKIE,
+        name,
         console.codec.encode(session),
         max_age=int(console.settings.console_session_hours * 3600),
         path="/console",
@@ -117,6 +129,7 @@ def start_session(console: Console, response: Response, user: str, https: bool) 
     """A new session (and CSRF token) for a user who just logged in."""
     session = Session.anonymous(console.settings.console_session_hours)
     _set_cookie(console, response, Session(user, session.csrf, session.expires), https)
+    response.delete_cookie(LOGIN_COOKIE, path="/console")
 
 
 async def get_console(request: Request) -> Console:
@@ -149,13 +162,11 @@ async def csrf_form(request: Request) -> FormData:
     console: Console = request.app.state.console
     if not _same_origin(request):
         raise Refused(403, "Refused: this request came from another site.")
-    session = console.session_of(request)
+    sessions = [console.codec.decode(request.cookies.get(name)) for name in (COOKIE, LOGIN_COOKIE)]
     form = await request.form()
     token = form.get("csrf")
-    if (
-        session is None
-        or not isinstance(token, str)
-        or not hmac.compare_digest(token.encode(), session.csrf.encode())
+    if not isinstance(token, str) or not any(
+        s is not None and hmac.compare_digest(token.encode(), s.csrf.encode()) for s in sessions
     ):
         raise Refused(403, "Refused: the form is stale or did not come from the console.")
     return form

@@ -25,6 +25,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 COOKIE = "leadflow_console"
+LOGIN_COOKIE = "leadflow_console_login"  # the login form's CSRF token, before a session
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 

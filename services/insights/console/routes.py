@@ -387,12 +387,12 @@ def _notice(code: str, item: str) -> str | None:
 
 @router.post("/quarantine/{submission_id}/{action}")
 async def quarantine_action(
+    _: FormDep,
     request: Request,
     submission_id: str,
     action: str,
     user: UserDep,
     console: ConsoleDep,
-    _: FormDep,
 ) -> Response:
     if action not in ("release", "reject"):
         raise Refused(404, "No such action.")
@@ -464,7 +464,7 @@ async def dead_letter(
 
 @router.post("/dead-letters/{topic}/{partition}/{offset}/redrive")
 async def redrive_letter(
-    topic: str, partition: int, offset: int, user: UserDep, console: ConsoleDep, _: FormDep
+    _: FormDep, topic: str, partition: int, offset: int, user: UserDep, console: ConsoleDep
 ) -> Response:
     letter = await _find_letter(console, topic, partition, offset)
     await redrive(console.runtime.settings, [letter])
@@ -474,7 +474,7 @@ async def redrive_letter(
 
 @router.post("/deliveries/{delivery_id}/redrive")
 async def redrive_delivery(
-    delivery_id: str, user: UserDep, console: ConsoleDep, _: FormDep
+    _: FormDep, delivery_id: str, user: UserDep, console: ConsoleDep
 ) -> Response:
     answer = await console.services.redrive_delivery(delivery_id)
     if not answer.ok:
