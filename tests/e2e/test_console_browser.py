@@ -2,10 +2,11 @@
 
 Headless Chromium (Debian's `chromium` and `chromium-driver`) over WebDriver: an
 unauthenticated visit lands on the login page; after logging in, the test finds the
-lead it submitted, opens its timeline and reads the routing reason, downloads the
-funnel CSV, releases a quarantined submission, re-drives a dead letter (and sees the
-re-driven event in the lead's timeline), and a page on another site cannot make the
-console act. Every page's screenshot is saved (LEADFLOW_CONSOLE_SHOTS, else tmp_path).
+lead it submitted, opens its timeline and reads the routing reason, sees the funnel's
+charts keep their text size at two window widths, downloads the funnel CSV, releases a
+quarantined submission, re-drives a dead letter (and sees the re-driven event in the
+lead's timeline), and a page on another site cannot make the console act. Every page's
+screenshot is saved (LEADFLOW_CONSOLE_SHOTS, else tmp_path).
 """
 
 from __future__ import annotations
@@ -184,9 +185,15 @@ def make_driver(profile: Path, downloads: Path) -> Any:
 
 
 def drive(
-    console: str, email: str, held_id: str, other_held_id: str, letter_id: str, shots: Path
+    console: str,
+    email: str,
+    leads: int,
+    held_id: str,
+    other_held_id: str,
+    letter_id: str,
+    shots: Path,
 ) -> dict[str, Any]:
-    """The browser session; returns what it saw."""
+    """The browser session (`leads` were submitted); returns what it saw."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -232,9 +239,21 @@ def drive(
         seen["timeline"] = text_of("#timeline")
         shot("lead")
 
-        # The funnel, its charts and the CSV.
-        driver.get(f"{console}/funnel")
+        # The funnel, its charts and the CSV; chart text keeps its size at any width.
+        total = "#funnel-table tr.total td"  # the first cell: leads
+        reload_until(
+            f"{console}/funnel", lambda d: d.find_element(By.CSS_SELECTOR, total).text == str(leads)
+        )
         seen["charts"] = len(driver.find_elements(By.CSS_SELECTOR, "svg.chart"))
+        seen["chart_text_heights"] = set()
+        for width in (700, 1400):
+            driver.set_window_size(width, 1000)
+            seen["chart_text_heights"] |= set(
+                driver.execute_script(
+                    "return [...document.querySelectorAll('svg.chart text')]"
+                    ".map(t => Math.round(t.getBoundingClientRect().height))"
+                )
+            )
         seen["funnel"] = text_of("#funnel-table")
         shot("funnel")
         driver.find_element(By.ID, "csv").click()
@@ -316,6 +335,29 @@ def test_console_tells_a_leads_story_in_a_real_browser(tmp_path: Path) -> None:
         )
         assert hot.status_code == 202, hot.text
         lead_id = hot.json()["lead_id"]
+        # A few more leads over several channels and grades, for the charts.
+        others = [
+            (
+                "demo-request",
+                {
+                    "work_email": f"grace.{tag}@cobol.example",
+                    "company": "Navy",
+                    "country": "US",
+                    "utm_source": "facebook",
+                    "utm_medium": "paid_social",
+                },
+            ),
+            (
+                "guide-download",
+                {"email": f"alan.{tag}@bletchley.example", "utm_source": "fb", "utm_medium": "cpc"},
+            ),
+            ("guide-download", {"email": f"edsger.{tag}@eindhoven.example"}),
+            ("guide-download", {"email": f"barbara.{tag}@clu.example", "promo_code": "RADIO26"}),
+            ("demo-request", {"work_email": f"john.{tag}@lisp.example", "gclid": f"g-{tag}"}),
+        ]
+        for form, fields in others:
+            other = httpx.post(f"{urls['capture']}/v1/forms/{form}", json=fields)
+            assert other.status_code == 202, other.text
         held = []
         for who in ("bot", "bot2"):
             spam = httpx.post(
@@ -326,7 +368,15 @@ def test_console_tells_a_leads_story_in_a_real_browser(tmp_path: Path) -> None:
             held.append(spam.json()["submission_id"])
         letter_id = asyncio.run(publish_dead_letter(bootstrap, lead_id))
 
-        seen = drive(f"{urls['insights']}/console", email, held[0], held[1], letter_id, shots)
+        seen = drive(
+            f"{urls['insights']}/console",
+            email,
+            1 + len(others),
+            held[0],
+            held[1],
+            letter_id,
+            shots,
+        )
 
         listing = httpx.get(f"{urls['capture']}/v1/quarantine").json()["items"]
     assert "/console/login" in seen["login_redirect"]
@@ -335,6 +385,7 @@ def test_console_tells_a_leads_story_in_a_real_browser(tmp_path: Path) -> None:
     assert "New lead" in seen["timeline"] and "Scored" in seen["timeline"]
     assert "Routed" in seen["timeline"]
     assert seen["charts"] == 3 and "Google Ads" in seen["funnel"]
+    assert seen["chart_text_heights"] and max(seen["chart_text_heights"]) <= 18
     assert seen["csv"].startswith("channel,label,") and "google_ads" in seen["csv"]
     assert seen["released"].startswith(f"Released submission {held[0]}")
     assert not seen["still_held"]
