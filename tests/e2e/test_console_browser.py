@@ -5,8 +5,9 @@ unauthenticated visit lands on the login page; after logging in, the test finds 
 lead it submitted, opens its timeline and reads the routing reason, sees the funnel's
 charts keep their text size at two window widths, downloads the funnel CSV, releases a
 quarantined submission, re-drives a dead letter (and sees the re-driven event in the
-lead's timeline), and a page on another site cannot make the console act. Every page's
-screenshot is saved (LEADFLOW_CONSOLE_SHOTS, else tmp_path).
+lead's timeline) and a CRM delivery that failed (and sees the CRM stand-in receive it),
+and a page on another site cannot make the console act. Every page's screenshot is
+saved (LEADFLOW_CONSOLE_SHOTS, else tmp_path).
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ PASSWORD = "console-e2e-password"
 
 
 @contextlib.contextmanager
-def leadflow_up(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+def leadflow_up(tmp_path: Path, **extra_env: str) -> Iterator[tuple[dict[str, str], str]]:
     """`leadflow up` on a free block of ports; the service URLs and the broker address."""
     base = _free_block()
-    env = {**os.environ, "LEADFLOW_CONSOLE_PASSWORD": PASSWORD, "LEADFLOW_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "LEADFLOW_CONSOLE_PASSWORD": PASSWORD,
+        "LEADFLOW_LOG_FORMAT": "json",
+        **extra_env,
+    }
     env.pop("LEADFLOW_CONFIG", None)
     env.pop("LEADFLOW_ADMIN_TOKEN", None)
     process = subprocess.Popen(
@@ -122,6 +128,46 @@ def other_site(target: str) -> Iterator[str]:
         server.server_close()
 
 
+class Crm:
+    """A CRM stand-in for the router's webhook destination: answers `status`, and keeps
+    the delivery ids (Idempotency-Key) of the requests it accepted and refused."""
+
+    def __init__(self) -> None:
+        self.status = 400
+        self.accepted: list[str] = []
+        self.refused: list[str] = []
+        self.url = ""
+
+
+@contextlib.contextmanager
+def crm_stand_in() -> Iterator[Crm]:
+    crm = Crm()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, delivery = crm.status, self.headers.get("Idempotency-Key", "")
+            (crm.accepted if status < 300 else crm.refused).append(delivery)
+            body = b'{"ok": true}' if status < 300 else b'{"error": "owner_id is not a user"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    crm.url = f"http://127.0.0.1:{server.server_address[1]}/leads"
+    try:
+        yield crm
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 async def publish_dead_letter(bootstrap: str, lead_id: str) -> str:
     """A repeat-visit event of the lead, dead-lettered as a consumer would have."""
     from aiokafka import AIOKafkaProducer
@@ -191,6 +237,7 @@ def drive(
     held_id: str,
     other_held_id: str,
     letter_id: str,
+    crm: Crm,
     shots: Path,
 ) -> dict[str, Any]:
     """The browser session (`leads` were submitted); returns what it saw."""
@@ -281,6 +328,27 @@ def drive(
         reload_until(lead_url, lambda d: "Repeat visit" in d.find_element(By.ID, "timeline").text)
         seen["timeline_after_redrive"] = driver.find_element(By.ID, "timeline").text
 
+        # The CRM refused the lead's delivery (400: not retried). Once the CRM is fixed,
+        # re-driving it from the console delivers it.
+        lead_id = lead_url.rsplit("/", 1)[1]
+        failed = f'tr.delivery[data-lead="{lead_id}"]'
+        reload_until(f"{console}/dead-letters", lambda d: d.find_elements(By.CSS_SELECTOR, failed))
+        seen["failed_delivery"] = driver.find_element(By.CSS_SELECTOR, failed).text
+        delivery_id = driver.find_element(By.CSS_SELECTOR, failed).get_attribute("data-delivery")
+        seen["refused_before_redrive"] = list(crm.refused)
+        crm.status = 200
+        driver.find_element(By.CSS_SELECTOR, f"{failed} button.redrive").click()
+        seen["delivery_redriven"] = text_of("#notice")
+        seen["still_failed"] = bool(driver.find_elements(By.CSS_SELECTOR, failed))
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda _: delivery_id in crm.accepted)
+        webhook = 'tr.delivery[data-destination="webhook"]'
+        reload_until(
+            lead_url,
+            lambda d: "delivered" in d.find_element(By.CSS_SELECTOR, f"{webhook} td.status").text,
+        )
+        seen["webhook_delivery"] = driver.find_element(By.CSS_SELECTOR, webhook).text
+        seen["delivery_id"] = delivery_id
+
         driver.get(f"{console}/health")
         seen["health"] = text_of("main")
         shot("health")
@@ -318,7 +386,13 @@ def test_console_tells_a_leads_story_in_a_real_browser(tmp_path: Path) -> None:
     shots.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     email = f"ada.{tag}@analytical-engines.co.uk"
-    with leadflow_up(tmp_path) as (urls, bootstrap):
+    with (
+        crm_stand_in() as crm,
+        leadflow_up(tmp_path, LEADFLOW_ROUTER_WEBHOOK_URL=crm.url) as (
+            urls,
+            bootstrap,
+        ),
+    ):
         hot = httpx.post(
             f"{urls['capture']}/v1/forms/demo-request",
             json={
@@ -375,6 +449,7 @@ def test_console_tells_a_leads_story_in_a_real_browser(tmp_path: Path) -> None:
             held[0],
             held[1],
             letter_id,
+            crm,
             shots,
         )
 
@@ -390,6 +465,14 @@ def test_console_tells_a_leads_story_in_a_real_browser(tmp_path: Path) -> None:
     assert seen["released"].startswith(f"Released submission {held[0]}")
     assert not seen["still_held"]
     assert "Re-drove" in seen["redriven"] and "Repeat visit" in seen["timeline_after_redrive"]
+    assert seen["refused_before_redrive"] == [seen["delivery_id"]]
+    assert "webhook" in seen["failed_delivery"] and "400" in seen["failed_delivery"]
+    assert seen["delivery_redriven"].startswith(f"Re-drove delivery {seen['delivery_id']}")
+    assert not seen["still_failed"]
+    assert crm.accepted == [seen["delivery_id"]]
+    assert (
+        "delivered" in seen["webhook_delivery"] and "re-driven 1\u00d7" in seen["webhook_delivery"]
+    )
     assert "Consumer lag" in seen["health"] and "Outbox depth" in seen["health"]
     assert "Refused" in seen["cross_site"] and seen["other_still_held"]
     assert "/console/login" in seen["after_logout"]
