@@ -21,6 +21,7 @@ from services.insights.console.auth import (
     LOGIN_COOKIE,
     Authenticator,
     ConsoleSettings,
+    LoginThrottle,
     Session,
     SessionCodec,
 )
@@ -75,6 +76,7 @@ class Console:
             settings.admin_token.get_secret_value(), self.settings, settings.env
         )
         self.services = Services(settings, self.settings)
+        self.throttle = LoginThrottle()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.filters["when"] = _when
         self.templates.env.filters["duration"] = _duration

@@ -8,6 +8,9 @@
   `LEADFLOW_SECRET_KEY`: user, CSRF token and expiry; SameSite=Strict, HttpOnly.
 - Every form carries the session's CSRF token; a POST without it, or sent from
   another origin (Origin / Sec-Fetch-Site), is refused with 403.
+- After 5 failed sign-ins of a user name, or from a client address, within 5 minutes,
+  the next ones are answered 429 with Retry-After (`LoginThrottle`: this process's
+  memory, so each insights replica counts on its own).
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import base64
 import getpass
 import hashlib
 import hmac
+import math
 import secrets
 import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -121,6 +127,76 @@ class Authenticator:
             verify_password(password, hash_password("x", b"0" * 16))
             return False
         return verify_password(password, encoded)
+
+
+class LoginThrottle:
+    """Failed sign-ins per user name and per client address, in this process's memory.
+
+    Once a name or an address has `limit` failures within `window` seconds, its next
+    sign-ins are refused without checking the password until the oldest of them is
+    `window` old (`retry_after` says in how many seconds). Refused attempts do not
+    count, so the wait never grows. An attempt counts as failed from before its password
+    is checked (`attempt`), so concurrent attempts cannot slip past the limit; a
+    successful one takes its own count back and clears the name's failures (not the
+    address's). At most `max_keys` names and addresses are remembered, the stalest
+    forgotten first: a flood of made-up names cannot grow memory without bound.
+    """
+
+    def __init__(
+        self,
+        limit: int = 5,
+        window: float = 300.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit, self.window, self.max_keys = limit, window, max_keys
+        self._clock = clock
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    @staticmethod
+    def _keys(name: str, address: str | None) -> list[tuple[str, str]]:
+        return [("name", name), *([("address", address)] if address else [])]
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times
+
+    def retry_after(self, name: str, address: str | None) -> int | None:
+        """Seconds until `name` from `address` may try again; None when it may now."""
+        now = self._clock()
+        waits = [
+            times[0] + self.window - now
+            for key in self._keys(name, address)
+            if (times := self._recent(key, now)) is not None and len(times) >= self.limit
+        ]
+        return max(1, math.ceil(max(waits))) if waits else None
+
+    def attempt(self, name: str, address: str | None) -> float:
+        """Count a sign-in as failed until `succeeded`; the token to pass to it."""
+        now = self._clock()
+        for key in self._keys(name, address):
+            times = self._recent(key, now)
+            if times is None:
+                times = self._failures[key] = deque(maxlen=self.limit)
+            times.append(now)
+            self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+        return now
+
+    def succeeded(self, name: str, address: str | None, token: float) -> None:
+        """The attempt `token` signed in: forget the name's failures and this attempt."""
+        self._failures.pop(("name", name), None)
+        times = self._failures.get(("address", address or ""))
+        if times is not None and token in times:
+            times.remove(token)
 
 
 @dataclass(frozen=True)

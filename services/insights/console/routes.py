@@ -7,6 +7,7 @@ the session's CSRF token and a same-origin request (else 403).
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -73,6 +74,19 @@ async def login(request: Request, console: ConsoleDep, form: FormDep) -> Respons
     name = str(form.get("username", ""))[:200]
     password = str(form.get("password", ""))[:1000]
     target = _safe_next(str(form.get("next", "")))
+    address = request.client.host if request.client else None
+    wait = console.throttle.retry_after(name, address)
+    if wait is not None:
+        minutes = math.ceil(wait / 60)
+        context = {
+            "next": target,
+            "error": "Too many failed sign-ins: try again in "
+            + (f"{minutes} minutes." if minutes > 1 else "a minute."),
+        }
+        response = console.render(request, "login.html", context, status=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    attempt = console.throttle.attempt(name, address)
     # scrypt takes a while: off the event loop.
     if not await asyncio.to_thread(console.auth.check, name, password):
         context = {"next": target, "error": "Wrong user name or password."}
@@ -82,6 +96,7 @@ async def login(request: Request, console: ConsoleDep, form: FormDep) -> Respons
                 "LEADFLOW_CONSOLE_PASSWORD or LEADFLOW_CONSOLE_USERS."
             )
         return console.render(request, "login.html", context, status=401)
+    console.throttle.succeeded(name, address, attempt)
     response = _see_other(target)
     start_session(console, response, name, https=request.url.scheme == "https")
     return response

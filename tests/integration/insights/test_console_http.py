@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from services.insights.console.auth import (
@@ -154,6 +155,39 @@ async def test_posts_without_the_token_or_from_another_site_are_refused(insights
         assert blind.status_code == 403
     # The session survived every refusal.
     assert (await client.get("/console/funnel")).status_code == 200
+
+
+async def test_five_failed_logins_then_429_with_retry_after(insights: Any) -> None:
+    """Per user name and per client address, whatever the password of the sixth."""
+    client_class = insights.client.__class__
+    app = insights.app
+
+    def from_address(host: str) -> Any:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        return client_class(transport=transport, base_url="http://testserver")
+
+    async def sign_in(client: Any, name: str, password: str) -> Any:
+        page = await client.get("/console/login")
+        data = {"csrf": _csrf(page.text), "username": name, "password": password}
+        return await client.post("/console/login", data=data)
+
+    async with (
+        from_address("198.51.100.1") as first,
+        from_address("198.51.100.2") as second,
+        from_address("198.51.100.3") as third,
+    ):
+        for _ in range(5):
+            assert (await sign_in(first, "admin", "guess")).status_code == 401
+        # The name is throttled from any address, even with the right password.
+        for client in (first, second):
+            refused = await sign_in(client, "admin", TOKEN)
+            assert refused.status_code == 429, refused.text[:300]
+            assert 290 <= int(refused.headers["retry-after"]) <= 300
+            assert "Too many failed sign-ins: try again in 5 minutes." in refused.text
+            assert COOKIE not in refused.cookies
+        # The first address is throttled for every name; another name elsewhere is not.
+        assert (await sign_in(first, "alice", "guess")).status_code == 429
+        assert (await sign_in(third, "alice", "guess")).status_code == 401
 
 
 def test_password_hashes_users_and_sessions() -> None:
