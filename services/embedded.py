@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -161,6 +162,8 @@ def run_embedded(
         },
     }
     env.setdefault("LEADFLOW_PUBLIC_URL", f"http://127.0.0.1:{ports['nurture']}")
+    # The console's `admin` password of this run, unless one is set (printed in the banner).
+    env.setdefault("LEADFLOW_CONSOLE_PASSWORD", secrets.token_urlsafe(9))
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -240,7 +243,14 @@ def run_embedded(
             return 1
         if stopping:
             return 0
-        _print_welcome(ports, broker_port, smtp_port, var_dir, time.monotonic() - started)
+        _print_welcome(
+            ports,
+            broker_port,
+            smtp_port,
+            var_dir,
+            time.monotonic() - started,
+            env["LEADFLOW_CONSOLE_PASSWORD"],
+        )
         while not stopping:
             for process in processes:
                 if process.poll() is not None:
@@ -260,7 +270,12 @@ def run_embedded(
 
 
 def _print_welcome(
-    ports: dict[str, int], broker_port: int, smtp_port: int, var_dir: Path, took: float
+    ports: dict[str, int],
+    broker_port: int,
+    smtp_port: int,
+    var_dir: Path,
+    took: float,
+    console_password: str,
 ) -> None:
     console.print(f"\n[bold green]leadflow is up[/bold green] in {took:.1f}s\n")
     for name, port in ports.items():
@@ -279,7 +294,13 @@ def _print_welcome(
     )
     console.print(
         f"Then: tail -f {var_dir}/routed.jsonl     "
-        f"report: curl -s http://127.0.0.1:{ports['insights']}/v1/reports/channels\n"
+        f"report: curl -s http://127.0.0.1:{ports['insights']}/v1/reports/channels\n",
+        markup=False,
+        highlight=False,
+    )
+    console.print(
+        f"Console: http://127.0.0.1:{ports['insights']}/console   "
+        f"(user admin, password {console_password}, or the admin token)\n"
         "Ctrl-C stops everything.",
         markup=False,
         highlight=False,

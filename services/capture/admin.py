@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from services.capture import openapi, store
 from services.capture.domain import InvalidLead
-from services.capture.handlers import NotReleasable, release
+from services.capture.handlers import NotReleasable, handle_reject_submission, release
 from services.capture.http import ConfigDep, RuntimeDep, _accepted, has_admin_token
 from shared.http import ApiError
 from shared.service import ServiceRuntime
@@ -119,6 +119,30 @@ async def release_submission(submission_id: str, runtime: RuntimeDep, config: Co
     except InvalidLead as exc:
         raise ApiError(422, exc.code, str(exc), field=exc.field) from None
     return _accepted(result)
+
+
+@router.post(
+    "/v1/quarantine/{submission_id}/reject",
+    summary="Reject a quarantined submission (it is deleted)",
+    responses={
+        404: openapi.json_response(
+            "Not in quarantine", openapi.error("not_quarantined", "...", "submission_id")
+        ),
+        409: openapi.json_response(
+            "Already released or erased", openapi.error("not_quarantined", "...", "submission_id")
+        ),
+        **openapi.ADMIN_ERRORS,
+    },
+)
+async def reject_submission(submission_id: str, runtime: RuntimeDep) -> dict[str, str]:
+    """Spam confirmed: the submission and the personal data it held are deleted."""
+    try:
+        async with runtime.uow() as uow:
+            await handle_reject_submission(submission_id, uow)
+    except NotReleasable as exc:
+        status = 404 if exc.status is None else 409
+        raise ApiError(status, "not_quarantined", str(exc), field="submission_id") from None
+    return {"submission_id": submission_id, "status": "rejected"}
 
 
 @router.get(

@@ -437,6 +437,15 @@ async def release(
     raise AssertionError("unreachable")
 
 
+async def handle_reject_submission(submission_id: str, uow: UnitOfWork) -> None:
+    """Drop a quarantined submission for good: spam keeps no personal data."""
+    row = await store.get_submission(uow.session, submission_id)
+    if row is None or row.status != "quarantined":
+        raise NotReleasable(submission_id, row.status if row else None)
+    await store.delete_submission(uow.session, submission_id)
+    await uow.commit()
+
+
 @dataclass(frozen=True)
 class EraseLead:
     """Forget a person, found by email, phone or lead id."""

@@ -192,6 +192,12 @@ async def list_quarantined(
     return list((await session.execute(query)).all())
 
 
+async def delete_submission(session: AsyncSession, submission_id: str) -> None:
+    await session.execute(
+        sa.delete(submissions).where(submissions.c.submission_id == submission_id)
+    )
+
+
 async def insert_consent(session: AsyncSession, **values: Any) -> None:
     await session.execute(sa.insert(consents).values(**values))
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.insights import consumers, store
 from services.insights import settings as insights_settings
+from services.insights.console.app import install as install_console
 from services.insights.http import router
 from shared.config import load_config
 from shared.http import create_app as create_http_app
@@ -45,4 +46,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.config = config
     app.state.settings = settings
+    install_console(app, runtime, config, settings)
     return app

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.insights import handlers
+from services.insights.console.timeline import recording
 from services.insights.store import LeadBatch
 from shared.db.uow import UnitOfWork
 from shared.events import (
@@ -43,5 +44,5 @@ async def load_leads(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
 
 
 def register(runtime: ServiceRuntime) -> None:
-    """One consumer group on all six topics."""
-    runtime.add_consumer(TOPICS, HANDLERS, before_batch=load_leads)
+    """One consumer group on all six topics; the console's timeline records every event."""
+    runtime.add_consumer(TOPICS, recording(HANDLERS), before_batch=load_leads)

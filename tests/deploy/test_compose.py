@@ -157,3 +157,32 @@ def test_variable_references_are_well_formed() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     for reference in re.findall(r"\$\{[^}]*\}?", text):
         assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*(:?[-?][^}]*)?\}", reference), reference
+
+
+def _console_url_variables() -> dict[str, str]:
+    """`LEADFLOW_<SERVICE>_URL` → service, from the console's own settings."""
+    from services.insights.console.auth import ConsoleSettings
+
+    return {
+        f"LEADFLOW_{field.upper()}": field.removesuffix("_url")
+        for field in ConsoleSettings.model_fields
+        if field.endswith("_url")
+    }
+
+
+def test_the_console_reaches_the_other_services_and_its_users(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    env = services["insights"]["environment"]
+    urls = _console_url_variables()
+    assert set(urls.values()) == set(SERVICES) - {"insights"}
+    for variable, service in urls.items():
+        assert env[variable] == f"http://{service}:{SERVICES[service]}", variable
+    for variable in ("LEADFLOW_CONSOLE_PASSWORD", "LEADFLOW_CONSOLE_USERS"):
+        assert env[variable] == f"${{{variable}:-}}", "console credentials come from the shell"
+    # The console calls the others' admin APIs with the token they all check.
+    for name in SERVICES:
+        token = services[name]["environment"]["LEADFLOW_ADMIN_TOKEN"]
+        assert token == "${LEADFLOW_ADMIN_TOKEN:-}", name
+    # Only insights gets the URLs: the router reads LEADFLOW_ROUTER_URL as the base of
+    # the acknowledgement links it sends reps, which must stay its public address.
+    assert "LEADFLOW_ROUTER_URL" not in services["router"]["environment"]

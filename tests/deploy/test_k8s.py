@@ -202,6 +202,40 @@ def test_secrets_are_referenced_never_committed(objects: tuple[Object, ...]) -> 
         assert not any(word in key for word in ("SECRET", "PASSWORD", "DATABASE_URL")), key
 
 
+def test_the_console_reaches_the_other_services_and_its_users(
+    objects: tuple[Object, ...],
+) -> None:
+    from services.insights.console.auth import ConsoleSettings
+
+    deployments = by_kind(objects, "Deployment")
+    services = by_kind(objects, "Service")
+    (insights,) = deployments["insights"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in insights["env"]}
+    urls = [field for field in ConsoleSettings.model_fields if field.endswith("_url")]
+    assert {field.removesuffix("_url") for field in urls} == set(SERVICES) - {"insights"}
+    for field in urls:
+        service = field.removesuffix("_url")
+        port = services[service]["spec"]["ports"][0]["port"]
+        assert env[f"LEADFLOW_{field.upper()}"]["value"] == f"http://{service}:{port}"
+    for name, key in (
+        ("LEADFLOW_CONSOLE_PASSWORD", "console-password"),
+        ("LEADFLOW_CONSOLE_USERS", "console-users"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {
+            "name": "leadflow-secrets",
+            "key": key,
+            "optional": True,
+        }
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        token = {e["name"]: e for e in container["env"]}["LEADFLOW_ADMIN_TOKEN"]
+        assert token["valueFrom"]["secretKeyRef"]["key"] == "admin-token", name
+        # The router reads LEADFLOW_ROUTER_URL as its public address (acknowledge links).
+        if name != "insights":
+            assert not any(e["name"].endswith("_URL") and "value" in e for e in container["env"])
+    assert not any(key.endswith("_URL") for key in env_config(objects))
+
+
 def test_env_config_points_the_services_at_kafka_and_the_config_file(
     objects: tuple[Object, ...],
 ) -> None:

@@ -112,6 +112,7 @@ async def test_capture_api_keys_and_admin_token(
     admin_endpoints = [
         Protected("GET", "/v1/quarantine", None, "admin", (200,)),
         Protected("POST", "/v1/quarantine/nope/release", None, "admin", (404,)),
+        Protected("POST", "/v1/quarantine/nope/reject", None, "admin", (404,)),
         Protected("GET", "/v1/leads/nope/consents", None, "admin", (404,)),
     ]
     problems: list[str] = []

@@ -222,6 +222,13 @@ async def test_spam_is_quarantined_listed_and_released(
         again = await post(f"/v1/quarantine/{submission_id}/release", headers=ADMIN)
         unknown = await post(f"/v1/quarantine/{uuid.uuid4()}/release", headers=ADMIN)
         assert (again.status_code, unknown.status_code) == (409, 404)
+        rejected_id = held[bot]["submission_id"]
+        assert (await post(f"/v1/quarantine/{rejected_id}/reject")).status_code == 401
+        rejected = await post(f"/v1/quarantine/{rejected_id}/reject", headers=ADMIN)
+        assert rejected.json() == {"submission_id": rejected_id, "status": "rejected"}
+        twice = await post(f"/v1/quarantine/{rejected_id}/reject", headers=ADMIN)
+        not_held = await post(f"/v1/quarantine/{submission_id}/reject", headers=ADMIN)
+        assert (twice.status_code, not_held.status_code) == (404, 409)
         [event] = await exactly(broker.bootstrap, 1)
         remaining = await capture.client.get("/v1/quarantine", headers=ADMIN)
     assert (event.contact.email, event.form_id, event.lead_id) == (
@@ -231,7 +238,7 @@ async def test_spam_is_quarantined_listed_and_released(
     )
     assert event.submission_id == submission_id
     assert event.marketing_consent is True  # contact-sales: asking to be contacted is consent
-    assert fast not in {item["email"] for item in remaining.json()["items"]}
+    assert {fast, bot}.isdisjoint(item["email"] for item in remaining.json()["items"])
 
 
 async def test_rate_limits_answer_429_with_retry_after(
