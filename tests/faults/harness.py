@@ -196,15 +196,23 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     # Settings over the harness's own (a benchmark runs the services with their defaults).
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Services talk to the broker directly: no proxy to cut, and no Kafka traffic through
+    # this process (a benchmark measures the system, not the harness).
+    direct_broker: bool = False
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.crm = CrmStandIn()
-        self.broker_proxy = TcpProxy(self.broker_port)
-        await self.broker_proxy.start()
-        # The broker advertises the proxy's address, so every client goes through it.
         listen = f"tcp://127.0.0.1:{self.broker_port}"
-        advertised = f"tcp://127.0.0.1:{self.broker_proxy.port}"
+        if self.direct_broker:
+            advertised = listen
+            bootstrap_port = self.broker_port
+        else:
+            self.broker_proxy = TcpProxy(self.broker_port)
+            await self.broker_proxy.start()
+            # The broker advertises the proxy's address, so every client goes through it.
+            advertised = f"tcp://127.0.0.1:{self.broker_proxy.port}"
+            bootstrap_port = self.broker_proxy.port
         self.broker_process = start_broker(listen, advertised)
         wait_for_port(self.broker_port, 15, self.broker_process)
         self.ports = {name: free_port() for name in SERVICES}
@@ -214,7 +222,7 @@ class System:
             "LEADFLOW_ENV": "test",
             "LEADFLOW_CONFIG": str(ROOT / "leadflow.example.yaml"),
             "LEADFLOW_VAR_DIR": str(self.workdir / "var"),
-            "LEADFLOW_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.broker_proxy.port}",
+            "LEADFLOW_KAFKA_BOOTSTRAP": f"127.0.0.1:{bootstrap_port}",
             "LEADFLOW_KAFKA_CLIENT_PREFIX": prefix,
             "LEADFLOW_KAFKA_SESSION_TIMEOUT_MS": "3000",
             "LEADFLOW_OUTBOX_POLL_SECONDS": "0.3",
