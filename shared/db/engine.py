@@ -187,8 +187,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a read-then-write transaction never
-        # fails half-way with SQLITE_BUSY on lock upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # fails half-way with SQLITE_BUSY on lock upgrade. A connection that will only
+        # read (execution option `leadflow_read_only`) takes no lock: WAL readers never
+        # wait for the writer.
+        if conn.get_execution_options().get("leadflow_read_only"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def insert_ignore(table: sa.Table, dialect: str, *index_elements: str) -> Any:

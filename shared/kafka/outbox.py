@@ -5,6 +5,13 @@ and by a poll timer as a fallback (a commit from another replica, a publish
 that failed). Rows go out in id order, so one lead's events keep their order;
 with several replicas on PostgreSQL a transaction-scoped advisory lock lets
 only one relay of a service publish at a time.
+
+On SQLite (one writer at a time, so ids are assigned in commit order) the relay
+reads past the last id it sent without taking the write lock, and deletes what
+Kafka has in one write every second or every full batch, not once per batch sent:
+a busy service's relay would otherwise cost a write transaction and a disk sync
+for every few events. A crash before that delete sends those rows again, which the
+consumers' inboxes make harmless (at-least-once, as always).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 # Backlog gauges are scraped every 15-30 s: counting the outbox on every idle poll would
 # be most of an idle service's CPU.
 GAUGE_INTERVAL_SECONDS = 5.0
+# SQLite: how long rows already in Kafka may stay in the outbox before they are deleted.
+DELETE_INTERVAL_SECONDS = 1.0
 
 
 class OutboxRelay:
@@ -57,16 +66,27 @@ class OutboxRelay:
         self.linger_seconds = linger_seconds
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._published: list[Any] = []  # sent, not yet deleted (SQLite)
+        # SQLite: the highest id sent, and the ids sent but not yet deleted.
+        self._sent_through = 0
+        self._sent_ids: list[int] = []
+        self._deleted_at = time.monotonic()
         self.last_error: str | None = None
         self._gauges_at = 0.0
         self._partitioner = DefaultPartitioner()
         # Built once: an idle relay runs these every poll, a busy one every batch.
         self._select_next = sa.select(outbox).order_by(outbox.c.id).limit(batch_size)
+        self._select_after = (
+            sa.select(outbox)
+            .where(outbox.c.id > sa.bindparam("after"))
+            .order_by(outbox.c.id)
+            .limit(batch_size)
+        )
         self._delete_sent = sa.delete(outbox).where(
             outbox.c.id.in_(sa.bindparam("ids", expanding=True))
         )
-        self._select_backlog = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at))
+        self._select_backlog = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+            outbox.c.id > sa.bindparam("after")
+        )
 
     async def ensure_producer(self) -> AIOKafkaProducer:
         """The started producer; a broker down at start-up is retried on the next call."""
@@ -137,18 +157,22 @@ class OutboxRelay:
         """Publish up to one batch of outbox rows; returns how many were published."""
         if self.db.is_sqlite:
             # Never hold SQLite's write lock while waiting on Kafka: capture must keep
-            # committing submissions while the broker is slow or down. The rows of the
-            # previous batch (in Kafka by now) are deleted in the same short transaction
-            # that reads the next batch: one write-lock hold per batch.
-            async with self.db.write_gate(), self.db.session() as session, session.begin():
-                if self._published:
-                    await self._delete(session, self._published)
-                    self._published = []
-                rows = await self._next_rows(session)
+            # committing submissions while the broker is slow or down.
+            async with self.db.engine.connect() as connection:
+                reader = await connection.execution_options(leadflow_read_only=True)
+                result = await reader.execute(self._select_after, {"after": self._sent_through})
+                rows = list(result.all())
             if not rows:
+                await self.delete_sent()
                 return 0
             await asyncio.wait_for(self._send_in_order(rows), self.publish_timeout)
-            self._published = rows
+            self._sent_through = rows[-1].id
+            self._sent_ids.extend(row.id for row in rows)
+            if (
+                len(self._sent_ids) >= self.batch_size
+                or time.monotonic() - self._deleted_at >= DELETE_INTERVAL_SECONDS
+            ):
+                await self.delete_sent()
         else:
             async with self.db.session() as session, session.begin():
                 if not await try_leader_lock(session, self.db.dialect, f"outbox:{self.service}"):
@@ -161,6 +185,25 @@ class OutboxRelay:
         for row in rows:
             metrics.outbox_published_total.labels(self.service, row.topic).inc()
         return len(rows)
+
+    async def delete_sent(self) -> None:
+        """Delete the rows Kafka already has (SQLite), in one write transaction.
+
+        The newest of them stays until a newer row is sent: SQLite gives a new row the
+        id after the largest one present, so deleting it would let the next row take an
+        id the relay has already passed (after a restart it is sent once more, harmless).
+        """
+        self._deleted_at = time.monotonic()
+        if len(self._sent_ids) < 2:
+            return
+        ids, self._sent_ids = self._sent_ids[:-1], self._sent_ids[-1:]
+        try:
+            async with self.db.write_gate(), self.db.session() as session, session.begin():
+                for start in range(0, len(ids), 500):
+                    await session.execute(self._delete_sent, {"ids": ids[start : start + 500]})
+        except BaseException:
+            self._sent_ids = ids + self._sent_ids  # in Kafka already: delete them next time
+            raise
 
     async def _next_rows(self, session: Any) -> list[Any]:
         return list((await session.execute(self._select_next)).all())
@@ -208,7 +251,9 @@ class OutboxRelay:
         self._gauges_at = now
         try:
             async with self.db.write_gate(), self.db.session() as session:
-                count, oldest = (await session.execute(self._select_backlog)).one()
+                count, oldest = (
+                    await session.execute(self._select_backlog, {"after": self._sent_through})
+                ).one()
         except Exception:
             log.debug("outbox gauge refresh failed", exc_info=True)
             return
