@@ -13,8 +13,11 @@ only after that commit, so a 2xx still means "on disk".
 A group that fails as a whole (a concurrent replica inserted the same person
 first, an unexpected error in one submission) is retried one submission at a
 time, so one bad submission never sinks the others and every caller gets its
-own answer. A lone request is written at once (as a group of one): there is no
-artificial wait.
+own answer. When fewer than a handful of submissions are waiting, the intake
+gathers for a few milliseconds (`gather_seconds`, 5 ms) before writing: at a steady
+campaign rate (a submission every few ms) each request would otherwise be its own
+group, and a group's statements and commit cost more CPU than its submissions do.
+A lone submission waits those 5 ms, far below anything a visitor notices.
 """
 
 from __future__ import annotations
@@ -58,10 +61,14 @@ class Intake:
         uow_factory: Callable[[], UnitOfWork],
         config: CaptureConfig,
         max_group: int = 256,
+        gather_seconds: float = 0.005,
+        gather_below: int = 4,
     ) -> None:
         self.uow_factory = uow_factory
         self.config = config
         self.max_group = max_group
+        self.gather_seconds = gather_seconds
+        self.gather_below = gather_below
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +97,8 @@ class Intake:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                if len(self._queue) < self.gather_below and self.gather_seconds:
+                    await asyncio.sleep(self.gather_seconds)
                 count = min(self.max_group, len(self._queue))
                 group = [self._queue.popleft() for _ in range(count)]
                 await self._write(group)
