@@ -32,6 +32,7 @@ from services import registry  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.kafka.consumer import EventConsumer  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from tests.records import consumer_record  # noqa: E402
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -43,19 +44,10 @@ def load_records(path: Path) -> list[ConsumerRecord[bytes, bytes]]:
         raw = json.loads(line)
         key = raw["key"].encode() if raw["key"] is not None else b""
         value = raw["value"].encode() if raw["value"] is not None else b""
+        headers = [(k, v.encode()) for k, v in raw["headers"]]
         records.append(
-            ConsumerRecord(
-                topic=raw["topic"],
-                partition=raw["partition"],
-                offset=raw["offset"],
-                timestamp=0,
-                timestamp_type=0,
-                key=key,
-                value=value,
-                checksum=None,
-                serialized_key_size=len(key),
-                serialized_value_size=len(value),
-                headers=tuple((k, v.encode()) for k, v in raw["headers"]),
+            consumer_record(
+                raw["topic"], key, value, headers, offset=raw["offset"], partition=raw["partition"]
             )
         )
     return records

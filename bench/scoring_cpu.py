@@ -28,33 +28,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aiokafka.structs import ConsumerRecord  # noqa: E402
 
 from bench.consumer_bench import settings_for  # noqa: E402
 from bench.scoring_bench import make_events  # noqa: E402
 from services import registry  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
-from shared.events import encode, new_event  # noqa: E402
-from shared.events.contracts import Event  # noqa: E402
 from shared.kafka.consumer import EventConsumer  # noqa: E402
-
-
-def record_of(event: Event, offset: int) -> ConsumerRecord[bytes, bytes]:
-    """The event as the broker hands it to a consumer."""
-    key, value, headers = encode(new_event(event, "leadflow/bench"))
-    return ConsumerRecord(
-        topic=event.TOPIC,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=tuple(headers),
-    )
+from tests.records import record_of  # noqa: E402
 
 
 class _GcTimer:

@@ -84,6 +84,7 @@ class OutboxRelay:
         self._delete_sent = sa.delete(outbox).where(
             outbox.c.id.in_(sa.bindparam("ids", expanding=True))
         )
+        self._select_any = sa.select(outbox.c.id).limit(1)
         self._select_backlog = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
             outbox.c.id > sa.bindparam("after")
         )
@@ -189,21 +190,25 @@ class OutboxRelay:
     async def delete_sent(self) -> None:
         """Delete the rows Kafka already has (SQLite), in one write transaction.
 
-        The newest of them stays until a newer row is sent: SQLite gives a new row the
-        id after the largest one present, so deleting it would let the next row take an
-        id the relay has already passed (after a restart it is sent once more, harmless).
+        SQLite gives a new row the id after the largest one present: once the outbox is
+        empty, the next row may take an id the relay has already passed, so the relay's
+        position goes back to the start. The check runs in the deleting transaction,
+        which no other writer can interleave with.
         """
         self._deleted_at = time.monotonic()
-        if len(self._sent_ids) < 2:
+        if not self._sent_ids:
             return
-        ids, self._sent_ids = self._sent_ids[:-1], self._sent_ids[-1:]
+        ids, self._sent_ids = self._sent_ids, []
         try:
             async with self.db.write_gate(), self.db.session() as session, session.begin():
                 for start in range(0, len(ids), 500):
                     await session.execute(self._delete_sent, {"ids": ids[start : start + 500]})
+                emptied = (await session.execute(self._select_any)).first() is None
         except BaseException:
             self._sent_ids = ids + self._sent_ids  # in Kafka already: delete them next time
             raise
+        if emptied:
+            self._sent_through = 0
 
     async def _next_rows(self, session: Any) -> list[Any]:
         return list((await session.execute(self._select_next)).all())

@@ -41,6 +41,7 @@ from tests.integration.insights.campaign import (
     Campaign,
     build_campaign,
 )
+from tests.records import consumer_record
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
@@ -59,19 +60,7 @@ def records_of(envelopes: Sequence[Envelope[Event]]) -> list[Record]:
 def record(
     topic: str, offset: int, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]
 ) -> Record:
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=tuple(headers),
-    )
+    return consumer_record(topic, key, value, headers, offset=offset)
 
 
 def poison(offset: int) -> Record:

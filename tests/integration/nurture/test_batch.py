@@ -35,13 +35,13 @@ from tests.integration.nurture.support import (
     nurture_uows,
     scored,
 )
+from tests.records import consumer_record
 
 CONFIG = config_of(nurture_section(2525))  # nothing is sent: no SMTP server needed
 
 
 def record(event: Event | None, offset: int, *, topic: str | None = None) -> Any:
     """A consumer record carrying `event` (None: a body that is not JSON, a poison)."""
-    from aiokafka.structs import ConsumerRecord
 
     if event is None:
         key, value = b"poison", b"{not json"
@@ -54,18 +54,12 @@ def record(event: Event | None, offset: int, *, topic: str | None = None) -> Any
         ]
     else:
         key, value, headers = encode(new_event(event, "leadflow/test"))
-    return ConsumerRecord(
-        topic=topic or (event.TOPIC if event is not None else LeadScored.TOPIC),
-        partition=0,
+    return consumer_record(
+        topic or (event.TOPIC if event is not None else LeadScored.TOPIC),
+        key,
+        value,
+        headers,
         offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=headers,
     )
 
 

@@ -24,11 +24,12 @@ from services.router import consumers, store
 from services.router.handlers import RecordOutcome, handle_record_outcome
 from services.router.settings import RoutingConfig
 from shared.db.uow import UnitOfWork
-from shared.events import LeadErased, encode
+from shared.events import LeadErased
 from shared.events.envelope import Envelope
 from shared.kafka.consumer import EventConsumer
 from shared.service import ServiceRuntime
 from tests.integration.router.support import route, router_uows, scored
+from tests.records import record_of
 
 CAPTURED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -104,25 +105,7 @@ def _events(ids: dict[str, str]) -> list[Envelope[Any]]:
 
 
 def _records(envelopes: Sequence[Envelope[Any]]) -> list[ConsumerRecord[bytes, bytes]]:
-    records = []
-    for offset, envelope in enumerate(envelopes):
-        key, value, headers = encode(envelope)
-        records.append(
-            ConsumerRecord(
-                topic=envelope.topic,
-                partition=0,
-                offset=offset,
-                timestamp=0,
-                timestamp_type=0,
-                key=key,
-                value=value,
-                checksum=None,
-                serialized_key_size=len(key),
-                serialized_value_size=len(value),
-                headers=tuple(headers),
-            )
-        )
-    return records
+    return [record_of(envelope, offset) for offset, envelope in enumerate(envelopes)]
 
 
 async def _seed(uows: Callable[[], UnitOfWork], config: RoutingConfig, ids: dict[str, str]) -> None:

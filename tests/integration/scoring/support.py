@@ -17,6 +17,7 @@ from shared.db.uow import UnitOfWork
 from shared.events import LeadScored, decode, encode, new_event
 from shared.events.contracts import Event
 from tests.conftest import EXAMPLE_CONFIG, consume_all, eventually
+from tests.records import record_of
 
 
 async def publish(bootstrap: str, events: list[Event]) -> list[str]:
@@ -82,25 +83,10 @@ async def settled(service: Any) -> None:
 
 def record(event: Event, offset: int = 0, *, event_id: str | None = None) -> Any:
     """A consumer record carrying `event`, as the broker would hand it over."""
-    from aiokafka.structs import ConsumerRecord
-
     envelope = new_event(event, "leadflow/test")
     if event_id is not None:
         envelope = type(envelope)(data=event, source="leadflow/test", id=event_id)
-    key, value, headers = encode(envelope)
-    return ConsumerRecord(
-        topic=event.TOPIC,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=headers,
-    )
+    return record_of(envelope, offset)
 
 
 def consumer(settings: Any, uows: Callable[[], UnitOfWork], model: Any, clock: Any) -> Any:
