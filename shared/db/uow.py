@@ -44,6 +44,7 @@ class UnitOfWork:
         self._wrote_events = False
         self._before_commit: list[Callable[[], Awaitable[None]]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._once_keys: dict[str, int] = {}
 
     @property
     def session(self) -> AsyncSession:
@@ -63,6 +64,7 @@ class UnitOfWork:
         self._pending_inbox.clear()
         self._before_commit.clear()
         self._after_commit.clear()
+        self._once_keys.clear()
         self._committed = False
         self._wrote_events = False
         return self
@@ -154,6 +156,7 @@ class UnitOfWork:
             del self._pending_inbox[inbox_before:]
             del self._before_commit[hooks_before[0] :]
             del self._after_commit[hooks_before[1] :]
+            self._once_keys = {k: i for k, i in self._once_keys.items() if i < hooks_before[1]}
             raise
         else:
             await nested.commit()
@@ -171,6 +174,18 @@ class UnitOfWork:
         """Call `callback` once this transaction has committed; never after a rollback."""
         self._after_commit.append(callback)
 
+    def on_commit(self, callback: Callable[[], None], *, once_key: str | None = None) -> None:
+        """`after_commit`, at most once per transaction for a given `once_key`.
+
+        Wakes (the relay, the delivery worker, the scheduler) and metric counts use the
+        key so a batch of many messages wakes a worker once, not once per message.
+        """
+        if once_key is not None:
+            if once_key in self._once_keys:
+                return
+            self._once_keys[once_key] = len(self._after_commit)
+        self._after_commit.append(callback)
+
     async def commit(self) -> None:
         """Commit state, inbox marks and outbox events together; wake the relay."""
         for callback in self._before_commit:
@@ -182,6 +197,7 @@ class UnitOfWork:
         if wrote_events:
             self.db.outbox_signal.set()
         callbacks, self._after_commit = self._after_commit, []
+        self._once_keys.clear()
         for done in callbacks:
             done()
 
@@ -191,6 +207,7 @@ class UnitOfWork:
         self._pending_inbox.clear()
         self._before_commit.clear()
         self._after_commit.clear()
+        self._once_keys.clear()
 
     async def _flush_pending(self) -> None:
         if self._pending_events:

@@ -1,0 +1,1 @@
+"""What a service runs besides its doors: background workers."""
