@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_support import redrive_each, report_redrive, run_with_uows
 from services.router import store
 from services.router.handlers import AckError, handle_redrive
+from shared.cli import redrive_each, report_redrive, run_with_uows
 from shared.db.uow import UnitOfWork
 
 T = TypeVar("T")
