@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
 
 from shared.db import Database, UnitOfWork, add_plumbing_tables, make_metadata
-from shared.db.group_commit import GroupCommitter
+from shared.db.batching import Batcher
+from shared.messagebus import MessageBus
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -20,6 +22,21 @@ rows = sa.Table(
 )
 
 
+@dataclass(frozen=True)
+class Insert:
+    name: str
+
+
+async def handle_insert(message: Insert, uow: UnitOfWork) -> str:
+    await uow.session.execute(sa.insert(rows).values(name=message.name))
+    return message.name
+
+
+def batcher(db: Database) -> Batcher[Insert, str]:
+    bus = MessageBus(lambda: UnitOfWork(db, outbox, inbox, "test"), {Insert: handle_insert})
+    return Batcher(bus.handle_all, bus.handle)
+
+
 async def test_concurrent_writes_commit_together_and_failures_stay_isolated(
     backend, settings_factory
 ):
@@ -28,18 +45,11 @@ async def test_concurrent_writes_commit_together_and_failures_stay_isolated(
     await db.ensure_schema()
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-    committer = GroupCommitter(lambda: UnitOfWork(db, outbox, inbox, "test"))
-
-    def insert(name: str):
-        async def work(uow: UnitOfWork) -> str:
-            await uow.session.execute(sa.insert(rows).values(name=name))
-            return name
-
-        return work
+    committer = batcher(db)
 
     names = [f"n{i}" for i in range(60)] + ["n7"]  # the duplicate must fail alone
     results = await asyncio.gather(
-        *(committer.run(insert(n)) for n in names), return_exceptions=True
+        *(committer.submit(Insert(n)) for n in names), return_exceptions=True
     )
     await committer.stop()
     failures = [r for r in results if isinstance(r, Exception)]
@@ -55,12 +65,9 @@ async def test_a_failed_commit_answers_every_caller(settings_factory):
     db = Database(settings.database_url_for("gc2"), service="gc2")
     await db.ensure_schema()
     # No tables created: every statement fails, and nobody is told "stored".
-    committer = GroupCommitter(lambda: UnitOfWork(db, outbox, inbox, "test"))
-
-    async def work(uow: UnitOfWork) -> None:
-        await uow.session.execute(sa.insert(rows).values(name="x"))
+    committer = batcher(db)
 
     with pytest.raises(sa.exc.OperationalError):
-        await committer.run(work)
+        await committer.submit(Insert("x"))
     await committer.stop()
     await db.dispose()
