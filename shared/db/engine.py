@@ -14,7 +14,6 @@ from typing import Any
 import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +21,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+# The portable INSERT ... ON CONFLICT builders, also importable from here.
+from shared.db.statements import insert_ignore as insert_ignore
+from shared.db.statements import upsert as upsert
 
 
 class Database:
@@ -194,31 +197,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def insert_ignore(table: sa.Table, dialect: str, *index_elements: str) -> Any:
-    """INSERT that silently skips rows conflicting on `index_elements`."""
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(
-            index_elements=list(index_elements) or None
-        )
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
-
-
-def upsert(
-    table: sa.Table,
-    dialect: str,
-    index_elements: list[str],
-    values: dict[str, Any],
-    update: dict[str, Any],
-) -> Any:
-    """INSERT ... ON CONFLICT (index_elements) DO UPDATE SET update."""
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    return (
-        module.insert(table)
-        .values(**values)
-        .on_conflict_do_update(index_elements=index_elements, set_=update)
-    )
 
 
 async def try_leader_lock(session: AsyncSession, dialect: str, name: str) -> bool:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
+
+# The one clock, under the name the database code has long used.
+from shared.clock import utc_now as utcnow
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -35,6 +40,34 @@ def JSONType() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def utcnow() -> datetime:
-    """Now, in UTC, aware."""
-    return datetime.now(UTC)
+class OrjsonJSON(TypeDecorator[Any]):
+    """A JSON column as hot reads see it: `sa.type_coerce(column, OrjsonJSON())` decodes
+    with orjson where the driver hands back text (SQLite; asyncpg decodes JSONB itself).
+    Writes encode with orjson too, as `shared.db.bulk.Values.json` does."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], str]:
+        # As sa.JSON: None is the JSON null.
+        def process(value: Any) -> str:
+            return orjson.dumps(value).decode()
+
+        return process
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name == "postgresql":
+            return None
+
+        def process(value: Any) -> Any:
+            return None if value is None else orjson.loads(value)
+
+        return process
+
+
+__all__ = ["JSONType", "OrjsonJSON", "UTCDateTime", "utcnow"]

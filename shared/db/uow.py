@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.clock import utc_now
 from shared.db.bulk import BulkStatement, Values
 from shared.db.engine import Database
-from shared.db.types import utcnow
 from shared.events.contracts import Event
 from shared.events.envelope import Envelope, encode
 
@@ -54,7 +54,14 @@ class UnitOfWork:
 
     @property
     def dialect(self) -> str:
+        """The database's dialect name, for the builders of `shared.db.statements` and
+        `shared.db.bulk` (never to branch on)."""
         return self.db.dialect
+
+    @property
+    def values(self) -> Values:
+        """Python values as this database's driver stores them (see `shared.db.bulk`)."""
+        return self._values
 
     async def __aenter__(self) -> UnitOfWork:
         self._gate = self.db.write_gate()
@@ -115,7 +122,7 @@ class UnitOfWork:
                 (key or b"").decode("utf-8", "replace"),
                 self._values.json([[k, (v or b"").decode("utf-8", "replace")] for k, v in headers]),
                 value,
-                self._values.time(utcnow()),
+                self._values.time(utc_now()),
             )
         )
 
@@ -138,7 +145,7 @@ class UnitOfWork:
 
     def mark_handled(self, consumer: str, event_id: str) -> None:
         """Record in this transaction that `consumer` handled `event_id`."""
-        self._pending_inbox.append((consumer, event_id, self._values.time(utcnow())))
+        self._pending_inbox.append((consumer, event_id, self._values.time(utc_now())))
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

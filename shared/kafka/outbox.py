@@ -29,7 +29,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from shared import metrics
 from shared.db.engine import Database, try_leader_lock
-from shared.db.types import utcnow
+from shared.clock import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -263,5 +263,5 @@ class OutboxRelay:
             log.debug("outbox gauge refresh failed", exc_info=True)
             return
         metrics.outbox_backlog.labels(self.service).set(count or 0)
-        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        age = (utc_now() - oldest).total_seconds() if oldest else 0.0
         metrics.outbox_oldest_age_seconds.labels(self.service).set(max(age, 0.0))
