@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared import metrics
-from shared.db.engine import Database, try_leader_lock
 from shared.clock import utc_now
+from shared.db.engine import Database, try_leader_lock
 
 log = logging.getLogger(__name__)
 
