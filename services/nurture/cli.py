@@ -18,7 +18,7 @@ from rich.table import Table
 from services.nurture import settings as nurture_settings
 from services.nurture import store
 from services.nurture.handlers import handle_unsuppress
-from services.nurture.outcomes import RedriveError, handle_redrive
+from services.nurture.send_results import RedriveError, handle_redrive
 from shared.cli import redrive_each, report_redrive, run_with_uows
 from shared.config import ConfigError, load_config
 from shared.db.uow import UnitOfWork

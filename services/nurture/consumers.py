@@ -9,7 +9,7 @@ from typing import Any
 
 from services.nurture import handlers as use_cases
 from services.nurture.batch import LeadBatch
-from services.nurture.settings import NurtureConfig
+from services.nurture.config import NurtureConfig
 from shared.db.uow import UnitOfWork
 from shared.events import (
     Envelope,

@@ -10,12 +10,8 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.nurture.settings import (
-    FrequencyCap,
-    NurtureConfig,
-    QuietHours,
-    SequenceConfig,
-)
+from services.nurture.config import FrequencyCap, NurtureConfig, QuietHours
+from services.nurture.sequence_config import SequenceConfig
 from services.nurture.timezones import COUNTRY_TIMEZONES
 
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.nurture import store
+from services.nurture.config import NurtureConfig
 from services.nurture.handlers import Wake, enroll_if_eligible, exit_lead, suppress_lead
-from services.nurture.settings import NurtureConfig
 from shared import metrics
 from shared.db import UnitOfWork
 from shared.events import LeadEngaged, LeadUnsubscribed

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from services.nurture import domain, store
 from services.nurture.batch import leads_of
-from services.nurture.settings import ALWAYS_EXIT, NurtureConfig
+from services.nurture.config import NurtureConfig
+from services.nurture.sequence_config import ALWAYS_EXIT
 from shared import metrics
 from shared.db import UnitOfWork
 from shared.events import (

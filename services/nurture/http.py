@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.nurture import engagement, handlers, store, tokens
-from services.nurture.settings import NurtureConfig
+from services.nurture.config import NurtureConfig
 from shared.http import AdminDep, ApiError, SettingsDep
 from shared.service import ServiceRuntime
 from shared.settings import Settings

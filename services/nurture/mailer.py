@@ -21,8 +21,8 @@ from typing import Literal
 
 import aiosmtplib
 
+from services.nurture.config import SmtpConfig
 from services.nurture.rendering import to_bytes
-from services.nurture.settings import SmtpConfig
 from shared import metrics
 from shared.logging import redact
 

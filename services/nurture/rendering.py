@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
@@ -25,16 +25,13 @@ from typing import Any
 from jinja2 import (
     ChoiceLoader,
     FileSystemLoader,
-    TemplateError,
-    TemplateNotFound,
-    TemplateSyntaxError,
-    nodes,
 )
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from services.nurture import tokens
-from services.nurture.settings import PACKAGED_TEMPLATES, NurtureConfig, Step
+from services.nurture.config import PACKAGED_TEMPLATES, NurtureConfig
+from shared.clock import utc_now
 
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -259,7 +256,7 @@ def build_message(
     if config.reply_to:
         message["Reply-To"] = config.reply_to
     message["Subject"] = rendered.subject
-    message["Date"] = formatdate((now or datetime.now(UTC)).timestamp(), usegmt=True)
+    message["Date"] = formatdate((now or utc_now()).timestamp(), usegmt=True)
     message["Message-ID"] = message_id
     if rendered.unsubscribe_url:
         message["List-Unsubscribe"] = f"<{rendered.unsubscribe_url}>"
@@ -279,94 +276,3 @@ def message_id_for(config: NurtureConfig, send_id: str) -> str:
     _, address = parseaddr(config.sender)
     domain = address.rpartition("@")[2] or "leadflow.invalid"
     return f"<{send_id}@{domain}>"
-
-
-# Config check ---------------------------------------------------------------------------
-
-
-def _link_references(env: SandboxedEnvironment, name: str) -> set[str]:
-    assert env.loader is not None
-    source, _, _ = env.loader.get_source(env, name)
-    tree = env.parse(source)
-    used: set[str] = set()
-    for node in tree.find_all(nodes.Getattr):
-        if isinstance(node.node, nodes.Name) and node.node.name == "links":
-            used.add(node.attr)
-    for item in tree.find_all(nodes.Getitem):
-        if (
-            isinstance(item.node, nodes.Name)
-            and item.node.name == "links"
-            and isinstance(item.arg, nodes.Const)
-        ):
-            used.add(str(item.arg.value))
-    return used
-
-
-def _template_error(exc: Exception) -> str:
-    if isinstance(exc, TemplateNotFound):
-        return f"template {exc.name} not found"
-    if isinstance(exc, TemplateSyntaxError):
-        return f"{exc.name or 'template'} line {exc.lineno}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def template_problems(config: NurtureConfig) -> list[tuple[tuple[str | int, ...], str]]:
-    """Render every step with a sample lead; (config path, message) per mistake."""
-    templates = Templates(config)
-    tracking = Tracking("https://nurture.invalid", "check")
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    for sequence_id, sequence in config.sequences.items():
-        for index, step in enumerate(sequence.steps):
-            path: tuple[str | int, ...] = ("sequences", sequence_id, "steps", index)
-            problems.extend(_step_problems(templates, sequence_id, index + 1, step, path, tracking))
-    doi = config.double_opt_in
-    try:
-        rendered = templates.render_confirmation(
-            SAMPLE_LEAD, confirm_url="https://nurture.invalid/v1/confirm/x", valid_days=7
-        )
-        if "https://nurture.invalid/v1/confirm/x" not in rendered.text:
-            problems.append(
-                (("double_opt_in", "template"), f"{doi.template}.txt.j2 must show confirm_url")
-            )
-    except (TemplateError, ValueError, TypeError) as exc:
-        problems.append((("double_opt_in", "template"), _template_error(exc)))
-    return problems
-
-
-def _step_problems(
-    templates: Templates,
-    sequence_id: str,
-    number: int,
-    step: Step,
-    path: tuple[str | int, ...],
-    tracking: Tracking,
-) -> list[tuple[tuple[str | int, ...], str]]:
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    for env, suffix in ((templates.html_env, "html"), (templates.text_env, "txt")):
-        name = f"{step.template}.{suffix}.j2"
-        try:
-            unknown = _link_references(env, name) - set(step.links)
-        except (TemplateError, OSError) as exc:
-            problems.append(((*path, "template"), _template_error(exc)))
-            continue
-        for link_id in sorted(unknown):
-            problems.append(
-                ((*path, "links"), f"{name} uses links.{link_id}, which this step does not define")
-            )
-    if problems:
-        return problems
-    try:
-        rendered = templates.render_step(
-            sequence_id, number, SAMPLE_LEAD, send_id="0" * 32, tracking=tracking
-        )
-    except TemplateSyntaxError as exc:
-        where = "subject" if exc.name is None else "template"
-        return [((*path, where), _template_error(exc))]
-    except (TemplateError, ValueError, TypeError, ZeroDivisionError) as exc:
-        return [((*path, "template"), _template_error(exc))]
-    unsubscribe_url = rendered.unsubscribe_url or ""
-    if unsubscribe_url not in rendered.html:
-        problems.append(((*path, "template"), f"{HTML_LAYOUT} must show unsubscribe_url"))
-    if unsubscribe_url not in rendered.text:
-        problems.append(((*path, "template"), f"{TEXT_LAYOUT} must show unsubscribe_url"))
-    return problems

@@ -1,4 +1,4 @@
-"""The scheduler: due emails are rows; it claims them, sends them, records each outcome.
+"""The scheduler: due emails are rows; it claims them, sends them, records how each ended.
 
 No cron and no in-memory timers: every email waiting to go out is a row of
 `sends` with the time it may leave. One round:
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.nurture import domain, outcomes, rendering, store
+from services.nurture import domain, rendering, send_results, store
+from services.nurture.config import NurtureConfig
 from services.nurture.mailer import Mailer, Outgoing, Result
 from services.nurture.rendering import Templates, Tracking
-from services.nurture.settings import NurtureConfig
 from shared import metrics
 from shared.db.engine import is_transient_db_error
 from shared.db.uow import UnitOfWork
@@ -152,7 +152,7 @@ class Scheduler:
         async with self.uow_factory() as uow:
             session = uow.session
             for row in await store.interrupted_sends(session, now, 100):
-                await outcomes.record_interrupted(uow, row, now)
+                await send_results.record_interrupted(uow, row, now)
             candidates = await store.claim_candidates(session, now, config.delivery.batch_size)
             if not candidates:
                 await uow.commit()
@@ -212,7 +212,7 @@ class Scheduler:
                     await store.update_send(session, row.send_id, next_attempt_at=decision.until)
                     continue
                 if decision.action != "send":
-                    await outcomes.record_not_sent(uow, config, row, decision, now)
+                    await send_results.record_not_sent(uow, config, row, decision, now)
                     continue
                 if len(claimed) >= allowance:
                     throttled = True
@@ -222,7 +222,7 @@ class Scheduler:
                     outgoing, links, message_id = self._prepare(row, lead, now)
                 except Exception as exc:
                     log.exception("email could not be built", extra={"lead_id": row.lead_id})
-                    await outcomes.record_failed(
+                    await send_results.record_failed(
                         uow, row, f"could not be built: {type(exc).__name__}: {exc}", now
                     )
                     continue
@@ -306,11 +306,13 @@ class Scheduler:
                     continue
                 result = results.get(row.send_id) or Result("retry", "not attempted")
                 if result.status == "sent":
-                    await outcomes.record_sent(uow, self.config, row, now)
+                    await send_results.record_sent(uow, self.config, row, now)
                 elif result.status == "retry":
-                    await outcomes.record_retry(uow, self.config, row, result.error or "", now)
+                    await send_results.record_retry(uow, self.config, row, result.error or "", now)
                 elif result.status == "bounced":
-                    await outcomes.record_bounced(uow, self.config, row, result.error or "", now)
+                    await send_results.record_bounced(
+                        uow, self.config, row, result.error or "", now
+                    )
                 else:
-                    await outcomes.record_failed(uow, row, result.error or "failed", now)
+                    await send_results.record_failed(uow, row, result.error or "failed", now)
             await uow.commit()

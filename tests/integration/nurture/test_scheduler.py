@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from email.utils import parseaddr
 
-from services.nurture import outcomes, store, tokens
+from services.nurture import send_results, store, tokens
 from services.nurture.engagement import (
     CONFIRMED,
     handle_click,
@@ -254,7 +254,7 @@ async def test_retries_run_out_into_a_recorded_failure_that_can_be_redriven(
             clock.advance(days=3)
             assert await scheduler.run_once() == 0  # not skipped to step 2 either
             async with uows() as uow:
-                await outcomes.handle_redrive(failed.send_id, uow, clock())
+                await send_results.handle_redrive(failed.send_id, uow, clock())
             await scheduler.run_once()
             sends = await sends_of(uows, lead.lead_id)
             (resumed,) = await runs_of(uows, lead.lead_id)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.nurture import domain, store
+from services.nurture.config import NurtureConfig
 from services.nurture.handlers import OPEN_RUNS, exit_lead, schedule_step, suppress_lead
-from services.nurture.settings import NurtureConfig
 from shared import metrics
 from shared.db import UnitOfWork
 from shared.events import LeadUnsubscribed
