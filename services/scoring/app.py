@@ -6,9 +6,9 @@ import logging
 
 from fastapi import FastAPI
 
-from services.scoring import consumers, store
+from services.scoring import consumers, messagebus, store
 from services.scoring import settings as scoring_settings
-from services.scoring.handlers import DecayWorker
+from services.scoring.decay import DecayWorker
 from services.scoring.http import router
 from services.scoring.model import RuleModel
 from shared.config import load_config
@@ -29,9 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model = RuleModel(config)
     runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
     consumers.register(runtime, model)
+    bus = messagebus.bus(runtime.uow, model)
     decay = DecayWorker(
-        runtime.uow,
-        model,
+        bus,
         interval_seconds=config.decay.sweep_minutes * 60,
         batch_size=config.decay.sweep_batch,
     )
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.config = config
     app.state.model = model
+    app.state.bus = bus
     app.state.decay = decay
     app.state.settings = settings
     return app

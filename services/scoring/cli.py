@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import store
-from services.scoring.handlers import handle_replay_page
+from services.scoring import messagebus, store
+from services.scoring.commands import CountLeads, CountUnsentEvents, ReplayNextPage
 from services.scoring.model import RuleModel
 from services.scoring.settings import load
+from shared.clock import utc_now
 from shared.config import ConfigError, load_config
 from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
 from shared.kafka.client import make_producer
 from shared.kafka.outbox import OutboxRelay
+from shared.messagebus import MessageBus
 from shared.settings import Settings
 
 COMMAND_NAME = "scoring"
@@ -107,8 +106,8 @@ async def _replay(
         def uow() -> UnitOfWork:
             return UnitOfWork(db, store.outbox, store.inbox, source="leadflow/scoring")
 
-        async with uow() as reader:
-            total = await store.count_leads(reader.session)
+        bus = messagebus.bus(uow, model)
+        total = await bus.query(CountLeads())
         columns = (
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -120,18 +119,11 @@ async def _replay(
             task = progress.add_task("re-scoring leads", total=total, regraded=0)
             after = ""
             while True:
-                async with uow() as work:
-                    page = await handle_replay_page(
-                        work,
-                        model=model,
-                        after=after,
-                        limit=page_size,
-                        now=datetime.now(UTC),
-                        run_id=run_id,
-                        dry_run=dry_run,
-                    )
-                    if not dry_run:
-                        await work.commit()
+                command = ReplayNextPage(
+                    after=after, limit=page_size, now=utc_now(), run_id=run_id, dry_run=dry_run
+                )
+                # A dry run commits nothing.
+                page = await (bus.query(command) if dry_run else bus.handle(command))
                 if not page.lead_ids:
                     break
                 after = page.lead_ids[-1]
@@ -139,13 +131,13 @@ async def _replay(
                 regraded += page.regraded
                 newly += page.newly_sales_ready
                 progress.update(task, advance=len(page.lead_ids), regraded=regraded)
-        unsent = 0 if dry_run else await _drain_outbox(settings, db, publish_timeout)
+        unsent = 0 if dry_run else await _drain_outbox(settings, db, bus, publish_timeout)
         return rescored, regraded, newly, unsent
     finally:
         await db.dispose()
 
 
-async def _drain_outbox(settings: Settings, db: Database, timeout: float) -> int:
+async def _drain_outbox(settings: Settings, db: Database, bus: MessageBus, timeout: float) -> int:
     """Send the outbox to Kafka (as the service's relay would); returns what is left."""
     relay = OutboxRelay(
         db,
@@ -163,10 +155,4 @@ async def _drain_outbox(settings: Settings, db: Database, timeout: float) -> int
     finally:
         if relay.producer is not None:
             await relay.producer.stop()
-    async with db.session() as session:
-        return await _outbox_size(session)
-
-
-async def _outbox_size(session: AsyncSession) -> int:
-    result = await session.execute(sa.select(sa.func.count()).select_from(store.outbox))
-    return int(result.scalar_one())
+    return int(await bus.query(CountUnsentEvents()))

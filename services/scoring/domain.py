@@ -112,8 +112,8 @@ class Score:
         # orjson writes no whitespace: the list is its items' JSON joined by commas.
         return "[" + ",".join([r.as_json for r in self.reasons]) + "]"
 
-    def same_outcome(self, other: Score | None) -> bool:
-        """Same grade, sales-readiness and disqualification."""
+    def same_verdict(self, other: Score | None) -> bool:
+        """Same verdict: grade, sales-readiness and disqualification."""
         return (
             other is not None
             and other.grade == self.grade
@@ -122,9 +122,9 @@ class Score:
         )
 
     def same_numbers(self, other: Score | None) -> bool:
-        """Same outcome and the same points."""
+        """Same verdict and the same points."""
         return (
-            self.same_outcome(other)
+            self.same_verdict(other)
             and other is not None
             and (other.score, other.fit, other.engagement)
             == (self.score, self.fit, self.engagement)
@@ -216,7 +216,7 @@ class Snapshot:
 _NO_FACTS: Mapping[str, FieldValue] = MappingProxyType({})
 
 
-# Signals, results and outcomes are made for every event and only read: immutable named
+# Signals, results and score updates are made for every event and only read: immutable named
 # tuples, cheaper to make than frozen dataclasses.
 class Signal(NamedTuple):
     """One scoring input: which engagement rules it counts for, and what they can test."""
@@ -375,8 +375,9 @@ class ScoringModel(Protocol):
         ...
 
 
-class Outcome(NamedTuple):
-    """A lead after one signal (or a decay check): its new state and what to publish."""
+class ScoreUpdate(NamedTuple):
+    """A lead after one signal (or a decay check, or a replay): its new state and what to
+    publish."""
 
     state: LeadState
     score: Score | None
@@ -392,7 +393,7 @@ def needs_rebuild(state: LeadState, model: ScoringModel) -> bool:
 
 def rescore(
     state: LeadState, signal: Signal, model: ScoringModel, at: datetime, *, always: bool
-) -> Outcome:
+) -> ScoreUpdate:
     """Fold one signal into the lead. Publish on every capture (`always`), otherwise
     only when the score, grade, sales-readiness or consent changed."""
     before = state.snapshot
@@ -408,7 +409,7 @@ def rescore(
     if snapshot is None:
         # Engagement before the capture arrived: remembered, published with the capture.
         new = LeadState(state.lead_id, None, result.memory, version, events, previous, state.erased)
-        return Outcome(new, None, previous, publish=False, became_sales_ready=False)
+        return ScoreUpdate(new, None, previous, publish=False, became_sales_ready=False)
     score = result.score
     publish = (
         always
@@ -425,7 +426,7 @@ def rescore(
     last = score if publish or previous is None else _keep(previous, score)
     new = LeadState(state.lead_id, snapshot, result.memory, version, events, last, state.erased)
     became = publish and score.sales_ready and not (previous and previous.sales_ready)
-    return Outcome(new, score if publish else None, previous, publish, became)
+    return ScoreUpdate(new, score if publish else None, previous, publish, became)
 
 
 def _keep(previous: Score, current: Score) -> Score:
@@ -435,18 +436,18 @@ def _keep(previous: Score, current: Score) -> Score:
     return replace(previous, due_at=current.due_at)
 
 
-def reevaluate(state: LeadState, model: ScoringModel, at: datetime) -> Outcome:
+def reevaluate(state: LeadState, model: ScoringModel, at: datetime) -> ScoreUpdate:
     """The lead as of `at` with nothing new but the passing time (decay). Publishes
     only when its grade or sales-readiness changed."""
     if state.snapshot is None or state.last is None or state.erased:
-        return Outcome(state, None, state.last, publish=False, became_sales_ready=False)
+        return ScoreUpdate(state, None, state.last, publish=False, became_sales_ready=False)
     result = model.score(state, None, at)
     previous = state.last
-    publish = not result.score.same_outcome(previous)
+    publish = not result.score.same_verdict(previous)
     last = result.score if publish else _keep(previous, result.score)
     new = replace(state, memory=result.memory, model_version=model.version, last=last)
     became = publish and result.score.sales_ready and not previous.sales_ready
-    return Outcome(new, result.score if publish else None, previous, publish, became)
+    return ScoreUpdate(new, result.score if publish else None, previous, publish, became)
 
 
 def rebuild(
@@ -460,14 +461,16 @@ def rebuild(
     return state
 
 
-def replayed(stored: LeadState, rebuilt: LeadState, model: ScoringModel, at: datetime) -> Outcome:
+def replayed(
+    stored: LeadState, rebuilt: LeadState, model: ScoringModel, at: datetime
+) -> ScoreUpdate:
     """The rebuilt lead as of `at`, compared with what was last published: publish
     only when the grade or sales-readiness changed."""
     if rebuilt.snapshot is None:
-        return Outcome(rebuilt, None, stored.last, publish=False, became_sales_ready=False)
+        return ScoreUpdate(rebuilt, None, stored.last, publish=False, became_sales_ready=False)
     result = model.score(rebuilt, None, at)
     previous = stored.last
-    publish = previous is not None and not result.score.same_outcome(previous)
+    publish = previous is not None and not result.score.same_verdict(previous)
     state = replace(
         rebuilt,
         memory=result.memory,
@@ -476,7 +479,7 @@ def replayed(stored: LeadState, rebuilt: LeadState, model: ScoringModel, at: dat
         events=stored.events,
     )
     became = publish and result.score.sales_ready and not (previous and previous.sales_ready)
-    return Outcome(state, result.score, previous, publish, became)
+    return ScoreUpdate(state, result.score, previous, publish, became)
 
 
 def erase(state: LeadState) -> LeadState:
@@ -487,16 +490,16 @@ def erase(state: LeadState) -> LeadState:
 
 def lead_scored(
     lead_id: str,
-    outcome: Outcome,
+    update: ScoreUpdate,
     *,
     cause_event_id: str,
     cause_type: str,
     scored_at: datetime,
 ) -> LeadScored:
-    """The `lead.scored` event of an outcome that publishes."""
-    score, snapshot = outcome.score, outcome.state.snapshot
+    """The `lead.scored` event of a score update that publishes."""
+    score, snapshot = update.score, update.state.snapshot
     assert score is not None and snapshot is not None
-    previous = outcome.previous
+    previous = update.previous
     # Validated like any event, but its reasons and contact are models validated once per
     # reason and snapshot (pydantic takes instances of a field's model as they are).
     return LeadScored.model_validate(
@@ -508,7 +511,7 @@ def lead_scored(
             "grade": score.grade,
             "previous_grade": previous.grade if previous else None,
             "sales_ready": score.sales_ready,
-            "became_sales_ready": outcome.became_sales_ready,
+            "became_sales_ready": update.became_sales_ready,
             "disqualified": score.disqualified,
             "model_version": score.model_version,
             "reasons": [r.contract for r in score.reasons],

@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.scoring.domain import Reason, Score, ScoringModel
-from services.scoring.handlers import handle_explain
+from services.scoring.commands import ExplainScore
+from services.scoring.domain import Reason, Score
+from services.scoring.views import Explanation
+from shared.clock import utc_now
 from shared.http import ApiError
-from shared.service import ServiceRuntime
+from shared.messagebus import MessageBus
 
 router = APIRouter()
 
 Grade = Literal["hot", "warm", "cold"]
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+def get_bus(request: Request) -> MessageBus:
+    return request.app.state.bus  # type: ignore[no-any-return]
 
 
-def get_model(request: Request) -> ScoringModel:
-    return request.app.state.model  # type: ignore[no-any-return]
-
-
-RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
-ModelDep = Annotated[ScoringModel, Depends(get_model)]
+BusDep = Annotated[MessageBus, Depends(get_bus)]
 
 
 class ReasonOut(BaseModel):
@@ -125,8 +122,7 @@ def _now_view(score: Score) -> ScoreNow:
     responses={404: {"description": "Scoring has not scored this lead"}},
 )
 async def explain_score(
-    runtime: RuntimeDep,
-    model: ModelDep,
+    bus: BusDep,
     lead_id: Annotated[
         str,
         Path(
@@ -142,10 +138,9 @@ async def explain_score(
 ) -> ScoreExplanation:
     """Every fit and engagement rule that fired with its points (they add up to the score),
     the score as of now after decay, and each change with the event that caused it."""
-    async with runtime.uow() as uow:
-        found = await handle_explain(
-            lead_id, uow, model=model, now=datetime.now(UTC), limit=history_limit
-        )
+    found: Explanation | None = await bus.query(
+        ExplainScore(lead_id=lead_id, now=utc_now(), limit=history_limit)
+    )
     if found is None:
         raise ApiError(404, "not_found", "scoring has not scored this lead", field="lead_id")
     last = found.last

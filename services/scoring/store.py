@@ -1,6 +1,6 @@
 """Scoring's tables and queries: per-lead state, the event log, the history of changes.
 
-Handlers touch leads through a `LeadBatch`, one per transaction: each lead is
+Handlers touch leads through a `LeadCache`, one per transaction: each lead is
 read once (locked on PostgreSQL), and every new state, logged event and history
 row is written in three statements when the unit of work commits, however many
 events the consumer's batch held. Repositories flush, never commit.
@@ -299,8 +299,8 @@ class _Rows:
         self.changes += other.changes
 
 
-class LeadBatch:
-    """The leads one transaction works on.
+class LeadCache:
+    """The leads one transaction works on: a per-transaction cache of lead state.
 
     Two ways of working, picked by where the handler runs:
 
@@ -314,6 +314,7 @@ class LeadBatch:
     """
 
     def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
         self.session = uow.session
         self._dialect = uow.dialect
         self._values = Values(uow.dialect)
@@ -323,25 +324,22 @@ class LeadBatch:
         self._erased_at: dict[str, datetime | None] = {}
         self._staged = _Rows()
         self._queued = _Rows()
-        self._after_commit: list[Callable[[], None]] = []
         self.tally: Counter[Any] = Counter()
         """What the handlers count once the transaction has committed (metrics)."""
         self._times: dict[datetime | None, Any] = {}
-        sync = self.session.sync_session
-        sa.event.listen(sync, "before_commit", self._flush)
-        sa.event.listen(sync, "after_commit", self._committed)
 
     @classmethod
-    def of(cls, uow: UnitOfWork) -> LeadBatch:
-        """The batch of this unit of work's transaction."""
+    def of(cls, uow: UnitOfWork) -> LeadCache:
+        """The lead cache of this unit of work's transaction."""
         info = uow.session.info
-        batch = info.get("scoring_batch")
-        if batch is None:
-            batch = info["scoring_batch"] = cls(uow)
-        return batch  # type: ignore[no-any-return]
+        cache = info.get("scoring_lead_cache")
+        if cache is None:
+            cache = info["scoring_lead_cache"] = cls(uow)
+        return cache  # type: ignore[no-any-return]
 
     @property
-    def _one_by_one(self) -> bool:
+    def one_by_one(self) -> bool:
+        """Inside a savepoint: each event's rows are written at once."""
         return self.session.in_nested_transaction()
 
     # Reads ---------------------------------------------------------------------------------
@@ -370,7 +368,7 @@ class LeadBatch:
 
     async def get(self, lead_id: str) -> LeadState:
         """The lead's state (a fresh one for a lead never seen)."""
-        if self._one_by_one:
+        if self.one_by_one:
             row = (
                 await self.session.execute(
                     _SELECT_STATES.where(lead_scores.c.lead_id == lead_id).with_for_update()
@@ -479,10 +477,12 @@ class LeadBatch:
         staged = self._staged
         if not staged:
             return
-        if self._one_by_one:
+        if self.one_by_one:
             self._staged = _Rows()
             await self.session.run_sync(lambda session: self._write(session, staged))
         elif not self._queued:
+            # The first rows of this transaction: written by the commit, in one go.
+            self._uow.before_commit(self._flush)
             self._queued, self._staged = staged, self._queued
         else:
             self._queued.extend(staged)
@@ -495,10 +495,6 @@ class LeadBatch:
                 if row[1] == lead_id:
                     payload = orjson.dumps(scrubbed(orjson.loads(row[4]))).decode()
                     rows[i] = (*row[:4], payload, *row[5:])
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the transaction has committed (metrics)."""
-        self._after_commit.append(callback)
 
     def _write(self, session: Session, rows: _Rows) -> None:
         values, statements = self._values, self._statements
@@ -515,21 +511,11 @@ class LeadBatch:
         statements.changes.run_in(session, rows.changes)
         self._stored.update(rows.states)
 
-    def _flush(self, session: Session) -> None:
-        # Runs inside the commit, in SQLAlchemy's greenlet: plain (sync) executes are
-        # awaited by the async driver. Savepoint commits fire this too: only the outer
-        # commit writes.
-        if session.in_nested_transaction():
-            return
+    async def _flush(self) -> None:
+        # Just before the unit of work commits: everything queued, one statement per table.
         queued, self._queued = self._queued, _Rows()
         if queued:
-            self._write(session, queued)
-
-    def _committed(self, _session: Session) -> None:
-        callbacks, self._after_commit = self._after_commit, []
-        self.tally = Counter()
-        for callback in callbacks:
-            callback()
+            await self.session.run_sync(lambda session: self._write(session, queued))
 
 
 @dataclass(frozen=True)
@@ -618,6 +604,11 @@ async def count_leads(session: AsyncSession) -> int:
             .where(lead_scores.c.erased_at.is_(None))
         )
     ).scalar_one()
+
+
+async def count_unsent(session: AsyncSession) -> int:
+    """Events waiting in the outbox."""
+    return (await session.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
 
 
 async def scrub_logged_events(

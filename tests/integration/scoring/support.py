@@ -91,14 +91,15 @@ def record(event: Event, offset: int = 0, *, event_id: str | None = None) -> Any
 
 def consumer(settings: Any, uows: Callable[[], UnitOfWork], model: Any, clock: Any) -> Any:
     """Scoring's batch consumer, not connected to Kafka: batches go to `process`."""
-    from services.scoring.consumers import TOPICS, handlers, load_leads
+    from services.scoring.consumers import TOPICS, load_leads
+    from services.scoring.messagebus import event_handlers
     from shared.kafka.consumer import EventConsumer
 
     return EventConsumer(
         service="scoring",
         group_id="test",
         topics=TOPICS,
-        handlers=handlers(model, clock),
+        handlers=event_handlers(model, clock),
         uow_factory=uows,
         settings=settings,
         retry_delay=0,

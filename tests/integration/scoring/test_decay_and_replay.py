@@ -6,10 +6,13 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from services.scoring import store
+from services.scoring import messagebus, store
+from services.scoring.commands import ExplainScore, ReplayNextPage
+from services.scoring.decay import DecayWorker
 from services.scoring.domain import DECAY_CAUSE, REPLAY_CAUSE
-from services.scoring.handlers import DecayWorker, handle_explain, handle_replay_page
+from services.scoring.handlers import handle_replay_page
 from services.scoring.model import RuleModel
+from services.scoring.views import handle_explain
 from tests.conftest import eventually
 from tests.integration.scoring.support import (
     consumer,
@@ -40,7 +43,9 @@ async def test_decay_lowers_a_stale_lead_and_the_sweep_publishes_only_changes(
         assert due is not None and row.grade == "hot"
         before = len(await scored_in_outbox(uows))
 
-        sweep = DecayWorker(uows, MODEL, interval_seconds=60, batch_size=2, clock=lambda: now["t"])
+        sweep = DecayWorker(
+            messagebus.bus(uows, MODEL), interval_seconds=60, batch_size=2, clock=lambda: now["t"]
+        )
         now["t"] = due - timedelta(minutes=5)
         assert await sweep.sweep() == 0
         now["t"] = due + timedelta(minutes=1)
@@ -50,7 +55,7 @@ async def test_decay_lowers_a_stale_lead_and_the_sweep_publishes_only_changes(
         scored = (await scored_in_outbox(uows))[before:]
         async with uows() as uow:
             explained = await handle_explain(
-                stale.lead_id, uow, model=MODEL, now=now["t"], limit=10
+                ExplainScore(stale.lead_id, now=now["t"], limit=10), uow, model=MODEL
             )
 
     decayed = [e for e in scored if e.cause_type == DECAY_CAUSE]
@@ -95,13 +100,11 @@ async def test_replay_after_a_threshold_change_regrades_exactly_the_affected_lea
             while True:
                 async with uows() as uow:
                     page = await handle_replay_page(
+                        ReplayNextPage(
+                            after=after, limit=2, now=T0, run_id=run_id, dry_run=dry_run
+                        ),
                         uow,
                         model=model,
-                        after=after,
-                        limit=2,
-                        now=T0,
-                        run_id=run_id,
-                        dry_run=dry_run,
                     )
                     await uow.commit()
                 if not page.lead_ids:
@@ -138,8 +141,7 @@ async def test_the_sweep_runs_periodically_until_the_service_stops(backend, sett
     async with scoring_uows(settings) as uows:
         await consumer(settings, uows, MODEL, lambda: T0).process([record(lead, 0)])
         sweep = DecayWorker(
-            uows,
-            MODEL,
+            messagebus.bus(uows, MODEL),
             interval_seconds=0.05,
             batch_size=10,
             clock=lambda: T0 + timedelta(days=400),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.scoring.domain import LeadState, Outcome, Signal, rescore, signal_of
+from services.scoring.domain import LeadState, ScoreUpdate, Signal, rescore, signal_of
 from services.scoring.model import RuleModel
 from services.scoring.settings import ScoringConfig, load
 from shared.config import load_config
@@ -88,7 +88,7 @@ def signal(event: Any, sent_at: datetime | None = None) -> Signal:
 
 def feed(
     model: RuleModel, events: list[Any], at: datetime = T0, state: LeadState | None = None
-) -> tuple[LeadState, list[Outcome]]:
+) -> tuple[LeadState, list[ScoreUpdate]]:
     """Score events in order at `at`, as the consumer would."""
     state = state or LeadState(lead_id=events[0].lead_id)
     outcomes = []

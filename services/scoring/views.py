@@ -1,0 +1,56 @@
+"""Scoring's read side: a lead's score explained, and the counts the CLI shows.
+
+Query handlers: the bus runs them with `query`, which commits nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.scoring import store
+from services.scoring.commands import CountLeads, CountUnsentEvents, ExplainScore
+from services.scoring.domain import LeadState, Score, ScoringModel, needs_rebuild
+from services.scoring.handlers import rebuilt
+from shared.db import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A lead's last published score with its reasons, the same as of now, and history."""
+
+    state: LeadState
+    last: Score
+    now: Score | None
+    history: list[Any]
+    history_total: int
+
+
+async def handle_explain(
+    query: ExplainScore, uow: UnitOfWork, *, model: ScoringModel
+) -> Explanation | None:
+    """Why the lead has its score; None for a lead scoring has not scored."""
+    lead_id = query.lead_id
+    row = await store.get_state_row(uow.session, lead_id)
+    if row is None:
+        return None
+    state = store.state_from_row(row)
+    if state.last is None:
+        return None
+    current = None
+    if not state.erased:
+        state_now = await rebuilt(uow, state, model) if needs_rebuild(state, model) else state
+        current = model.score(state_now, None, query.now).score
+    rows = await store.history(uow.session, lead_id, query.limit)
+    total = await store.count_changes(uow.session, lead_id)
+    return Explanation(state, state.last, current, rows, total)
+
+
+async def handle_count_leads(_query: CountLeads, uow: UnitOfWork) -> int:
+    """How many leads (not erased) scoring keeps."""
+    return await store.count_leads(uow.session)
+
+
+async def handle_count_unsent(_query: CountUnsentEvents, uow: UnitOfWork) -> int:
+    """How many events wait in scoring's outbox."""
+    return await store.count_unsent(uow.session)
