@@ -15,6 +15,7 @@ RUN python -m venv /opt/leadflow
 
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
+COPY leadflow ./leadflow
 COPY shared ./shared
 COPY services ./services
 RUN /opt/leadflow/bin/pip install --no-cache-dir -c constraints.txt .

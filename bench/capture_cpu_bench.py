@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import Proc, capture_env, ensure_tool, parse_wrk, wait_healthy  # noqa: E402
-from services.embedded import free_port, start_broker  # noqa: E402
+from leadflow.embedded import free_port, start_broker  # noqa: E402
 
 PYTHON = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -94,14 +94,14 @@ def bench_backend(
     port = free_port()
     env = capture_env(tmp, bootstrap, backend, port)
     subprocess.run(
-        [PYTHON, "-m", "services.cli", "migrate", "capture"],
+        [PYTHON, "-m", "leadflow.cli", "migrate", "capture"],
         check=True,
         capture_output=True,
         env=env,
         cwd=ROOT,
     )
     result: dict[str, Any] = {}
-    server = Proc([PYTHON, "-m", "services.cli", "serve", "capture"], env, tmp / f"{backend}.log")
+    server = Proc([PYTHON, "-m", "leadflow.cli", "serve", "capture"], env, tmp / f"{backend}.log")
     try:
         wait_healthy(port)
         url = f"http://127.0.0.1:{port}/v1/forms/demo-request"
@@ -240,7 +240,7 @@ def main() -> None:
         bootstrap = f"127.0.0.1:{broker_port}"
         try:
             subprocess.run(
-                [PYTHON, "-m", "services.cli", "topics", "create"],
+                [PYTHON, "-m", "leadflow.cli", "topics", "create"],
                 check=True,
                 capture_output=True,
                 env={**os.environ, "LEADFLOW_KAFKA_BOOTSTRAP": bootstrap},

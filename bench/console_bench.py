@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.consumer_bench import settings_for  # noqa: E402
-from services import registry  # noqa: E402
+from leadflow import registry  # noqa: E402
 from services.insights.console.store import LeadSearch, search_leads  # noqa: E402
 from shared.db.bulk import Values  # noqa: E402
 from shared.db.engine import Database  # noqa: E402

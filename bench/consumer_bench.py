@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka.structs import ConsumerRecord  # noqa: E402
 
-from services import registry  # noqa: E402
+from leadflow import registry  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.kafka.consumer import EventConsumer  # noqa: E402
 from shared.settings import Settings  # noqa: E402

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.consumer_bench import load_records, settings_for  # noqa: E402
-from services import registry  # noqa: E402
+from leadflow import registry  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.events.topics import LEADS_SCORED  # noqa: E402
 from shared.kafka.consumer import EventConsumer  # noqa: E402

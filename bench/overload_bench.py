@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import Proc, capture_env, ensure_tool, wait_healthy  # noqa: E402
 from bench.webhook_bench import percentiles  # noqa: E402
-from services.embedded import free_port, start_broker  # noqa: E402
+from leadflow.embedded import free_port, start_broker  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -104,13 +104,13 @@ def main() -> None:
         env = capture_env(tmp, f"127.0.0.1:{broker_port}", "sqlite", port)
         for command in (["topics", "create"], ["migrate", "capture"]):
             subprocess.run(
-                [PYTHON, "-m", "services.cli", *command],
+                [PYTHON, "-m", "leadflow.cli", *command],
                 check=True,
                 capture_output=True,
                 env=env,
                 cwd=ROOT,
             )
-        server = Proc([PYTHON, "-m", "services.cli", "serve", "capture"], env, tmp / "cap.log")
+        server = Proc([PYTHON, "-m", "leadflow.cli", "serve", "capture"], env, tmp / "cap.log")
         try:
             wait_healthy(port)
             pid = server.process.pid

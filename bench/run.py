@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.embedded import free_port, start_broker, wait_for_port  # noqa: E402
+from leadflow.embedded import free_port, start_broker, wait_for_port  # noqa: E402
 
 PG_URL = os.environ.get(
     "LEADFLOW_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -174,7 +174,7 @@ def bench_capture(seconds: int, connections: int) -> dict[str, Any]:
         bootstrap = f"127.0.0.1:{broker_port}"
         try:
             subprocess.run(
-                [PYTHON, "-m", "services.cli", "topics", "create"],
+                [PYTHON, "-m", "leadflow.cli", "topics", "create"],
                 check=True,
                 capture_output=True,
                 env={**os.environ, "LEADFLOW_KAFKA_BOOTSTRAP": bootstrap},
@@ -215,14 +215,14 @@ def bench_capture(seconds: int, connections: int) -> dict[str, Any]:
                 port = free_port()
                 env = capture_env(tmp, bootstrap, backend, port)
                 subprocess.run(
-                    [PYTHON, "-m", "services.cli", "migrate", "capture"],
+                    [PYTHON, "-m", "leadflow.cli", "migrate", "capture"],
                     check=True,
                     capture_output=True,
                     env=env,
                     cwd=ROOT,
                 )
                 server = Proc(
-                    [PYTHON, "-m", "services.cli", "serve", "capture"],
+                    [PYTHON, "-m", "leadflow.cli", "serve", "capture"],
                     env,
                     tmp / f"capture-{backend}.log",
                 )
@@ -259,14 +259,14 @@ def bench_two_processes(
     ports = [free_port(), free_port()]
     envs = [capture_env(tmp, bootstrap, "postgres", port, prefix) for port in ports]
     subprocess.run(
-        [PYTHON, "-m", "services.cli", "migrate", "capture"],
+        [PYTHON, "-m", "leadflow.cli", "migrate", "capture"],
         check=True,
         capture_output=True,
         env=envs[0],
         cwd=ROOT,
     )
     servers = [
-        Proc([PYTHON, "-m", "services.cli", "serve", "capture"], env, tmp / f"capture-pg{i}.log")
+        Proc([PYTHON, "-m", "leadflow.cli", "serve", "capture"], env, tmp / f"capture-pg{i}.log")
         for i, env in enumerate(envs)
     ]
     try:

@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
-from services.embedded import free_port, start_broker  # noqa: E402
+from leadflow.embedded import free_port, start_broker  # noqa: E402
 from shared.db.engine import Database  # noqa: E402
 from shared.events import (  # noqa: E402
     Attribution,
@@ -325,7 +325,7 @@ def handled_by_scoring() -> float:
 
 async def scoring_service(settings: Settings, total: int) -> dict[str, float]:
     """The scoring service in this process: its consumer, model, writes and outbox relay."""
-    from services import registry
+    from leadflow import registry
     from shared.db.migrate import upgrade
 
     db = Database(

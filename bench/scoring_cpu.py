@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.consumer_bench import settings_for  # noqa: E402
 from bench.scoring_bench import make_events  # noqa: E402
-from services import registry  # noqa: E402
+from leadflow import registry  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.kafka.consumer import EventConsumer  # noqa: E402
 from tests.records import record_of  # noqa: E402

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import Proc, wait_healthy  # noqa: E402
-from services.embedded import free_port  # noqa: E402
+from leadflow.embedded import free_port  # noqa: E402
 
 META_SECRET = "bench-meta-secret"
 GOOGLE_KEY = "bench-google-key"
@@ -182,13 +182,13 @@ def main() -> None:
             "GOOGLE_LEAD_FORM_KEY": GOOGLE_KEY,
         }
         subprocess.run(
-            [PYTHON, "-m", "services.cli", "migrate", "capture"],
+            [PYTHON, "-m", "leadflow.cli", "migrate", "capture"],
             check=True,
             capture_output=True,
             env=env,
             cwd=ROOT,
         )
-        server = Proc([PYTHON, "-m", "services.cli", "serve", "capture"], env, tmp / "capture.log")
+        server = Proc([PYTHON, "-m", "leadflow.cli", "serve", "capture"], env, tmp / "capture.log")
         try:
             wait_healthy(port)
             sizes: dict[str, int] = {}

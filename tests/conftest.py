@@ -27,8 +27,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services import registry
-from services.embedded import broker_binary, free_port, wait_for_port
+from leadflow import registry
+from leadflow.embedded import broker_binary, free_port, wait_for_port
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,7 @@ def leadflow_up(tmp_path: Path, **extra_env: str) -> Iterator[tuple[dict[str, st
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "leadflow.cli",
             "up",
             "--port-base",
             str(base - 1),

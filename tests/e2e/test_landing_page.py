@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import uvicorn
 
+from leadflow.embedded import free_port
 from services.capture.app import create_app
-from services.embedded import free_port
 from tests.conftest import ROOT, migrate_service
 from tests.integration.capture.support import captured_events, write_config
 

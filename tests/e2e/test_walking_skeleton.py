@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.embedded import EXAMPLE_LEAD
+from leadflow.embedded import EXAMPLE_LEAD
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +115,7 @@ def test_one_hot_and_one_cold_lead_through_all_five_services(tmp_path):
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "leadflow.cli",
             "up",
             "--port-base",
             str(base - 1),

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from services.embedded import broker_binary, free_port, wait_for_port
+from leadflow.embedded import broker_binary, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("capture", "scoring", "nurture", "router", "insights")
@@ -247,7 +247,7 @@ class System:
         for command in (["topics", "create"], ["migrate"]):
             await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "services.cli", *command],
+                [sys.executable, "-m", "leadflow.cli", *command],
                 env=self.env,
                 check=True,
                 capture_output=True,
@@ -260,7 +260,7 @@ class System:
     def spawn(self, name: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", name],
+            [sys.executable, "-m", "leadflow.cli", "serve", name],
             env=self.env,
             cwd=ROOT,
             stdout=log,

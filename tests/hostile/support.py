@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services import registry
+from leadflow import registry
 from services.router.outcomes import hubspot_signature
 from shared.events.topics import TOPICS, dlq_topic
 from shared.settings import SERVICES as ALL_SERVICES

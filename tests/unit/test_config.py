@@ -65,7 +65,7 @@ def test_unknown_section_duplicate_key_and_bad_yaml(tmp_path):
 
 
 def test_the_shipped_example_is_valid():
-    from services import registry
+    from leadflow import registry
     from shared.settings import SERVICES
 
     raw = load_config(EXAMPLE, environ={})

@@ -10,9 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from services import registry
+from leadflow import registry
+from leadflow.cli import app as cli
 from services.capture import store
-from services.cli import app as cli
 from shared.db.engine import Database
 from shared.db.migrate import pending_changes, upgrade
 from tests.conftest import migrate_service

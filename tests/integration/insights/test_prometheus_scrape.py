@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from services.embedded import free_port
+from leadflow.embedded import free_port
 from shared.settings import SERVICES
 from tests.conftest import EXAMPLE_CONFIG, ROOT, migrate_service
 
@@ -168,7 +168,7 @@ async def test_prometheus_scrapes_every_service_and_sees_leads_counted(
 
     with processes() as started:
         for name, port in ports.items():
-            command = [sys.executable, "-m", "services.cli", "serve", name, "--port", str(port)]
+            command = [sys.executable, "-m", "leadflow.cli", "serve", name, "--port", str(port)]
             started.append(spawn(command, logs / f"{name}.log", cwd=ROOT, env=env))
         command = [
             binary,

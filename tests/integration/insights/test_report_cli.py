@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from services import registry
-from services.cli import app as cli
-from services.embedded import free_port
+from leadflow import registry
+from leadflow.cli import app as cli
+from leadflow.embedded import free_port
 from tests.conftest import eventually, migrate_service
 from tests.integration.insights.campaign import (
     CONFIG_YAML,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from typer.testing import CliRunner, Result
 
-from services.cli import app
+from leadflow.cli import app
 from services.router import store
 from services.router.delivery import DeliveryWorker
 from services.router.destinations import build_destinations

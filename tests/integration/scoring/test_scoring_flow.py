@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from typer.testing import CliRunner
 
-from services.cli import app as leadflow
+from leadflow.cli import app as leadflow
 from tests.conftest import eventually
 from tests.integration.scoring.support import (
     consumer,

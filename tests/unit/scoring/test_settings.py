@@ -190,7 +190,7 @@ def test_an_empty_section_is_a_model_that_grades_everyone_cold():
 
 
 def test_config_check_names_the_scoring_line(tmp_path):
-    from services.cli import app
+    from leadflow.cli import app
 
     path = tmp_path / "bad.yaml"
     path.write_text("scoring:\n  grades:\n    hot: 10\n    warm: 20\n")

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services import registry
+from leadflow import registry
 from shared.config import ConfigError, load_config
 from shared.settings import SERVICES, Settings
 
@@ -60,7 +60,7 @@ def up(
     ),
 ) -> None:
     """Run the whole system on this machine: broker, databases, all five services, sinks."""
-    from services.embedded import run_embedded
+    from leadflow.embedded import run_embedded
 
     raise typer.Exit(
         run_embedded(
@@ -211,14 +211,13 @@ def keys_create(
 @db_app.command("revision")
 def db_revision(service: str, message: Annotated[str, typer.Option("-m", "--message")]) -> None:
     """Autogenerate a migration for SERVICE from its tables."""
+    import shared.db
     from shared.db.engine import Database
     from shared.db.migrate import revision, upgrade
 
     registry.check(service)
     target = registry.migrations_dir(service)
-    template = (
-        Path(__file__).parent.parent / "shared" / "db" / "alembic_template" / "script.py.mako"
-    )
+    template = Path(shared.db.__file__).parent / "alembic_template" / "script.py.mako"
 
     async def run(tmp: str) -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp}/rev.db", service=service)
@@ -261,7 +260,7 @@ def _mount_service_commands() -> None:
 
 _mount_service_commands()
 
-from services.dlq_cli import app as dlq_app  # noqa: E402
+from leadflow.dlq import app as dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
 

@@ -10,10 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+import services
 from shared.config import RawConfig
 from shared.settings import SERVICES, Settings
 
-SERVICES_DIR = Path(__file__).parent
+SERVICES_DIR = Path(services.__file__).parent
 
 
 def app_factory(service: str) -> Callable[[Settings], FastAPI]:

@@ -179,7 +179,7 @@ def run_embedded(
         broker = start_broker(broker_port, var_dir / "logs" / "broker.log")
         python = sys.executable
         setup = subprocess.run(
-            [python, "-m", "services.cli", "topics", "create"],
+            [python, "-m", "leadflow.cli", "topics", "create"],
             env=env,
             capture_output=True,
             text=True,
@@ -188,7 +188,7 @@ def run_embedded(
             console.print(f"[red]creating topics failed[/red]\n{setup.stderr}")
             return 1
         migrate = subprocess.run(
-            [python, "-m", "services.cli", "migrate"], env=env, capture_output=True, text=True
+            [python, "-m", "leadflow.cli", "migrate"], env=env, capture_output=True, text=True
         )
         if migrate.returncode != 0:
             console.print(f"[red]migration failed[/red]\n{migrate.stderr}")
@@ -200,7 +200,7 @@ def run_embedded(
                 [
                     python,
                     "-m",
-                    "services.devsinks",
+                    "leadflow.devsinks",
                     "smtp",
                     "--port",
                     str(smtp_port),
@@ -217,7 +217,7 @@ def run_embedded(
             log = (var_dir / "logs" / f"{name}.log").open("ab")
             processes.append(
                 subprocess.Popen(
-                    [python, "-m", "services.cli", "serve", name],
+                    [python, "-m", "leadflow.cli", "serve", name],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
