@@ -131,8 +131,9 @@ def _fail(response: httpx.Response) -> None:
 def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
     from services.insights import settings as insights_settings
     from services.insights import store
-    from services.insights.domain import InvalidWindow, to_csv
     from services.insights.handlers import ReportQuery, handle_channel_report
+    from services.insights.report_csv import to_csv
+    from services.insights.window import InvalidWindow
     from shared.config import ConfigError, load_config
     from shared.db.engine import Database
     from shared.db.uow import UnitOfWork

@@ -13,15 +13,12 @@ from decimal import Decimal
 from fractions import Fraction
 
 from services.insights import store
-from services.insights.domain import (
-    ChannelReport,
-    DaySpend,
-    LeadFacts,
-    build_report,
-    make_window,
-    to_units,
-)
+from services.insights.lead_facts import LeadFacts
+from services.insights.money import to_units
+from services.insights.report import ChannelReport, build_report
 from services.insights.settings import InsightsConfig
+from services.insights.spend import DaySpend
+from services.insights.window import make_window
 from shared.db import UnitOfWork
 from shared.db.types import utcnow
 from shared.events import (

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.insights.domain import ChannelReport, InvalidWindow, to_csv
 from services.insights.handlers import (
     RecordSpend,
     ReportQuery,
     handle_channel_report,
     handle_record_spend,
 )
+from services.insights.report import ChannelReport
+from services.insights.report_csv import to_csv
 from services.insights.settings import InsightsConfig
+from services.insights.window import InvalidWindow
 from shared.db.engine import offload_statements
 from shared.http import AdminDep, ApiError
 from shared.service import ServiceRuntime

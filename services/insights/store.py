@@ -25,15 +25,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from services.insights.domain import (
-    GRADES,
-    ChannelFacts,
-    DaySpend,
-    LeadFacts,
-    Window,
-    from_units,
-    to_units,
-)
+from services.insights.lead_facts import LeadFacts
+from services.insights.money import from_units, to_units
+from services.insights.report import GRADES, ChannelFacts
+from services.insights.spend import DaySpend
+from services.insights.window import Window
 from shared.db import UnitOfWork, add_plumbing_tables, make_metadata
 from shared.db.bulk import BulkStatement, Values
 from shared.db.engine import upsert

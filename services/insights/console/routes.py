@@ -29,8 +29,9 @@ from services.insights.console.app import (
     get_console,
     start_session,
 )
-from services.insights.domain import InvalidWindow, to_csv
 from services.insights.handlers import ReportQuery, handle_channel_report
+from services.insights.report_csv import to_csv
+from services.insights.window import InvalidWindow
 from shared.db.engine import offload_statements
 from shared.events.topics import TOPICS, dlq_topic
 from shared.kafka.dlq import DeadLetter, read_dead_letters, redrive

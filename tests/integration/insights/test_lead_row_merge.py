@@ -15,7 +15,7 @@ import pytest
 
 from services.insights import handlers, store
 from services.insights.consumers import HANDLERS
-from services.insights.domain import RANK_FIRST_TOUCH, LeadFacts
+from services.insights.lead_facts import RANK_FIRST_TOUCH, LeadFacts
 from shared.db import Database, UnitOfWork
 from tests.conftest import migrate_service
 from tests.integration.insights.campaign import Campaign

@@ -9,7 +9,10 @@ from fractions import Fraction
 import pytest
 
 from services.insights.cli import print_report
-from services.insights.domain import ChannelFacts, DaySpend, build_report, make_window, to_units
+from services.insights.money import to_units
+from services.insights.report import ChannelFacts, build_report
+from services.insights.spend import DaySpend
+from services.insights.window import make_window
 from shared.config import Channel, ChannelsConfig
 
 

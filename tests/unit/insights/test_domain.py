@@ -14,24 +14,21 @@ from pathlib import Path
 import pytest
 
 from services.insights import settings as insights_settings
-from services.insights.domain import (
-    ChannelFacts,
-    DaySpend,
-    InvalidWindow,
-    LeadFacts,
-    build_report,
-    channel_spend,
+from services.insights.lead_facts import LeadFacts
+from services.insights.money import (
     cost_per,
     from_units,
-    make_window,
     median,
     money,
     percentile,
     rate,
     round_to,
-    to_csv,
     to_units,
 )
+from services.insights.report import ChannelFacts, build_report
+from services.insights.report_csv import to_csv
+from services.insights.spend import DaySpend, channel_spend
+from services.insights.window import InvalidWindow, make_window
 from shared.config import Channel, ChannelsConfig, ConfigError, DailySpend, load_config
 
 TODAY = date(2026, 11, 22)
