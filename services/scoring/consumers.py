@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.scoring.domain import ScoringModel
+from services.scoring.lead_cache import LeadCache
 from services.scoring.messagebus import event_handlers
-from services.scoring.store import LeadCache
 from shared.clock import Clock, utc_now
 from shared.db.uow import UnitOfWork
 from shared.events import Envelope

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from services.scoring import store
+from services.scoring import queries
 from services.scoring.commands import ReplayNextPage, SweepDecay
 from services.scoring.domain import (
     DECAY_CAUSE,
@@ -31,7 +31,7 @@ from services.scoring.domain import (
     signal_from_log,
     signal_of,
 )
-from services.scoring.store import LeadCache
+from services.scoring.lead_cache import LeadCache
 from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
@@ -137,7 +137,7 @@ async def _score_event(
 async def rebuilt(uow: UnitOfWork, state: LeadState, model: ScoringModel) -> LeadState:
     """The lead folded again under `model` (it was last scored by another one); what was
     last published stays the reference for the next change."""
-    logged = (await store.events_of(uow.session, [state.lead_id]))[state.lead_id]
+    logged = (await queries.events_of(uow.session, [state.lead_id]))[state.lead_id]
     fresh = rebuild(state.lead_id, _entries(logged), model)
     return replace(fresh, last=state.last, events=state.events, erased=state.erased)
 
@@ -238,7 +238,7 @@ async def handle_lead_erased(envelope: Envelope[LeadErased], uow: UnitOfWork) ->
     cache.save(erase(state), envelope.data.erased_at, erased_at=envelope.data.erased_at)
     cache.scrub(lead_id, _scrubbed)
     await cache.settle()
-    await store.scrub_logged_events(uow.session, lead_id, _scrubbed)
+    await queries.scrub_logged_events(uow.session, lead_id, _scrubbed)
     log.info("lead erased from scoring", extra={"lead_id": lead_id})
 
 
@@ -289,9 +289,9 @@ async def handle_replay_page(
     (a dry run only counts)."""
     cache = LeadCache.of(uow)
     now, run_id = command.now, command.run_id
-    lead_ids = await store.lead_ids_after(uow.session, command.after, command.limit)
+    lead_ids = await queries.lead_ids_after(uow.session, command.after, command.limit)
     await cache.load(lead_ids)
-    logged = await store.events_of(uow.session, lead_ids)
+    logged = await queries.events_of(uow.session, lead_ids)
     rescored = regraded = newly = 0
     for lead_id in lead_ids:
         state = await cache.get(lead_id)

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.scoring import store
+from services.scoring import queries
 from services.scoring.commands import CountLeads, CountUnsentEvents, ExplainScore
 from services.scoring.domain import LeadState, Score, ScoringModel, needs_rebuild
 from services.scoring.handlers import rebuilt
+from services.scoring.lead_rows import state_from_row
 from shared.db import UnitOfWork
 
 
@@ -31,26 +32,26 @@ async def handle_explain(
 ) -> Explanation | None:
     """Why the lead has its score; None for a lead scoring has not scored."""
     lead_id = query.lead_id
-    row = await store.get_state_row(uow.session, lead_id)
+    row = await queries.get_state_row(uow.session, lead_id)
     if row is None:
         return None
-    state = store.state_from_row(row)
+    state = state_from_row(row)
     if state.last is None:
         return None
     current = None
     if not state.erased:
         state_now = await rebuilt(uow, state, model) if needs_rebuild(state, model) else state
         current = model.score(state_now, None, query.now).score
-    rows = await store.history(uow.session, lead_id, query.limit)
-    total = await store.count_changes(uow.session, lead_id)
+    rows = await queries.history(uow.session, lead_id, query.limit)
+    total = await queries.count_changes(uow.session, lead_id)
     return Explanation(state, state.last, current, rows, total)
 
 
 async def handle_count_leads(_query: CountLeads, uow: UnitOfWork) -> int:
     """How many leads (not erased) scoring keeps."""
-    return await store.count_leads(uow.session)
+    return await queries.count_leads(uow.session)
 
 
 async def handle_count_unsent(_query: CountUnsentEvents, uow: UnitOfWork) -> int:
     """How many events wait in scoring's outbox."""
-    return await store.count_unsent(uow.session)
+    return await queries.count_unsent(uow.session)
