@@ -46,6 +46,14 @@ def violations(root: Path, rules_path: Path = CONFIG) -> list[tuple[str, str, st
     return [(v.path, v.rule, v.detail) for v in report.violations]
 
 
+def rules_broken_by(root: Path, files: dict[str, str]) -> list[tuple[str, str]]:
+    """(path, rule) of each violation in the clean tree with `files` written into it."""
+    clean_tree(root)
+    for relative, source in files.items():
+        write(root, relative, source)
+    return sorted((path, rule) for path, rule, _ in violations(root))
+
+
 def clean_tree(root: Path) -> None:
     """A small tree following every rule, in the shapes the real code uses."""
     write(root, "services/__init__.py", '"""The services."""\n')
@@ -225,11 +233,12 @@ def test_the_violation_names_the_line_of_the_import(tmp_path: Path) -> None:
 
 
 def test_a_module_in_no_declared_layer_is_refused(tmp_path: Path) -> None:
-    clean_tree(tmp_path)
-    write(tmp_path, "services/registry.py", "import os\n")
-    write(tmp_path, "services/billing/app.py", "from shared import clock\n")
-    write(tmp_path, "services/__init__.py", '"""The services."""\nfrom shared import clock\n')
-    assert sorted((path, rule) for path, rule, _ in violations(tmp_path)) == [
+    files = {
+        "services/registry.py": "import os\n",
+        "services/billing/app.py": "from shared import clock\n",
+        "services/__init__.py": '"""The services."""\nfrom shared import clock\n',
+    }
+    assert rules_broken_by(tmp_path, files) == [
         ("services/__init__.py", "layer"),
         ("services/billing/app.py", "layer"),
         ("services/registry.py", "layer"),
@@ -282,12 +291,13 @@ def test_a_longer_cycle_names_every_module_once(tmp_path: Path) -> None:
 
 
 def test_two_separate_cycles_are_two_violations(tmp_path: Path) -> None:
-    clean_tree(tmp_path)
-    write(tmp_path, "services/insights/console/app.py", "from . import routes\n")
-    write(tmp_path, "services/insights/console/routes.py", "from .app import console\n")
-    write(tmp_path, "services/scoring/model.py", "from services.scoring import app\n")
-    write(tmp_path, "services/scoring/app.py", "from .model import weights\n")
-    assert sorted((path, rule) for path, rule, _ in violations(tmp_path)) == [
+    files = {
+        "services/insights/console/app.py": "from . import routes\n",
+        "services/insights/console/routes.py": "from .app import console\n",
+        "services/scoring/model.py": "from services.scoring import app\n",
+        "services/scoring/app.py": "from .model import weights\n",
+    }
+    assert rules_broken_by(tmp_path, files) == [
         ("services/insights/console/app.py", "import-cycle"),
         ("services/scoring/app.py", "import-cycle"),
     ]
