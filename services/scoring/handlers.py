@@ -1,5 +1,9 @@
 """Scoring's use cases: score captured and engaging leads, forget erased ones, let decay
-regrade stale leads, replay the event log under a new model, explain a score.
+regrade stale leads, replay the event log under a new model. (Explanations: `views.py`.)
+
+The file is over 300 lines because every use case that re-scores a lead (an event, the
+decay sweep, a replay page) writes through the same path (`_apply`: state, history,
+`lead.scored`, metrics), kept in one place.
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ from services.scoring.commands import ReplayNextPage, SweepDecay
 from services.scoring.domain import (
     DECAY_CAUSE,
     REPLAY_CAUSE,
-    LeadState,
     ScoreUpdate,
     ScoringModel,
-    erase,
     event_payload,
     lead_scored,
     needs_rebuild,
@@ -28,10 +30,10 @@ from services.scoring.domain import (
     reevaluate,
     replayed,
     rescore,
-    signal_from_log,
-    signal_of,
 )
 from services.scoring.lead_cache import LeadCache
+from services.scoring.leads import LeadState, erase
+from services.scoring.signals import signal_from_log, signal_of
 from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from services.scoring.commands import ExplainScore
-from services.scoring.domain import Reason, Score
+from services.scoring.scores import Reason, Score
 from services.scoring.views import Explanation
 from shared.clock import utc_now
 from shared.http import ApiError

@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
-from services.scoring.domain import LeadState, Score
 from services.scoring.lead_rows import (
     SELECT_STATES,
     lead_row_reader,
@@ -26,6 +25,8 @@ from services.scoring.lead_rows import (
     state_from_row,
     state_row,
 )
+from services.scoring.leads import LeadState
+from services.scoring.scores import Score
 from services.scoring.store import (
     _CHANGE_COLUMNS,
     _EVENT_COLUMNS,

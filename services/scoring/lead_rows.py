@@ -15,7 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from services.scoring.domain import LeadState, Reason, Score, Snapshot
+from services.scoring.leads import LeadState, Snapshot
+from services.scoring.scores import Reason, Score
 from services.scoring.store import _STATE_COLUMNS, lead_scores
 from shared.db.bulk import Values, placeholders
 from shared.db.statements import lock_rows

@@ -10,9 +10,11 @@ from typing import Any
 
 from services.scoring import queries
 from services.scoring.commands import CountLeads, CountUnsentEvents, ExplainScore
-from services.scoring.domain import LeadState, Score, ScoringModel, needs_rebuild
+from services.scoring.domain import ScoringModel, needs_rebuild
 from services.scoring.handlers import rebuilt
 from services.scoring.lead_rows import state_from_row
+from services.scoring.leads import LeadState
+from services.scoring.scores import Score
 from shared.db import UnitOfWork
 
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.scoring.domain import LeadState, ScoreUpdate, Signal, rescore, signal_of
+from services.scoring.domain import ScoreUpdate, rescore
+from services.scoring.leads import LeadState
 from services.scoring.model import RuleModel
 from services.scoring.settings import ScoringConfig, load
+from services.scoring.signals import Signal, signal_of
 from shared.config import load_config
 from shared.events import Attribution, Contact, LeadCaptured, LeadEngaged, LeadUnsubscribed
 

@@ -11,18 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.domain import (
-    LeadState,
-    Score,
-    lead_scored,
-    rebuild,
-    reevaluate,
-    replayed,
-    rescore,
-    signal_of,
-)
-from services.scoring.model import Matcher, RuleModel, number
+from services.scoring.domain import lead_scored, rebuild, reevaluate, replayed, rescore
+from services.scoring.leads import LeadState
+from services.scoring.matching import Matcher, number
+from services.scoring.model import RuleModel
+from services.scoring.scores import Score
 from services.scoring.settings import FitRule, ScoringConfig
+from services.scoring.signals import signal_of
 from shared.events import LeadCaptured, LeadScored, encode, new_event
 from tests.unit.scoring.support import (
     T0,

@@ -9,8 +9,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.domain import Reason, Score, lead_scored
-from services.scoring.model import Matcher
+from services.scoring.domain import lead_scored
+from services.scoring.matching import Matcher
+from services.scoring.scores import Reason, Score
 from services.scoring.settings import FitRule
 from shared.events import LeadCaptured, LeadScored, encode, new_event
 from tests.unit.scoring.support import T0, captured, engaged, example_model, feed, unsubscribed
