@@ -115,10 +115,7 @@ def load_rules(path: Path = DEFAULT_CONFIG) -> Rules:
 def source_files(root: Path, rules: Rules) -> Iterator[Path]:
     """Every production `.py` file under the declared roots, in path order."""
     for top in rules.roots:
-        base = root / top
-        if not base.is_dir():
-            continue
-        for path in sorted(base.rglob("*.py")):
+        for path in sorted((root / top).rglob("*.py")):  # a missing root yields nothing
             relative = path.relative_to(root)
             if not rules.exclude_dirs.intersection(relative.parts[:-1]):
                 yield path
@@ -266,16 +263,8 @@ def _unlayered(module: Module, rules: Rules) -> list[Violation]:
         detail = f"{module.name} belongs to no declared layer (scripts/structure.toml)"
         return [Violation(module.path, 1, "layer", detail)]
     # A package that holds layers (`services/__init__.py`) may exist, but imports nothing.
-    return [
-        Violation(
-            module.path,
-            imported.line,
-            "layer",
-            f"package {module.name} holds layers and belongs to none;"
-            f" it must not import {imported.target}",
-        )
-        for imported in module.imports
-    ]
+    why = f"package {module.name} holds layers and belongs to none; it must not import"
+    return [Violation(module.path, i.line, "layer", f"{why} {i.target}") for i in module.imports]
 
 
 def import_graph(modules: dict[str, Module]) -> dict[str, dict[str, int]]:
@@ -379,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.config)
     report = check(args.root, rules)
     roots = ", ".join(f"{r}/" for r in rules.roots)
+    if report.files == 0:
+        print(f"structure: no .py file under {roots} in {args.root}", file=sys.stderr)
+        return 2
     for violation in report.violations:
         print(violation)
     if report.violations:

@@ -46,6 +46,12 @@ def violations(root: Path, rules_path: Path = CONFIG) -> list[tuple[str, str, st
     return [(v.path, v.rule, v.detail) for v in report.violations]
 
 
+def run_check(root: Path) -> subprocess.CompletedProcess[str]:
+    """The command as `make lint` runs it, on the tree at `root`."""
+    command = [sys.executable, str(SCRIPT), "--root", str(root)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
 def rules_broken_by(root: Path, files: dict[str, str]) -> list[tuple[str, str]]:
     """(path, rule) of each violation in the clean tree with `files` written into it."""
     clean_tree(root)
@@ -120,12 +126,7 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
 
 def test_the_command_exits_0_with_one_summary_line_on_a_clean_tree(tmp_path: Path) -> None:
     clean_tree(tmp_path)
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--root", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_check(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("\n") == 1
     assert "no import cycles" in done.stdout
@@ -136,12 +137,7 @@ def test_the_command_exits_1_with_one_line_per_violation(tmp_path: Path) -> None
     imports = "import os\n\nfrom services.router import handlers\n"
     write(tmp_path, "services/scoring/handlers.py", imports)
     write(tmp_path, "shared/http.py", lines_of_code(401))
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--root", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_check(tmp_path)
     assert done.returncode == 1
     assert sorted(done.stdout.splitlines()) == [
         "services/scoring/handlers.py:3: import-arrow: services.scoring → services.router is not"
@@ -149,6 +145,12 @@ def test_the_command_exits_1_with_one_line_per_violation(tmp_path: Path) -> None
         " services.scoring may import: services.scoring, shared)",
         "shared/http.py:1: file-length: 401 lines, over the 400-line limit",
     ]
+
+
+def test_the_command_fails_when_it_finds_nothing_to_check(tmp_path: Path) -> None:
+    done = run_check(tmp_path)
+    assert done.returncode == 2
+    assert "no .py file" in done.stderr
 
 
 @pytest.mark.parametrize("count", [401, 650])
