@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.nurture import consumers, store
+from services.nurture import consumers, messagebus, store
 from services.nurture import settings as nurture_settings
 from services.nurture.http import router
 from services.nurture.mailer import Mailer
@@ -31,9 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     config = nurture_settings.load(load_config(settings.config))
     runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
     tracking = Tracking(public_base(settings, config), settings.secret_key.get_secret_value())
+    templates = Templates(config)
     scheduler = Scheduler(
-        runtime.uow, config, Templates(config), tracking, Mailer(config.smtp, config.sender)
+        runtime.uow, config, templates, tracking, Mailer(config.smtp, config.sender)
     )
+    bus = messagebus.bus(runtime.uow, config, templates, tracking, wake=scheduler.wake)
     consumers.register(runtime, config, scheduler.wake)
     runtime.add_worker("scheduler", scheduler.run)
     app = create_http_app(
@@ -51,5 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.config = config
     app.state.settings = settings
     app.state.scheduler = scheduler
+    app.state.bus = bus
     app.state.tracking = tracking
     return app

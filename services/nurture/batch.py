@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.nurture import domain, store
+from services.nurture import domain, send_queue, store
 from shared.db import UnitOfWork
 from shared.db.bulk import BulkStatement, Values
 from shared.events import Envelope, LeadScored
@@ -124,10 +124,10 @@ class Direct:
         await store.update_enrollment(self.session, enrollment_id, **values)
 
     async def insert_send(self, **values: Any) -> None:
-        await store.insert_send(self.session, **values)
+        await send_queue.insert_send(self.session, **values)
 
     async def lead_sends(self, lead_id: str, *, kind: str | None = None) -> list[Any]:
-        return await store.lead_sends(self.session, lead_id, kind=kind)
+        return await send_queue.lead_sends(self.session, lead_id, kind=kind)
 
     async def cancel_sends(
         self,
@@ -137,7 +137,7 @@ class Direct:
         *,
         enrollment_ids: Iterable[str] | None = None,
     ) -> int:
-        return await store.cancel_sends(
+        return await send_queue.cancel_sends(
             self.session, lead_id, reason, now, enrollment_ids=enrollment_ids
         )
 

@@ -17,11 +17,22 @@ from rich.table import Table
 
 from services.nurture import settings as nurture_settings
 from services.nurture import store
-from services.nurture.handlers import handle_unsuppress
-from services.nurture.send_results import RedriveError, handle_redrive
-from shared.cli import redrive_each, report_redrive, run_with_uows
+from services.nurture.app import public_base
+from services.nurture.commands import ListSends, RedriveSend, Unsuppress
+from services.nurture.messagebus import operator_bus
+from services.nurture.rendering import (
+    SAMPLE_LEAD,
+    Templates,
+    Tracking,
+    build_message,
+    message_id_for,
+    to_bytes,
+)
+from services.nurture.send_results import RedriveError
+from shared.cli import report_redrive, run_with_uows
 from shared.config import ConfigError, load_config
 from shared.db.uow import UnitOfWork
+from shared.messagebus import MessageBus
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -45,8 +56,13 @@ STATUSES = (
 )
 
 
-def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
-    return run_with_uows("nurture", store.outbox, store.inbox, work)
+def _run(work: Callable[[MessageBus], Awaitable[T]]) -> T:
+    """Run `work` with the bus of the nurture database named by the environment."""
+
+    async def on_bus(uows: Callable[[], UnitOfWork]) -> T:
+        return await work(operator_bus(uows))
+
+    return run_with_uows("nurture", store.outbox, store.inbox, on_bus)
 
 
 @app.command()
@@ -60,15 +76,6 @@ def preview(
     config: Annotated[Path | None, typer.Option(help="Config file (LEADFLOW_CONFIG).")] = None,
 ) -> None:
     """Render a step for a sample lead: subject, text part, and the whole message with --out."""
-    from services.nurture.rendering import (
-        SAMPLE_LEAD,
-        Templates,
-        Tracking,
-        build_message,
-        message_id_for,
-        to_bytes,
-    )
-
     settings = Settings()
     try:
         nurture = nurture_settings.load(load_config(config or settings.config))
@@ -85,8 +92,6 @@ def preview(
         raise typer.BadParameter(
             f"the sequence has steps 1 to {len(chosen.steps)}", param_hint="--step"
         )
-    from services.nurture.app import public_base
-
     tracking = Tracking(public_base(settings, nurture), settings.secret_key.get_secret_value())
     send_id = uuid.uuid4().hex
     rendered = Templates(nurture).render_step(
@@ -118,14 +123,8 @@ def list_sends(
     if status != "all" and status not in STATUSES:
         raise typer.BadParameter(f"one of {', '.join(STATUSES)} or all", param_hint="--status")
 
-    async def work(uows: Callable[[], UnitOfWork]) -> list[Any]:
-        async with uows() as uow:
-            return await store.list_sends(
-                uow.session,
-                status=None if status == "all" else status,
-                lead_id=lead_id,
-                limit=limit,
-            )
+    async def work(bus: MessageBus) -> list[Any]:
+        return await bus.query(ListSends(None if status == "all" else status, lead_id, limit))  # type: ignore[no-any-return]
 
     table = Table(title=f"emails ({status})")
     for column in ("send id", "lead id", "sequence", "step", "status", "attempts", "last error"):
@@ -152,13 +151,23 @@ def redrive(
     if not send_ids and not all_failed:
         raise typer.BadParameter("give send ids or --all-failed")
 
-    async def work(uows: Callable[[], UnitOfWork]) -> tuple[int, list[str]]:
+    async def work(bus: MessageBus) -> tuple[int, list[str]]:
         ids = list(send_ids or [])
         if all_failed:
-            async with uows() as uow:
-                rows = await store.list_sends(uow.session, status=store.FAILED, limit=100_000)
+            rows = await bus.query(ListSends(store.FAILED, None, 100_000))
             ids += [r.send_id for r in rows]
-        return await redrive_each(ids, uows, handle_redrive, RedriveError, "email")
+        done, problems = 0, []
+        for send_id in dict.fromkeys(ids):  # each in its own transaction
+            try:
+                row = await bus.handle(RedriveSend(send_id))
+            except RedriveError as exc:
+                problems.append(f"{send_id}: {exc.message}")
+                continue
+            if row is None:
+                problems.append(f"{send_id}: no such email")
+            else:
+                done += 1
+        return done, problems
 
     done, problems = _run(work)
     report_redrive(console, done, problems, f"email{'' if done == 1 else 's'}")
@@ -170,9 +179,8 @@ def suppressions_remove(
 ) -> None:
     """Lift an unsubscribe or bounce, at the person's own request only."""
 
-    async def work(uows: Callable[[], UnitOfWork]) -> bool:
-        async with uows() as uow:
-            return await handle_unsuppress(email, uow)
+    async def work(bus: MessageBus) -> bool:
+        return await bus.handle(Unsuppress(email))  # type: ignore[no-any-return]
 
     if _run(work):
         console.print("removed from the suppression list")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from services.nurture import handlers as use_cases
 from services.nurture.batch import LeadBatch
 from services.nurture.config import NurtureConfig
+from services.nurture.enrollment import Wake
+from shared.clock import Clock, utc_now
 from shared.db.uow import UnitOfWork
 from shared.events import (
     Envelope,
@@ -33,10 +34,10 @@ async def load_leads(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
 
 
 def handlers(
-    config: NurtureConfig, wake: use_cases.Wake | None = None, *, now: datetime | None = None
+    config: NurtureConfig, wake: Wake | None = None, *, clock: Clock = utc_now
 ) -> dict[str, Handler]:
-    """Event type → handler, bound to the config (and a fixed time, for tests)."""
-    at: dict[str, Any] = {"config": config} if now is None else {"config": config, "now": now}
+    """Event type → handler, bound to the config and the clock."""
+    at: dict[str, Any] = {"config": config, "clock": clock}
     return {
         LeadScored.TYPE: functools.partial(use_cases.handle_lead_scored, wake=wake, **at),
         LeadEngaged.TYPE: functools.partial(use_cases.handle_lead_engaged, **at),
@@ -47,6 +48,6 @@ def handlers(
     }
 
 
-def register(runtime: ServiceRuntime, config: NurtureConfig, wake: use_cases.Wake) -> None:
+def register(runtime: ServiceRuntime, config: NurtureConfig, wake: Wake) -> None:
     """Scored leads to enroll or stop; engagement, outcomes and erasure to end sequences."""
     runtime.add_consumer(TOPICS, handlers(config, wake), before_batch=load_leads)

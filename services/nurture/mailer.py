@@ -41,7 +41,9 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
-class Result:
+class SendResult:
+    """How the relay answered for one message (see the module for each status)."""
+
     status: Status
     error: str | None = None
     code: int | None = None
@@ -68,9 +70,9 @@ class Mailer:
             timeout=config.timeout_seconds,
         )
 
-    async def send_all(self, batch: Sequence[Outgoing]) -> dict[str, Result]:
+    async def send_all(self, batch: Sequence[Outgoing]) -> dict[str, SendResult]:
         """Try every message once; a dropped connection is reopened for the rest."""
-        results: dict[str, Result] = {}
+        results: dict[str, SendResult] = {}
         client: aiosmtplib.SMTP | None = None
         try:
             for item in batch:
@@ -98,7 +100,7 @@ class Mailer:
                     continue
                 finally:
                     metrics.nurture_send_duration_seconds.observe(time.perf_counter() - started)
-                results[item.send_id] = Result("sent")
+                results[item.send_id] = SendResult("sent")
         finally:
             if client is not None:
                 await _close(client)
@@ -125,15 +127,15 @@ def _describe(exc: BaseException) -> str:
     return redact(text)[:300]
 
 
-def _classify(exc: BaseException, error: str) -> Result:
+def _classify(exc: BaseException, error: str) -> SendResult:
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         code = exc.recipients[0].code if exc.recipients else 0
-        return Result("bounced" if 500 <= code < 600 else "retry", error, code)
+        return SendResult("bounced" if 500 <= code < 600 else "retry", error, code)
     if isinstance(exc, aiosmtplib.SMTPSenderRefused | aiosmtplib.SMTPAuthenticationError):
-        return Result("retry", error, exc.code)
+        return SendResult("retry", error, exc.code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return Result("failed" if 500 <= exc.code < 600 else "retry", error, exc.code)
-    return Result("retry", error)
+        return SendResult("failed" if 500 <= exc.code < 600 else "retry", error, exc.code)
+    return SendResult("retry", error)
 
 
 def _connection_usable(exc: BaseException) -> bool:

@@ -1,19 +1,24 @@
 """What became of each email the scheduler took: sent, retried, failed, bounced, not sent.
 
-Also the operator's re-drive of a failed email. Each function runs inside the
-caller's unit of work; the scheduler commits.
+`handle_record_send_results` stores the relay's answers (the scheduler's second
+transaction of a round); the claim records what it does not send. Also the
+operator's re-drive of a failed email. These run inside the bus's unit of work and
+never commit.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from services.nurture import domain, store
+from services.nurture import domain, send_queue, store
+from services.nurture.commands import RecordSendResults, RedriveSend
 from services.nurture.config import NurtureConfig
-from services.nurture.handlers import OPEN_RUNS, exit_lead, schedule_step, suppress_lead
+from services.nurture.enrollment import OPEN_RUNS, exit_lead, schedule_step, suppress_lead
+from services.nurture.mailer import SendResult
 from shared import metrics
+from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import LeadUnsubscribed
 
@@ -25,10 +30,33 @@ INTERRUPTED = (
 )
 
 
+async def handle_record_send_results(
+    command: RecordSendResults, uow: UnitOfWork, *, config: NurtureConfig, clock: Clock = utc_now
+) -> None:
+    """Store how each claimed email ended; a row claimed again since is left alone."""
+    now = clock()
+    for item in command.claimed:
+        row = await send_queue.get_send(uow.session, item.row.send_id, for_update=True)
+        if row is None or row.claims != item.claims:
+            continue
+        if row.status not in (store.SENDING, store.FAILED):
+            continue
+        result = command.results.get(row.send_id) or SendResult("retry", "not attempted")
+        error = result.error or ""
+        if result.status == "sent":
+            await record_sent(uow, config, row, now)
+        elif result.status == "retry":
+            await record_retry(uow, config, row, error, now)
+        elif result.status == "bounced":
+            await record_bounced(uow, config, row, error, now)
+        else:
+            await record_failed(uow, row, error or "failed", now)
+
+
 async def record_sent(uow: UnitOfWork, config: NurtureConfig, row: Any, now: datetime) -> None:
     """The relay took the email: mark it, then queue the next step or finish the run."""
     session = uow.session
-    await store.update_send(
+    await send_queue.update_send(
         session,
         row.send_id,
         status=store.SENT,
@@ -71,7 +99,7 @@ async def record_retry(
         await record_failed(uow, row, f"gave up after {attempts} attempts: {error}", now, attempts)
         return
     wait = domain.backoff_delay(attempts, delivery.backoff_seconds, delivery.backoff_max_seconds)
-    await store.update_send(
+    await send_queue.update_send(
         uow.session,
         row.send_id,
         status=store.SCHEDULED,
@@ -88,7 +116,7 @@ async def record_failed(
     uow: UnitOfWork, row: Any, error: str, now: datetime, attempts: int | None = None
 ) -> None:
     """Recorded as failed (never silently skipped); the run halts until it is re-driven."""
-    await store.update_send(
+    await send_queue.update_send(
         uow.session,
         row.send_id,
         status=store.FAILED,
@@ -109,7 +137,7 @@ async def record_bounced(
     uow: UnitOfWork, config: NurtureConfig, row: Any, error: str, now: datetime
 ) -> None:
     """The relay refused the address for good: suppress it and end every sequence."""
-    await store.update_send(
+    await send_queue.update_send(
         uow.session,
         row.send_id,
         status=store.FAILED,
@@ -132,7 +160,7 @@ async def record_not_sent(
 ) -> None:
     """A due email that must not go out (cancelled or suppressed), and why."""
     status = store.SUPPRESSED if decision.action == "suppress" else store.CANCELLED
-    await store.update_send(
+    await send_queue.update_send(
         uow.session,
         row.send_id,
         status=status,
@@ -173,11 +201,11 @@ class RedriveError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-async def handle_redrive(send_id: str, uow: UnitOfWork, now: datetime | None = None) -> Any:
+async def handle_redrive(command: RedriveSend, uow: UnitOfWork, *, clock: Clock = utc_now) -> Any:
     """Queue a failed email again with a fresh attempt budget; its run resumes."""
-    now = now or datetime.now(UTC)
+    now, send_id = clock(), command.send_id
     session = uow.session
-    row = await store.get_send(session, send_id, for_update=True)
+    row = await send_queue.get_send(session, send_id, for_update=True)
     if row is None:
         return None
     if row.status != store.FAILED:
@@ -187,7 +215,7 @@ async def handle_redrive(send_id: str, uow: UnitOfWork, now: datetime | None = N
         if run is None or run.status not in OPEN_RUNS:
             raise RedriveError(409, "run_ended", "the lead has left this sequence")
         await store.update_enrollment(session, run.enrollment_id, status=store.ACTIVE)
-    await store.update_send(
+    await send_queue.update_send(
         session,
         send_id,
         status=store.SCHEDULED,
@@ -196,5 +224,4 @@ async def handle_redrive(send_id: str, uow: UnitOfWork, now: datetime | None = N
         ended_at=None,
         last_error=f"re-driven after: {row.last_error}"[:1000],
     )
-    await uow.commit()
-    return await store.get_send(session, send_id)
+    return await send_queue.get_send(session, send_id)

@@ -18,15 +18,17 @@ from typing import Any
 import yaml
 from aiosmtpd.controller import Controller
 
-from services.nurture import store
+from services.nurture import send_queue, store
 from services.nurture.handlers import handle_lead_scored
 from services.nurture.mailer import Mailer
+from services.nurture.messagebus import bus
 from services.nurture.rendering import Templates, Tracking
 from services.nurture.scheduler import Scheduler
 from services.nurture.settings import NurtureConfig
 from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
 from shared.events import Contact, LeadScored, new_event
+from shared.messagebus import MessageBus
 
 SECRET = "test-secret-key"
 PUBLIC = "https://nurture.example.com"
@@ -265,12 +267,18 @@ def scheduler_for(uows: Callable[[], UnitOfWork], config: NurtureConfig, clock: 
     )
 
 
+def bus_for(uows: Callable[[], UnitOfWork], config: NurtureConfig, clock: Clock) -> MessageBus:
+    """Nurture's bus on these units of work, at the clock's time."""
+    return bus(uows, config, Templates(config), Tracking(PUBLIC, SECRET), clock=clock)
+
+
 async def deliver_scored(
     uows: Callable[[], UnitOfWork], config: NurtureConfig, event: LeadScored, now: datetime
 ) -> None:
     """Run the lead.scored handler at `now` and commit, as the consumer would."""
     async with uows() as uow:
-        await handle_lead_scored(new_event(event, "leadflow/test"), uow, config=config, now=now)
+        envelope = new_event(event, "leadflow/test")
+        await handle_lead_scored(envelope, uow, config=config, clock=lambda: now)
         await uow.commit()
 
 
@@ -292,7 +300,7 @@ async def outbox_events(uows: Callable[[], UnitOfWork], lead_id: str) -> list[di
 
 async def sends_of(uows: Callable[[], UnitOfWork], lead_id: str) -> list[Any]:
     async with uows() as uow:
-        return await store.lead_sends(uow.session, lead_id)
+        return await send_queue.lead_sends(uow.session, lead_id)
 
 
 async def runs_of(uows: Callable[[], UnitOfWork], lead_id: str) -> list[Any]:

@@ -69,7 +69,7 @@ def consumer(settings: Any, uows: Callable[[], UnitOfWork]) -> EventConsumer:
         service="nurture",
         group_id="test",
         topics=TOPICS,
-        handlers=handlers(CONFIG, now=T0),
+        handlers=handlers(CONFIG, clock=lambda: T0),
         uow_factory=uows,
         settings=settings,
         retry_delay=0,

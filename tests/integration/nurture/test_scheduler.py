@@ -7,19 +7,16 @@ from __future__ import annotations
 from datetime import timedelta
 from email.utils import parseaddr
 
-from services.nurture import send_results, store, tokens
-from services.nurture.engagement import (
-    CONFIRMED,
-    handle_click,
-    handle_confirm,
-    handle_unsubscribe,
-)
+from services.nurture import store, tokens
+from services.nurture.commands import ConfirmConsent, RecordClick, RedriveSend, Unsubscribe
+from services.nurture.engagement import CONFIRMED
 from tests.integration.nurture.support import (
     PUBLIC,
     SECRET,
     T0,
     Clock,
     MailServer,
+    bus_for,
     config_of,
     deliver_scored,
     html_of,
@@ -139,10 +136,10 @@ async def test_an_unsubscribed_lead_gets_nothing_more_even_after_reentry(backend
             scheduler = scheduler_for(uows, config, clock)
             await deliver_scored(uows, config, lead, T0)
             await scheduler.run_once()
-            async with uows() as uow:
-                assert await handle_unsubscribe(lead.lead_id, "one_click", uow, config, clock())
-            async with uows() as uow:  # a second click changes nothing
-                assert not await handle_unsubscribe(lead.lead_id, "page", uow, config, clock())
+            bus = bus_for(uows, config, clock)
+            assert await bus.handle(Unsubscribe(lead.lead_id, "one_click"))
+            # a second click changes nothing
+            assert not await bus.handle(Unsubscribe(lead.lead_id, "page"))
             clock.advance(days=10)
             # The sequence allows re-entry after an hour; the lead comes back with consent.
             await deliver_scored(uows, config, scored(lead_id=lead.lead_id), clock())
@@ -177,8 +174,7 @@ async def test_sales_ready_cancels_pending_steps_at_once(backend, settings_facto
             await deliver_scored(uows, config, lead, T0)
             await scheduler.run_once()
             first = (await sends_of(uows, lead.lead_id))[0]
-            async with uows() as uow:
-                target = await handle_click(first.send_id, "guide", uow, clock())
+            target = await bus_for(uows, config, clock).handle(RecordClick(first.send_id, "guide"))
             assert target == "https://content.example.com/guide.pdf"
             await deliver_scored(
                 uows, config, scored(lead_id=lead.lead_id, sales_ready=True), clock()
@@ -253,8 +249,7 @@ async def test_retries_run_out_into_a_recorded_failure_that_can_be_redriven(
             (halted,) = await runs_of(uows, lead.lead_id)
             clock.advance(days=3)
             assert await scheduler.run_once() == 0  # not skipped to step 2 either
-            async with uows() as uow:
-                await send_results.handle_redrive(failed.send_id, uow, clock())
+            await bus_for(uows, config, clock).handle(RedriveSend(failed.send_id))
             await scheduler.run_once()
             sends = await sends_of(uows, lead.lead_id)
             (resumed,) = await runs_of(uows, lead.lead_id)
@@ -415,10 +410,9 @@ async def test_double_opt_in_counts_consent_only_after_the_click(backend, settin
                 SECRET, tokens.CONFIRM, token_of(url), max_age_seconds=3600, now=clock()
             )
             clock.advance(minutes=3)
-            async with uows() as uow:
-                outcome = await handle_confirm(
-                    payload["d"], "203.0.113.7", uow, config, now=clock()
-                )
+            outcome = await bus_for(uows, config, clock).handle(
+                ConfirmConsent(payload["d"], "203.0.113.7")
+            )
             await scheduler.run_once()
             async with uows() as uow:
                 row = await store.get_lead(uow.session, lead.lead_id)

@@ -1,0 +1,99 @@
+"""Nurture's bus: message type → handler, bound once to the config, templates and clock.
+
+HTTP routes, CLI commands and the scheduler's rounds hand their message to the bus;
+it runs the handler in one unit of work and commits once. Events from Kafka take the
+consumer runtime's road instead (consumers.py), to the handlers of handlers.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from services.nurture import claiming, engagement, handlers, queries, send_results
+from services.nurture.commands import (
+    ClaimDueSends,
+    ConfirmConsent,
+    CountDue,
+    GetLead,
+    GetLeadConfirmations,
+    GetLeadEnrollments,
+    ListSends,
+    NextDueAt,
+    RecordClick,
+    RecordOpen,
+    RecordSendResults,
+    RedriveSend,
+    Unsubscribe,
+    Unsuppress,
+)
+from services.nurture.config import NurtureConfig
+from services.nurture.enrollment import Wake
+from services.nurture.rendering import Templates, Tracking
+from shared.clock import Clock, utc_now
+from shared.db.uow import UnitOfWork
+from shared.messagebus import Handler, MessageBus
+
+QUERIES: dict[type, Handler] = {
+    GetLead: queries.get_lead,
+    GetLeadEnrollments: queries.get_lead_enrollments,
+    GetLeadConfirmations: queries.get_lead_confirmations,
+    ListSends: queries.list_sends,
+    NextDueAt: queries.next_due_at,
+    CountDue: queries.count_due,
+}
+
+
+def operator_handlers(clock: Clock = utc_now) -> dict[type, Handler]:
+    """What the `leadflow nurture` commands need: no config, no templates."""
+    return {
+        **QUERIES,
+        RedriveSend: functools.partial(send_results.handle_redrive, clock=clock),
+        Unsuppress: functools.partial(handlers.handle_unsuppress, clock=clock),
+    }
+
+
+def command_handlers(
+    config: NurtureConfig,
+    templates: Templates,
+    tracking: Tracking,
+    *,
+    wake: Wake | None = None,
+    clock: Clock = utc_now,
+) -> dict[type, Handler]:
+    """Every message of the service's doors → its handler."""
+    return {
+        **operator_handlers(clock),
+        RecordOpen: functools.partial(engagement.handle_open, clock=clock),
+        RecordClick: functools.partial(engagement.handle_click, clock=clock),
+        Unsubscribe: functools.partial(engagement.handle_unsubscribe, config=config, clock=clock),
+        ConfirmConsent: functools.partial(
+            engagement.handle_confirm, config=config, wake=wake, clock=clock
+        ),
+        ClaimDueSends: functools.partial(
+            claiming.handle_claim_due_sends, config=config, templates=templates, tracking=tracking
+        ),
+        RecordSendResults: functools.partial(
+            send_results.handle_record_send_results, config=config, clock=clock
+        ),
+    }
+
+
+def bus(
+    uow_factory: Callable[[], UnitOfWork],
+    config: NurtureConfig,
+    templates: Templates,
+    tracking: Tracking,
+    *,
+    wake: Wake | None = None,
+    clock: Clock = utc_now,
+) -> MessageBus:
+    """The service's bus."""
+    return MessageBus(
+        uow_factory, command_handlers(config, templates, tracking, wake=wake, clock=clock)
+    )
+
+
+def operator_bus(uow_factory: Callable[[], UnitOfWork], clock: Clock = utc_now) -> MessageBus:
+    """The bus of the `leadflow nurture` commands."""
+    return MessageBus(uow_factory, operator_handlers(clock))
