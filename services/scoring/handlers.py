@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -39,11 +40,8 @@ from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import (
     Envelope,
-    LeadCaptured,
-    LeadEngaged,
     LeadErased,
     LeadScored,
-    LeadUnsubscribed,
 )
 from shared.events.contracts import Event
 
@@ -62,38 +60,40 @@ def _timer(cause: str) -> Any:
 # Consuming events -------------------------------------------------------------------------
 
 
-async def handle_lead_captured(
-    envelope: Envelope[LeadCaptured],
-    uow: UnitOfWork,
-    *,
-    model: ScoringModel,
-    clock: Clock = utc_now,
-) -> None:
-    """A submission: every captured lead gets a `lead.scored`, repeat touches too."""
-    await _score_event(envelope, uow, model, clock, always=True, cause="captured")
+def _event_scorer(name: str, doc: str, *, always: bool, cause: str) -> Callable[..., Any]:
+    """The handler of one kind of scored event: `always` publishes a `lead.scored` for
+    every event, else only for a change; `cause` labels the scoring-duration metric.
+    It is named `name` (the consumer's metrics and dead letters name it)."""
+
+    async def handler(
+        envelope: Envelope[Any], uow: UnitOfWork, *, model: ScoringModel, clock: Clock = utc_now
+    ) -> None:
+        await _score_event(envelope, uow, model, clock, always=always, cause=cause)
+
+    handler.__name__ = handler.__qualname__ = name
+    handler.__doc__ = doc
+    return handler
 
 
-async def handle_lead_engaged(
-    envelope: Envelope[LeadEngaged],
-    uow: UnitOfWork,
-    *,
-    model: ScoringModel,
-    clock: Clock = utc_now,
-) -> None:
-    """An open, click, reply, repeat visit or double opt-in confirmation: published
-    only when it changes the score, the grade, sales-readiness or consent."""
-    await _score_event(envelope, uow, model, clock, always=False, cause="engagement")
-
-
-async def handle_lead_unsubscribed(
-    envelope: Envelope[LeadUnsubscribed],
-    uow: UnitOfWork,
-    *,
-    model: ScoringModel,
-    clock: Clock = utc_now,
-) -> None:
-    """No more marketing email: consent withdrawn, and the unsubscribe rules apply."""
-    await _score_event(envelope, uow, model, clock, always=False, cause="engagement")
+handle_lead_captured = _event_scorer(
+    "handle_lead_captured",
+    "A submission: every captured lead gets a `lead.scored`, repeat touches too.",
+    always=True,
+    cause="captured",
+)
+handle_lead_engaged = _event_scorer(
+    "handle_lead_engaged",
+    "An open, click, reply, repeat visit or double opt-in confirmation: published only "
+    "when it changes the score, the grade, sales-readiness or consent.",
+    always=False,
+    cause="engagement",
+)
+handle_lead_unsubscribed = _event_scorer(
+    "handle_lead_unsubscribed",
+    "No more marketing email: consent withdrawn, and the unsubscribe rules apply.",
+    always=False,
+    cause="engagement",
+)
 
 
 async def _score_event(
