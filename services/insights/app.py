@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from services.insights import consumers, store
+from services.insights import consumers, messagebus, store
 from services.insights import settings as insights_settings
 from services.insights.console.app import install as install_console
 from services.insights.http import router
@@ -43,8 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[router],
         max_body_bytes=settings.max_body_bytes,
     )
+    bus = messagebus.bus(runtime.uow, config)
     app.state.runtime = runtime
+    app.state.bus = bus
     app.state.config = config
     app.state.settings = settings
-    install_console(app, runtime, config, settings)
+    install_console(app, runtime, bus, config, settings)
     return app

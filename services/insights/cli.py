@@ -129,9 +129,9 @@ def _fail(response: httpx.Response) -> None:
 
 
 def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
+    from services.insights import messagebus, store
     from services.insights import settings as insights_settings
-    from services.insights import store
-    from services.insights.handlers import ReportQuery, handle_channel_report
+    from services.insights.handlers import ReportQuery
     from services.insights.report_csv import to_csv
     from services.insights.window import InvalidWindow
     from shared.config import ConfigError, load_config
@@ -153,8 +153,10 @@ def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
             schema=settings.schema_for("insights"),
         )
         try:
-            async with UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli") as uow:
-                return await handle_channel_report(ReportQuery(since, until), uow, config)
+            reports = messagebus.bus(
+                lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"), config
+            )
+            return await reports.query(ReportQuery(since, until))
         finally:
             await db.dispose()
 

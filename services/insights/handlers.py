@@ -1,7 +1,7 @@
 """Insights' use cases: fold every lead event into the read model; record spend; report.
 
-Consumer handlers never commit (the consumer runtime commits the batch with its
-inbox marks); the HTTP use cases commit through their own unit of work.
+Handlers never commit: the consumer runtime commits a batch of events with its
+inbox marks, the message bus (messagebus.py) commits a command.
 """
 
 from __future__ import annotations
@@ -11,42 +11,35 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
-from services.insights import store
+from services.insights import report_queries
+from services.insights.lead_cache import LeadCache
 from services.insights.lead_facts import LeadFacts
 from services.insights.money import to_units
 from services.insights.report import ChannelReport, build_report
 from services.insights.settings import InsightsConfig
 from services.insights.spend import DaySpend
+from services.insights.spend_repository import SpendRepository
 from services.insights.window import make_window
+from shared import events
+from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
-from shared.db.types import utcnow
-from shared.events import (
-    Envelope,
-    LeadCaptured,
-    LeadConverted,
-    LeadDeliveryFailed,
-    LeadDisqualified,
-    LeadEngaged,
-    LeadErased,
-    LeadRouted,
-    LeadScored,
-    LeadUnsubscribed,
-)
+from shared.events import Envelope
 
 
 async def _update_lead(
     uow: UnitOfWork, lead_id: str, change: Callable[[LeadFacts], LeadFacts]
 ) -> None:
     """Merge an event into the lead's facts (written once per lead when the batch commits)."""
-    await store.LeadBatch.of(uow).update(lead_id, change)
+    await LeadCache.of(uow).update(lead_id, change)
 
 
-async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork) -> None:
+async def handle_lead_captured(envelope: Envelope[events.LeadCaptured], uow: UnitOfWork) -> None:
     """A submission: a touch of its channel; a new lead of its first-touch channel."""
     event = envelope.data
-    batch = store.LeadBatch.of(uow)
-    await batch.add_touch(
+    cache = LeadCache.of(uow)
+    await cache.add_touch(
         submission_id=event.submission_id,
         lead_id=event.lead_id,
         channel=event.channel,
@@ -55,7 +48,7 @@ async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork
         cost_units=to_units(event.cost) if event.cost is not None else None,
         captured_at=event.captured_at,
     )
-    await batch.update(
+    await cache.update(
         event.lead_id,
         lambda facts: facts.captured(
             first_touch_channel=event.first_touch.channel,
@@ -66,7 +59,7 @@ async def handle_lead_captured(envelope: Envelope[LeadCaptured], uow: UnitOfWork
     )
 
 
-async def handle_lead_scored(envelope: Envelope[LeadScored], uow: UnitOfWork) -> None:
+async def handle_lead_scored(envelope: Envelope[events.LeadScored], uow: UnitOfWork) -> None:
     """The lead's grade and whether it became sales-ready."""
     event = envelope.data
     await _update_lead(
@@ -83,7 +76,7 @@ async def handle_lead_scored(envelope: Envelope[LeadScored], uow: UnitOfWork) ->
     )
 
 
-async def handle_lead_routed(envelope: Envelope[LeadRouted], uow: UnitOfWork) -> None:
+async def handle_lead_routed(envelope: Envelope[events.LeadRouted], uow: UnitOfWork) -> None:
     """The lead reached a rep: routed, with its speed-to-lead."""
     event = envelope.data
     await _update_lead(
@@ -95,50 +88,38 @@ async def handle_lead_routed(envelope: Envelope[LeadRouted], uow: UnitOfWork) ->
     )
 
 
-async def handle_lead_delivery_failed(
-    envelope: Envelope[LeadDeliveryFailed], uow: UnitOfWork
-) -> None:
-    """A destination could not take the lead."""
-    event = envelope.data
-    await _update_lead(uow, event.lead_id, lambda facts: facts.delivery_failed(event.failed_at))
-
-
-async def handle_lead_converted(envelope: Envelope[LeadConverted], uow: UnitOfWork) -> None:
+async def handle_lead_converted(envelope: Envelope[events.LeadConverted], uow: UnitOfWork) -> None:
     """A won deal: the lead converted, its value counts as revenue (once per outcome)."""
     event = envelope.data
-    batch = store.LeadBatch.of(uow)
-    await batch.add_conversion(
+    cache = LeadCache.of(uow)
+    await cache.add_conversion(
         lead_id=event.lead_id,
         outcome_id=event.outcome_id,
         value_units=to_units(event.value),
         currency=event.currency.strip().upper()[:16] or "USD",
         occurred_at=event.occurred_at,
     )
-    await batch.update(event.lead_id, lambda facts: facts.converted(event.occurred_at))
+    await cache.update(event.lead_id, lambda facts: facts.converted(event.occurred_at))
 
 
-async def handle_lead_disqualified(envelope: Envelope[LeadDisqualified], uow: UnitOfWork) -> None:
-    """The CRM says the lead will not buy."""
+# Event type → (the lead's milestone, the event's field with its time): a delivery that
+# failed, a disqualification, an engagement, an unsubscribe, an erasure (the read model
+# holds no PII, so an erased lead stays counted).
+MILESTONES: dict[str, tuple[str, str]] = {
+    events.LeadDeliveryFailed.TYPE: ("delivery_failed_at", "failed_at"),
+    events.LeadDisqualified.TYPE: ("disqualified_at", "occurred_at"),
+    events.LeadEngaged.TYPE: ("engaged_at", "occurred_at"),
+    events.LeadUnsubscribed.TYPE: ("unsubscribed_at", "occurred_at"),
+    events.LeadErased.TYPE: ("erased_at", "erased_at"),
+}
+
+
+async def handle_lead_milestone(envelope: Envelope[Any], uow: UnitOfWork) -> None:
+    """An event that marks a milestone of the lead (the earliest time wins)."""
     event = envelope.data
-    await _update_lead(uow, event.lead_id, lambda facts: facts.disqualified(event.occurred_at))
-
-
-async def handle_lead_engaged(envelope: Envelope[LeadEngaged], uow: UnitOfWork) -> None:
-    """The lead opened, clicked, replied or came back."""
-    event = envelope.data
-    await _update_lead(uow, event.lead_id, lambda facts: facts.engaged(event.occurred_at))
-
-
-async def handle_lead_unsubscribed(envelope: Envelope[LeadUnsubscribed], uow: UnitOfWork) -> None:
-    """The lead asked for no more marketing email."""
-    event = envelope.data
-    await _update_lead(uow, event.lead_id, lambda facts: facts.unsubscribed(event.occurred_at))
-
-
-async def handle_lead_erased(envelope: Envelope[LeadErased], uow: UnitOfWork) -> None:
-    """The person was forgotten: the lead stays counted (the read model holds no PII)."""
-    event = envelope.data
-    await _update_lead(uow, event.lead_id, lambda facts: facts.erased(event.erased_at))
+    milestone, time_field = MILESTONES[event.TYPE]
+    at = getattr(event, time_field)
+    await _update_lead(uow, event.lead_id, lambda facts: facts.reached(milestone, at))
 
 
 @dataclass(frozen=True)
@@ -152,11 +133,12 @@ class RecordSpend:
     clicks: int | None = None
 
 
-async def handle_record_spend(command: RecordSpend, uow: UnitOfWork) -> None:
+async def handle_record_spend(
+    command: RecordSpend, uow: UnitOfWork, clock: Clock = utc_now
+) -> None:
     """Store the day's spend; it overrides the config for that day."""
     spend = DaySpend(command.day, Fraction(command.amount), command.impressions, command.clicks)
-    await store.put_spend(uow.session, uow.dialect, command.channel, spend)
-    await uow.commit()
+    await SpendRepository(uow, clock).put(command.channel, spend)
 
 
 @dataclass(frozen=True)
@@ -168,11 +150,11 @@ class ReportQuery:
 
 
 async def handle_channel_report(
-    query: ReportQuery, uow: UnitOfWork, config: InsightsConfig
+    query: ReportQuery, uow: UnitOfWork, config: InsightsConfig, clock: Clock = utc_now
 ) -> ChannelReport:
     """Build the per-channel funnel (raises InvalidWindow for a bad since/until)."""
-    today = utcnow().date()
+    today = clock().date()
     window = make_window(query.since, query.until, today)
-    facts = await store.channel_facts(uow.session, window, config.channels.currency)
-    posted = await store.posted_spend(uow.session, window.first_day, window.last_day)
+    facts = await report_queries.channel_facts(uow.session, window, config.channels.currency)
+    posted = await SpendRepository(uow, clock).posted(window.first_day, window.last_day)
     return build_report(window, config.channels, facts, posted, today)

@@ -10,19 +10,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.insights.handlers import (
-    RecordSpend,
-    ReportQuery,
-    handle_channel_report,
-    handle_record_spend,
-)
+from services.insights.handlers import RecordSpend, ReportQuery
 from services.insights.report import ChannelReport
 from services.insights.report_csv import to_csv
-from services.insights.settings import InsightsConfig
 from services.insights.window import InvalidWindow
 from shared.db.engine import offload_statements
 from shared.http import AdminDep, ApiError
-from shared.service import ServiceRuntime
+from shared.messagebus import MessageBus
 
 router = APIRouter()
 
@@ -31,16 +25,11 @@ CSV_MEDIA_TYPE = "text/csv"
 MAX_COUNT = 10**15
 
 
-async def get_runtime(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+async def get_bus(request: Request) -> MessageBus:
+    return request.app.state.bus  # type: ignore[no-any-return]
 
 
-async def get_config(request: Request) -> InsightsConfig:
-    return request.app.state.config  # type: ignore[no-any-return]
-
-
-RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
-ConfigDep = Annotated[InsightsConfig, Depends(get_config)]
+BusDep = Annotated[MessageBus, Depends(get_bus)]
 
 
 def wants_csv(accept: str) -> bool:
@@ -76,8 +65,7 @@ def wants_csv(accept: str) -> bool:
 )
 async def channel_report(
     request: Request,
-    runtime: RuntimeDep,
-    config: ConfigDep,
+    bus: BusDep,
     since: Annotated[
         str | None,
         Query(
@@ -101,11 +89,10 @@ async def channel_report(
     """Leads, grades, sales-ready, routed, converted, revenue, spend, costs, rates, speed."""
     # A report over a long window can read for a while: off the event loop's thread.
     with offload_statements():
-        async with runtime.uow() as uow:
-            try:
-                report = await handle_channel_report(ReportQuery(since, until), uow, config)
-            except InvalidWindow as exc:
-                raise ApiError(422, "invalid_field", exc.message, field=exc.field) from None
+        try:
+            report = await bus.query(ReportQuery(since, until))
+        except InvalidWindow as exc:
+            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from None
     as_csv = format == "csv" or (format is None and wants_csv(request.headers.get("accept", "")))
     if as_csv:
         filename = f"leadflow-channels-{report.first_day}-{report.last_day}.csv"
@@ -156,7 +143,7 @@ class SpendOut(BaseModel):
 )
 async def post_spend(
     _: AdminDep,
-    runtime: RuntimeDep,
+    bus: BusDep,
     channel: Annotated[
         str, Path(pattern=CHANNEL_PATTERN, description="The channel name, as in the report.")
     ],
@@ -165,10 +152,7 @@ async def post_spend(
     """Posted spend overrides the config's spend of that day."""
     if body.impressions is not None and body.clicks is not None and body.clicks > body.impressions:
         raise ApiError(422, "invalid_field", "clicks cannot exceed impressions", field="clicks")
-    async with runtime.uow() as uow:
-        await handle_record_spend(
-            RecordSpend(channel, body.date, body.amount, body.impressions, body.clicks), uow
-        )
+    await bus.handle(RecordSpend(channel, body.date, body.amount, body.impressions, body.clicks))
     return {
         "channel": channel,
         "date": body.date,

@@ -1,19 +1,13 @@
-"""The console's read model: a searchable profile and a timeline per lead.
+"""The console's read model: a searchable profile and a timeline per lead, and their queries.
 
 Unlike the funnel tables these hold personal data (the contact of the newest
 capture), so `lead.erased` empties them: the profile keeps only ids, channel,
 grade and times, and the timeline keeps nothing but the erasure (a tombstone).
-
-Writes are cheap by design: a consumer batch queues its timeline entries and
-profile changes in memory (`ConsoleBatch`) and writes them when the unit of work
-commits, in one statement per kind; profiles are merged in SQL (ON CONFLICT ...
-DO UPDATE), so no profile row is read before it is written. Inside a savepoint
-(the consumer's one-by-one path) each event writes at once.
+They are written by `ConsoleRepository` (repository.py).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from services.insights.store import leads as funnel_leads
 from services.insights.store import metadata
-from shared.db import UnitOfWork
-from shared.db.bulk import BulkStatement, Values
-from shared.db.types import JSONType, UTCDateTime, utcnow
+from shared.db.statements import utc_day
+from shared.db.types import JSONType, UTCDateTime
 
 profiles = sa.Table(
     "console_leads",
@@ -94,238 +86,6 @@ PROFILE_COLUMNS = (
     "updated_at",
 )
 TIMELINE_COLUMNS: tuple[str, ...] = ("lead_id", "event_id", "kind", "at", "data")
-
-
-@dataclass(slots=True)
-class ProfileChange:
-    """What a batch learned about one lead; None means "nothing new"."""
-
-    contact: tuple[str | None, ...] | None = None  # CONTACT_COLUMNS order
-    channel: str | None = None
-    channel_rank: int = 0
-    captured_at: datetime | None = None
-    grade: str | None = None
-    score: float | None = None
-    graded_at: datetime | None = None
-    erased_at: datetime | None = None
-
-    def merge(self, other: ProfileChange) -> None:
-        """Fold a later change of the same lead in (same rules as the SQL merge)."""
-        if other.contact is not None:
-            self.contact = tuple(
-                new if new is not None else old
-                for new, old in zip(other.contact, self.contact or (None,) * 10, strict=True)
-            )
-        if other.channel is not None and other.channel_rank > self.channel_rank:
-            self.channel, self.channel_rank = other.channel, other.channel_rank
-        if other.captured_at is not None and (
-            self.captured_at is None or other.captured_at < self.captured_at
-        ):
-            self.captured_at = other.captured_at
-        if other.graded_at is not None and (
-            self.graded_at is None or other.graded_at > self.graded_at
-        ):
-            self.grade, self.score, self.graded_at = other.grade, other.score, other.graded_at
-        self.erased_at = self.erased_at or other.erased_at
-
-
-def contact_values(
-    email: str | None,
-    first_name: str | None,
-    last_name: str | None,
-    company: str | None,
-    job_title: str | None,
-    phone: str | None,
-    country: str | None,
-) -> tuple[str | None, ...]:
-    """The contact columns, with the lower-cased search keys."""
-    name = " ".join(p for p in (first_name, last_name) if p) or None
-    return (
-        email,
-        email.lower() if email else None,
-        first_name,
-        last_name,
-        name.lower() if name else None,
-        company,
-        company.lower() if company else None,
-        job_title,
-        phone,
-        country,
-    )
-
-
-class ConsoleBatch:
-    """The profile changes and timeline rows of one transaction."""
-
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.session = uow.session
-        self.dialect = uow.dialect
-        self.values = Values(uow.dialect)
-        self._statements = _statements(uow.dialect)
-        self._changes: dict[str, ProfileChange] = {}
-        self._rows: list[tuple[Any, ...]] = []
-        self._erased: set[str] = set()
-        sa.event.listen(self.session.sync_session, "before_commit", self._flush)
-
-    @classmethod
-    def of(cls, uow: UnitOfWork) -> ConsoleBatch:
-        """The batch of this unit of work's transaction."""
-        info = uow.session.info
-        batch = info.get("console_batch")
-        if batch is None:
-            batch = info["console_batch"] = cls(uow)
-        return batch  # type: ignore[no-any-return]
-
-    async def add(
-        self,
-        lead_id: str,
-        event_id: str,
-        kind: str,
-        at: datetime,
-        data: dict[str, Any],
-        change: ProfileChange | None,
-    ) -> None:
-        """Queue one timeline entry (and what it says about the lead's profile)."""
-        row = (lead_id, event_id, kind, self.values.time(at), self.values.json(data))
-        if self.session.in_nested_transaction():
-            await self._write_now(lead_id, row, change)
-            return
-        self._rows.append(row)
-        if change is not None:
-            known = self._changes.get(lead_id)
-            if known is None:
-                self._changes[lead_id] = change
-            else:
-                known.merge(change)
-            if change.erased_at is not None:
-                self._erased.add(lead_id)
-
-    def _profile_rows(self, changes: dict[str, ProfileChange]) -> list[tuple[Any, ...]]:
-        time, now = self.values.time, self.values.time(utcnow())
-        empty = (None,) * len(CONTACT_COLUMNS)
-        return [
-            (
-                lead_id,
-                *(empty if c.erased_at is not None else (c.contact or empty)),
-                c.channel,
-                c.channel_rank,
-                time(c.captured_at),
-                c.grade,
-                c.score,
-                time(c.graded_at),
-                time(c.erased_at),
-                now,
-            )
-            for lead_id, c in changes.items()
-        ]
-
-    def _flush(self, session: Session) -> None:
-        # Inside the commit, in SQLAlchemy's greenlet (see services.insights.store).
-        if session.in_nested_transaction():
-            return
-        rows, self._rows = self._rows, []
-        changes, self._changes = self._changes, {}
-        erased, self._erased = self._erased, set()
-        statements = self._statements
-        # Profiles first: an erased lead's later entries find its erasure and are skipped.
-        statements.profiles.run_in(session, self._profile_rows(changes))
-        tombstones = [row for row in rows if row[2] == "erased"]
-        statements.timeline.run_in(session, tombstones)
-        statements.guarded.run_in(
-            session, [statements.guard(row) for row in rows if row[2] != "erased"]
-        )
-        if erased:
-            statements.forget.run_in(session, [(lead_id,) for lead_id in sorted(erased)])
-
-    async def _write_now(
-        self, lead_id: str, row: tuple[Any, ...], change: ProfileChange | None
-    ) -> None:
-        statements, session = self._statements, self.session
-        if change is not None:
-            await statements.profiles.run_async(session, self._profile_rows({lead_id: change}))
-        if row[2] == "erased":
-            await statements.timeline.run_async(session, [row])
-            await statements.forget.run_async(session, [(lead_id,)])
-        else:
-            await statements.guarded.run_async(session, [statements.guard(row)])
-
-
-@dataclass(frozen=True)
-class _Statements:
-    timeline: BulkStatement
-    guarded: BulkStatement  # a timeline row, unless its lead is erased
-    profiles: BulkStatement
-    forget: BulkStatement
-    repeat_lead: bool  # SQLite's `?` cannot name the lead id twice
-
-    def guard(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (*row, row[0]) if self.repeat_lead else row
-
-
-def _marks(dialect: str, count: int) -> list[str]:
-    if dialect == "postgresql":
-        return [f"${i}" for i in range(1, count + 1)]
-    return ["?"] * count
-
-
-@functools.cache
-def _statements(dialect: str) -> _Statements:
-    table = f'"{profiles.name}"'
-    erased = f'({table}."erased_at" IS NOT NULL OR excluded."erased_at" IS NOT NULL)'
-    newer_grade = (
-        'excluded."graded_at" IS NOT NULL AND '
-        f'({table}."graded_at" IS NULL OR excluded."graded_at" > {table}."graded_at")'
-    )
-    sets = [
-        f'"{c}" = CASE WHEN {erased} THEN NULL ELSE COALESCE(excluded."{c}", {table}."{c}") END'
-        for c in CONTACT_COLUMNS
-    ]
-    sets += [
-        *(
-            f'"{c}" = CASE WHEN excluded."channel_rank" > {table}."channel_rank"'
-            f' THEN excluded."{c}" ELSE {table}."{c}" END'
-            for c in ("channel", "channel_rank")
-        ),
-        f'"captured_at" = CASE WHEN {table}."captured_at" IS NULL'
-        f' OR excluded."captured_at" < {table}."captured_at"'
-        f' THEN excluded."captured_at" ELSE {table}."captured_at" END',
-        *(
-            f'"{c}" = CASE WHEN {newer_grade} THEN excluded."{c}" ELSE {table}."{c}" END'
-            for c in ("grade", "score", "graded_at")
-        ),
-        f'"erased_at" = COALESCE({table}."erased_at", excluded."erased_at")',
-        '"updated_at" = excluded."updated_at"',
-    ]
-    names = ", ".join(f'"{c}"' for c in PROFILE_COLUMNS)
-    marks = ", ".join(_marks(dialect, len(PROFILE_COLUMNS)))
-    upsert_sql = (
-        f"INSERT INTO {table} ({names}) VALUES ({marks})"
-        f' ON CONFLICT ("lead_id") DO UPDATE SET {", ".join(sets)}'
-    )
-    [mark] = _marks(dialect, 1)
-    forget_sql = f'DELETE FROM "{timeline.name}" WHERE "lead_id" = {mark} AND "kind" <> \'erased\''
-    if dialect == "postgresql":
-        # Parameters of a SELECT list have no column to take their type from.
-        values = "CAST($1 AS VARCHAR), CAST($2 AS VARCHAR), CAST($3 AS VARCHAR), "
-        values += "CAST($4 AS TIMESTAMPTZ), CAST($5 AS JSONB)"
-        lead_mark, guard_columns = "$1", TIMELINE_COLUMNS
-    else:
-        values, lead_mark = "?, ?, ?, ?, ?", "?"
-        guard_columns = (*TIMELINE_COLUMNS, "lead_id")
-    names = ", ".join(f'"{c}"' for c in TIMELINE_COLUMNS)
-    guarded_sql = (
-        f'INSERT INTO "{timeline.name}" ({names}) SELECT {values} WHERE NOT EXISTS'
-        f' (SELECT 1 FROM {table} WHERE "lead_id" = {lead_mark} AND "erased_at" IS NOT NULL)'
-        " ON CONFLICT DO NOTHING"
-    )
-    return _Statements(
-        timeline=BulkStatement.insert(timeline, TIMELINE_COLUMNS, dialect, ignore=True),
-        guarded=BulkStatement(guarded_sql, guard_columns),
-        profiles=BulkStatement(upsert_sql, PROFILE_COLUMNS),
-        forget=BulkStatement(forget_sql, ("lead_id",)),
-        repeat_lead=dialect != "postgresql",
-    )
-
 
 # Queries ---------------------------------------------------------------------------------
 
@@ -445,18 +205,10 @@ async def lead_timeline(session: AsyncSession, lead_id: str) -> Sequence[Any]:
     return list(rows)
 
 
-async def leads_per_day(
-    session: AsyncSession, dialect: str, start: datetime, end: datetime
-) -> dict[str, int]:
+async def leads_per_day(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
     """New (non-test) leads per UTC day of first capture in [start, end)."""
     f = funnel_leads
-    if dialect == "postgresql":
-        day: sa.ColumnElement[Any] = sa.func.to_char(
-            sa.func.timezone("UTC", f.c.captured_at), "YYYY-MM-DD"
-        )
-    else:
-        # SQLite stores UTC times as ISO text: the day is its first ten characters.
-        day = sa.func.substr(sa.cast(f.c.captured_at, sa.String), 1, 10)
+    day = utc_day(f.c.captured_at)
     rows = await session.execute(
         sa.select(day.label("day"), sa.func.count())
         .where(

@@ -1,7 +1,7 @@
 """Every consumed lead event becomes one timeline entry (and maybe a profile change).
 
 `recording(handlers)` wraps insights' handlers: each runs as before, then its
-event is queued in the transaction's `ConsoleBatch` (written in bulk at commit).
+event is queued in the transaction's `ConsoleRepository` (written in bulk at commit).
 Timeline entries hold what the console shows, not the event: the contact goes
 to the profile only (erasure empties it), never into the timeline.
 """
@@ -13,41 +13,23 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from services.insights.console.store import ConsoleBatch, ProfileChange, contact_values
+from services.insights.console.repository import ConsoleRepository, ProfileChange, contact_values
+from shared import events
 from shared.db import UnitOfWork
-from shared.events import (
-    Attribution,
-    Envelope,
-    LeadCaptured,
-    LeadConverted,
-    LeadDeliveryFailed,
-    LeadDisqualified,
-    LeadEngaged,
-    LeadErased,
-    LeadRouted,
-    LeadScored,
-    LeadUnsubscribed,
-)
+from shared.events import Attribution, Envelope
 from shared.kafka.consumer import Handler
 
 Entry = tuple[str, Any, dict[str, Any], ProfileChange | None]
 
-_ATTRIBUTION = (
-    "source",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "gclid",
-    "fbclid",
-    "msclkid",
-    "ttclid",
-    "li_fat_id",
-    "promo_code",
-    "campaign_id",
-    "ad_id",
+# What the timeline shows of a capture's attribution (the pages apart, without their query).
+_ATTRIBUTION = tuple(
+    name for name in Attribution.model_fields if name not in ("channel", "landing_page", "referrer")
 )
+
+
+def _pick(event: Any, *names: str) -> dict[str, Any]:
+    """The event's fields of these names, under the same names."""
+    return {name: getattr(event, name) for name in names}
 
 
 def _page(url: str | None) -> str | None:
@@ -65,7 +47,7 @@ def _attribution(attribution: Attribution) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _captured(event: LeadCaptured) -> Entry:
+def _captured(event: events.LeadCaptured) -> Entry:
     c = event.contact
     data = {
         "submission_id": event.submission_id,
@@ -92,20 +74,21 @@ def _captured(event: LeadCaptured) -> Entry:
     return "captured", event.captured_at, data, change
 
 
-def _scored(event: LeadScored) -> Entry:
-    data = {
-        "score": event.score,
-        "fit": event.fit,
-        "engagement": event.engagement,
-        "grade": event.grade,
-        "previous_grade": event.previous_grade,
-        "sales_ready": event.sales_ready,
-        "became_sales_ready": event.became_sales_ready,
-        "disqualified": event.disqualified,
-        "cause": event.cause_type,
-        "model_version": event.model_version,
-        "reasons": [[r.rule_id, r.kind, r.points, r.detail] for r in event.reasons],
-    }
+def _scored(event: events.LeadScored) -> Entry:
+    data = _pick(
+        event,
+        "score",
+        "fit",
+        "engagement",
+        "grade",
+        "previous_grade",
+        "sales_ready",
+        "became_sales_ready",
+        "disqualified",
+    )
+    data["cause"] = event.cause_type
+    data["model_version"] = event.model_version
+    data["reasons"] = [[r.rule_id, r.kind, r.points, r.detail] for r in event.reasons]
     change = ProfileChange(
         channel=event.channel,
         channel_rank=1,
@@ -117,65 +100,50 @@ def _scored(event: LeadScored) -> Entry:
     return "scored", event.scored_at, data, change
 
 
-def _routed(event: LeadRouted) -> Entry:
-    data = {
-        "assignment_id": event.assignment_id,
-        "rep_id": event.rep_id,
-        "rule_id": event.rule_id,
-        "destinations": event.destinations,
-        "reassigned": event.reassigned,
-    }
+def _routed(event: events.LeadRouted) -> Entry:
+    data = _pick(event, "assignment_id", "rep_id", "rule_id", "destinations", "reassigned")
     return "routed", event.routed_at, data, ProfileChange(channel=event.channel, channel_rank=1)
 
 
-def _delivery_failed(event: LeadDeliveryFailed) -> Entry:
-    data = {
-        "assignment_id": event.assignment_id,
-        "destination": event.destination,
-        "error": event.error[:500],
-        "attempts": event.attempts,
-    }
+def _delivery_failed(event: events.LeadDeliveryFailed) -> Entry:
+    data = _pick(event, "assignment_id", "destination", "error", "attempts")
+    data["error"] = event.error[:500]
     return "delivery_failed", event.failed_at, data, None
 
 
-def _converted(event: LeadConverted) -> Entry:
+def _converted(event: events.LeadConverted) -> Entry:
     data = {"value": str(event.value), "currency": event.currency, "outcome_id": event.outcome_id}
     return "converted", event.occurred_at, data, None
 
 
-def _disqualified(event: LeadDisqualified) -> Entry:
-    data = {"reason": event.reason, "outcome_id": event.outcome_id}
+def _disqualified(event: events.LeadDisqualified) -> Entry:
+    data = _pick(event, "reason", "outcome_id")
     return "disqualified", event.occurred_at, data, None
 
 
-def _engaged(event: LeadEngaged) -> Entry:
-    data = {
-        "kind": event.kind,
-        "sequence_id": event.sequence_id,
-        "step": event.step,
-        "link_id": event.link_id,
-    }
+def _engaged(event: events.LeadEngaged) -> Entry:
+    data = _pick(event, "kind", "sequence_id", "step", "link_id")
     return "engaged", event.occurred_at, data, None
 
 
-def _unsubscribed(event: LeadUnsubscribed) -> Entry:
+def _unsubscribed(event: events.LeadUnsubscribed) -> Entry:
     return "unsubscribed", event.occurred_at, {"method": event.method}, None
 
 
-def _erased(event: LeadErased) -> Entry:
+def _erased(event: events.LeadErased) -> Entry:
     return "erased", event.erased_at, {}, ProfileChange(erased_at=event.erased_at)
 
 
 ENTRIES: dict[str, Callable[[Any], Entry]] = {
-    LeadCaptured.TYPE: _captured,
-    LeadScored.TYPE: _scored,
-    LeadRouted.TYPE: _routed,
-    LeadDeliveryFailed.TYPE: _delivery_failed,
-    LeadConverted.TYPE: _converted,
-    LeadDisqualified.TYPE: _disqualified,
-    LeadEngaged.TYPE: _engaged,
-    LeadUnsubscribed.TYPE: _unsubscribed,
-    LeadErased.TYPE: _erased,
+    events.LeadCaptured.TYPE: _captured,
+    events.LeadScored.TYPE: _scored,
+    events.LeadRouted.TYPE: _routed,
+    events.LeadDeliveryFailed.TYPE: _delivery_failed,
+    events.LeadConverted.TYPE: _converted,
+    events.LeadDisqualified.TYPE: _disqualified,
+    events.LeadEngaged.TYPE: _engaged,
+    events.LeadUnsubscribed.TYPE: _unsubscribed,
+    events.LeadErased.TYPE: _erased,
 }
 
 
@@ -192,6 +160,8 @@ def _recorded(handler: Handler, entry: Callable[[Any], Entry]) -> Handler:
     async def handle(envelope: Envelope[Any], uow: UnitOfWork) -> None:
         await handler(envelope, uow)
         kind, at, data, change = entry(envelope.data)
-        await ConsoleBatch.of(uow).add(envelope.data.lead_id, envelope.id, kind, at, data, change)
+        await ConsoleRepository.of(uow).add(
+            envelope.data.lead_id, envelope.id, kind, at, data, change
+        )
 
     return handle

@@ -22,9 +22,10 @@ import pytest
 import sqlalchemy as sa
 from aiokafka.structs import ConsumerRecord
 
-from services.insights import consumers, handlers, store
+from services.insights import consumers, handlers, messagebus, store
 from services.insights import settings as insights_settings
 from services.insights.handlers import RecordSpend, ReportQuery
+from services.insights.settings import InsightsConfig
 from shared.config import load_config
 from shared.db import Database, UnitOfWork
 from shared.events import Envelope, Event, encode
@@ -142,8 +143,7 @@ async def replica_factory(
                 impressions=body.get("impressions"),
                 clicks=body.get("clicks"),
             )
-            async with replica.uow() as uow:
-                await handlers.handle_record_spend(spend, uow)
+            await messagebus.bus(replica.uow, InsightsConfig()).handle(spend)
         return replica
 
     try:

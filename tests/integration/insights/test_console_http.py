@@ -23,7 +23,7 @@ from services.insights.console.auth import (
     parse_users,
     verify_password,
 )
-from services.insights.console.routes import routing_summary
+from services.insights.console.lead_pages import routing_summary
 from tests.integration.insights.campaign import CONFIG_YAML
 
 pytestmark = pytest.mark.broker

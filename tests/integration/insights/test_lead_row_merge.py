@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.insights import handlers, store
+from services.insights import handlers, lead_cache, store
 from services.insights.consumers import HANDLERS
 from services.insights.lead_facts import RANK_FIRST_TOUCH, LeadFacts
 from shared.db import Database, UnitOfWork
@@ -44,7 +44,7 @@ async def uow_factory(settings_factory: Any, backend: str) -> AsyncIterator[Any]
 
 async def read(uow_factory: Callable[[], UnitOfWork], lead_id: str) -> LeadFacts:
     async with uow_factory() as uow:
-        return await store.lock_lead(uow.session, uow.dialect, lead_id)
+        return await lead_cache.lock_lead(uow.session, uow.dialect, lead_id)
 
 
 async def test_a_captured_scored_routed_lead_has_every_fact(uow_factory: Any) -> None:
@@ -80,8 +80,8 @@ async def test_a_row_changed_elsewhere_is_merged_not_overwritten(uow_factory: An
     # another replica routes the lead: this process's memory of the row is now stale
     routed_at = START + timedelta(seconds=90)
     async with uow_factory() as uow:
-        current = await store.lock_lead(uow.session, uow.dialect, lead)
-        await store.save_lead(
+        current = await lead_cache.lock_lead(uow.session, uow.dialect, lead)
+        await lead_cache.save_lead(
             uow.session,
             lead,
             current.routed(channel="radio", captured_at=START, routed_at=routed_at),
@@ -127,8 +127,8 @@ async def test_events_before_the_capture_keep_the_first_touch_channel(uow_factor
     captured = campaign.capture("d", "events", START)
     routed_at = START + timedelta(seconds=45)
     async with uow_factory() as uow:  # another replica folds the routing in first
-        current = await store.lock_lead(uow.session, uow.dialect, lead)
-        await store.save_lead(
+        current = await lead_cache.lock_lead(uow.session, uow.dialect, lead)
+        await lead_cache.save_lead(
             uow.session,
             lead,
             current.routed(channel="events", captured_at=START, routed_at=routed_at),

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from leadflow.embedded import free_port
+from leadflow.processes import free_port
 from shared.settings import SERVICES
 from tests.conftest import EXAMPLE_CONFIG, ROOT, migrate_service
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from services.insights import handlers, store
+from services.insights import handlers, lead_cache, store
 from shared.db import Database, UnitOfWork, is_transient_db_error
 from shared.events import Envelope, Event
 from tests.conftest import PG_AVAILABLE, migrate_service
@@ -93,8 +93,8 @@ async def test_replicas_locking_the_same_leads_in_opposite_orders_lose_nothing(
         assert sorted(attempts) == [1, 2]  # PostgreSQL aborted exactly one of them once
 
         async with uow_factory() as uow:
-            x = await store.lock_lead(uow.session, uow.dialect, campaign.lead("x"))
-            y = await store.lock_lead(uow.session, uow.dialect, campaign.lead("y"))
+            x = await lead_cache.lock_lead(uow.session, uow.dialect, campaign.lead("x"))
+            y = await lead_cache.lock_lead(uow.session, uow.dialect, campaign.lead("y"))
         assert (x.channel, x.captured_at, x.speed_to_lead_ms) == ("google_ads", start, 30_000)
         assert (y.channel, y.captured_at, y.speed_to_lead_ms) == ("radio", start, 90_000)
         assert x.routed_at == start + timedelta(seconds=30)

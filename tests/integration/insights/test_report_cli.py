@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from leadflow import registry
 from leadflow.cli import app as cli
-from leadflow.embedded import free_port
+from leadflow.processes import free_port
 from tests.conftest import eventually, migrate_service
 from tests.integration.insights.campaign import (
     CONFIG_YAML,

@@ -1,0 +1,198 @@
+"""The operations pages: quarantine, dead letters and failed deliveries, health.
+
+They read and act through the other services' admin APIs and the broker; a
+service or a broker that does not answer is shown as such on the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from services.insights.console.pages import (
+    Console,
+    ConsoleDep,
+    FormDep,
+    Refused,
+    UserDep,
+    checked,
+    see_other,
+)
+from shared.events.topics import TOPICS, dlq_topic
+from shared.kafka.dlq import DeadLetter, read_dead_letters, redrive
+
+router = APIRouter()
+
+
+@router.get("/quarantine")
+async def quarantine(
+    request: Request,
+    user: UserDep,
+    console: ConsoleDep,
+    before: Annotated[str, Query(max_length=40)] = "",
+    notice: Annotated[str, Query(max_length=20)] = "",
+    id: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    answer = await console.services.quarantine(before or None)
+    context = {
+        "user": user,
+        "answer": answer,
+        "items": (answer.body or {}).get("items", []) if answer.ok else [],
+        "next_before": (answer.body or {}).get("next_before") if answer.ok else None,
+        "notice": _notice(notice, id),
+    }
+    return console.render(request, "quarantine.html", context)
+
+
+NOTICES = {
+    "released": "Released submission {id}: it is a lead now.",
+    "rejected": "Rejected submission {id}.",
+    "redriven": "Re-drove {id}.",
+}
+
+
+def _notice(code: str, item: str) -> str | None:
+    template = NOTICES.get(code)
+    return template.format(id=item) if template else None
+
+
+@router.post("/quarantine/{submission_id}/{action}")
+async def quarantine_action(
+    _: FormDep,
+    request: Request,
+    submission_id: str,
+    action: str,
+    user: UserDep,
+    console: ConsoleDep,
+) -> Response:
+    if action not in ("release", "reject"):
+        raise Refused(404, "No such action.")
+    call = console.services.release if action == "release" else console.services.reject
+    checked(await call(submission_id))
+    done = "released" if action == "release" else "rejected"
+    return see_other(f"/console/quarantine?notice={done}&id={quote(submission_id, safe='')}")
+
+
+# Dead letters and failed deliveries ------------------------------------------------------
+
+
+async def _letters(console: Console, topic: str) -> list[DeadLetter] | str:
+    try:
+        return await asyncio.wait_for(
+            read_dead_letters(console.runtime.settings, dlq_topic(topic), 200), 15
+        )
+    except Exception as exc:  # the broker is down or slow: say so on the page
+        return f"could not read {dlq_topic(topic)} ({type(exc).__name__})"
+
+
+@router.get("/dead-letters")
+async def dead_letters(
+    request: Request,
+    user: UserDep,
+    console: ConsoleDep,
+    notice: Annotated[str, Query(max_length=20)] = "",
+    id: Annotated[str, Query(max_length=300)] = "",
+) -> Response:
+    deliveries, *letters = await asyncio.gather(
+        console.services.failed_deliveries(), *(_letters(console, t) for t in TOPICS)
+    )
+    context = {
+        "user": user,
+        "deliveries": deliveries,
+        "topics": list(zip(TOPICS, letters, strict=True)),
+        "notice": _notice(notice, id),
+    }
+    return console.render(request, "dead_letters.html", context)
+
+
+async def _find_letter(console: Console, topic: str, partition: int, offset: int) -> DeadLetter:
+    if topic not in TOPICS:
+        raise Refused(404, "No such topic.")
+    letters = await _letters(console, topic)
+    if isinstance(letters, str):
+        raise Refused(503, letters)
+    for letter in letters:
+        if letter.partition == partition and letter.offset == offset:
+            return letter
+    raise Refused(404, "No such dead letter.")
+
+
+@router.get("/dead-letters/{topic}/{partition}/{offset}")
+async def dead_letter(
+    request: Request, topic: str, partition: int, offset: int, user: UserDep, console: ConsoleDep
+) -> Response:
+    letter = await _find_letter(console, topic, partition, offset)
+    try:
+        body = orjson.dumps(orjson.loads(letter.value), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        body = letter.value.decode("utf-8", "replace")
+    headers = [(k, (v or b"").decode("utf-8", "replace")) for k, v in letter.headers]
+    context = {"user": user, "letter": letter, "topic": topic, "body": body, "headers": headers}
+    return console.render(request, "dead_letter.html", context)
+
+
+@router.post("/dead-letters/{topic}/{partition}/{offset}/redrive")
+async def redrive_letter(
+    _: FormDep, topic: str, partition: int, offset: int, user: UserDep, console: ConsoleDep
+) -> Response:
+    letter = await _find_letter(console, topic, partition, offset)
+    await redrive(console.runtime.settings, [letter])
+    name = quote(f"{letter.event_id or f'{partition}@{offset}'} to {topic}", safe="")
+    return see_other(f"/console/dead-letters?notice=redriven&id={name}")
+
+
+@router.post("/deliveries/{delivery_id}/redrive")
+async def redrive_delivery(
+    _: FormDep, delivery_id: str, user: UserDep, console: ConsoleDep
+) -> Response:
+    checked(await console.services.redrive_delivery(delivery_id))
+    return see_other(
+        f"/console/dead-letters?notice=redriven&id={quote('delivery ' + delivery_id, safe='')}"
+    )
+
+
+# Health ----------------------------------------------------------------------------------
+
+
+def _samples(families: list[Any], name: str) -> list[Any]:
+    return [s for f in families for s in f.samples if s.name == name]
+
+
+@router.get("/health")
+async def health(request: Request, user: UserDep, console: ConsoleDep) -> Response:
+    scraped = await console.services.metrics()
+    lag: dict[tuple[str, str], float] = {}
+    outbox: list[tuple[str, float, float | None]] = []
+    backlog: dict[str, float] = {}
+    down: dict[str, str] = {}
+    for service, families in scraped.items():
+        if isinstance(families, str):
+            down[service] = families
+            continue
+        for s in _samples(families, "leadflow_consumer_lag"):
+            key = (s.labels.get("group", "?"), s.labels.get("topic", "?"))
+            lag[key] = lag.get(key, 0) + s.value
+        ages = {
+            s.labels.get("service"): s.value
+            for s in _samples(families, "leadflow_outbox_oldest_age_seconds")
+        }
+        for s in _samples(families, "leadflow_outbox_backlog"):
+            name = s.labels.get("service", service)
+            outbox.append((name, s.value, ages.get(name)))
+        for s in _samples(families, "leadflow_delivery_queue_depth"):
+            destination = s.labels.get("destination", "?")
+            backlog[destination] = backlog.get(destination, 0) + s.value
+    context = {
+        "user": user,
+        "services": sorted(scraped),
+        "down": down,
+        "lag": sorted(lag.items()),
+        "outbox": sorted(outbox),
+        "backlog": sorted(backlog.items()),
+    }
+    return console.render(request, "health.html", context)

@@ -1,0 +1,47 @@
+"""Insights' message bus: which handler takes which message, and the `bus(...)` factory.
+
+Events (from the consumer runtime, which commits a batch once) go to
+`EVENT_HANDLERS`; commands (posted spend) and read-only queries (the report, the
+console's pages) go through `bus(...)`: `handle` commits once, `query` never does.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from services.insights import handlers
+from services.insights.console import queries
+from services.insights.console.store import LeadSearch
+from services.insights.settings import InsightsConfig
+from shared import events
+from shared.clock import Clock, utc_now
+from shared.db import UnitOfWork
+from shared.kafka.consumer import Handler
+from shared.messagebus import MessageBus
+
+EVENT_HANDLERS: dict[str, Handler] = {
+    events.LeadCaptured.TYPE: handlers.handle_lead_captured,
+    events.LeadScored.TYPE: handlers.handle_lead_scored,
+    events.LeadRouted.TYPE: handlers.handle_lead_routed,
+    events.LeadConverted.TYPE: handlers.handle_lead_converted,
+    **dict.fromkeys(handlers.MILESTONES, handlers.handle_lead_milestone),
+}
+
+
+def bus(
+    uow_factory: Callable[[], UnitOfWork], config: InsightsConfig, clock: Clock = utc_now
+) -> MessageBus:
+    """Commands and queries of the HTTP routes, the console and the CLI."""
+    return MessageBus(
+        uow_factory,
+        {
+            handlers.RecordSpend: functools.partial(handlers.handle_record_spend, clock=clock),
+            handlers.ReportQuery: functools.partial(
+                handlers.handle_channel_report, config=config, clock=clock
+            ),
+            LeadSearch: queries.handle_search_leads,
+            queries.LeadsPerDay: queries.handle_leads_per_day,
+            queries.LeadPage: queries.handle_lead_page,
+        },
+    )
