@@ -26,6 +26,7 @@ from shared import events
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import Envelope
+from shared.kafka.consumer import Handler
 
 
 async def _update_lead(
@@ -35,57 +36,38 @@ async def _update_lead(
     await LeadCache.of(uow).update(lead_id, change)
 
 
+def _pick(event: Any, *names: str) -> dict[str, Any]:
+    """The event's fields of these names, as keyword arguments of the same names."""
+    return {name: getattr(event, name) for name in names}
+
+
 async def handle_lead_captured(envelope: Envelope[events.LeadCaptured], uow: UnitOfWork) -> None:
     """A submission: a touch of its channel; a new lead of its first-touch channel."""
     event = envelope.data
     cache = LeadCache.of(uow)
-    await cache.add_touch(
-        submission_id=event.submission_id,
-        lead_id=event.lead_id,
-        channel=event.channel,
-        is_new_lead=event.is_new_lead,
-        is_test=event.is_test,
-        cost_units=to_units(event.cost) if event.cost is not None else None,
-        captured_at=event.captured_at,
-    )
+    cost = to_units(event.cost) if event.cost is not None else None
+    touch = _pick(event, "submission_id", "lead_id", "channel", "is_new_lead", "is_test")
+    await cache.add_touch(**touch, cost_units=cost, captured_at=event.captured_at)
+    lead = _pick(event, "is_new_lead", "is_test", "captured_at")
+    first_touch = event.first_touch.channel
     await cache.update(
-        event.lead_id,
-        lambda facts: facts.captured(
-            first_touch_channel=event.first_touch.channel,
-            is_new_lead=event.is_new_lead,
-            is_test=event.is_test,
-            captured_at=event.captured_at,
-        ),
+        event.lead_id, lambda facts: facts.captured(first_touch_channel=first_touch, **lead)
     )
 
 
 async def handle_lead_scored(envelope: Envelope[events.LeadScored], uow: UnitOfWork) -> None:
     """The lead's grade and whether it became sales-ready."""
     event = envelope.data
-    await _update_lead(
-        uow,
-        event.lead_id,
-        lambda facts: facts.scored(
-            channel=event.channel,
-            grade=event.grade,
-            sales_ready=event.sales_ready,
-            is_test=event.is_test,
-            captured_at=event.captured_at,
-            scored_at=event.scored_at,
-        ),
-    )
+    names = ("channel", "grade", "sales_ready", "is_test", "captured_at", "scored_at")
+    fields = _pick(event, *names)
+    await _update_lead(uow, event.lead_id, lambda facts: facts.scored(**fields))
 
 
 async def handle_lead_routed(envelope: Envelope[events.LeadRouted], uow: UnitOfWork) -> None:
     """The lead reached a rep: routed, with its speed-to-lead."""
     event = envelope.data
-    await _update_lead(
-        uow,
-        event.lead_id,
-        lambda facts: facts.routed(
-            channel=event.channel, captured_at=event.captured_at, routed_at=event.routed_at
-        ),
-    )
+    fields = _pick(event, "channel", "captured_at", "routed_at")
+    await _update_lead(uow, event.lead_id, lambda facts: facts.routed(**fields))
 
 
 async def handle_lead_converted(envelope: Envelope[events.LeadConverted], uow: UnitOfWork) -> None:
@@ -102,24 +84,33 @@ async def handle_lead_converted(envelope: Envelope[events.LeadConverted], uow: U
     await cache.update(event.lead_id, lambda facts: facts.converted(event.occurred_at))
 
 
-# Event type → (the lead's milestone, the event's field with its time): a delivery that
-# failed, a disqualification, an engagement, an unsubscribe, an erasure (the read model
-# holds no PII, so an erased lead stays counted).
-MILESTONES: dict[str, tuple[str, str]] = {
-    events.LeadDeliveryFailed.TYPE: ("delivery_failed_at", "failed_at"),
-    events.LeadDisqualified.TYPE: ("disqualified_at", "occurred_at"),
-    events.LeadEngaged.TYPE: ("engaged_at", "occurred_at"),
-    events.LeadUnsubscribed.TYPE: ("unsubscribed_at", "occurred_at"),
-    events.LeadErased.TYPE: ("erased_at", "erased_at"),
-}
+def _milestone_handler(name: str, milestone: str, time_field: str) -> Handler:
+    """A handler (named `name`, for metrics and dead letters) of an event that marks a
+    milestone of the lead, found in the event's `time_field` (the earliest time wins)."""
+
+    async def handle(envelope: Envelope[Any], uow: UnitOfWork) -> None:
+        event = envelope.data
+        at = getattr(event, time_field)
+        await _update_lead(uow, event.lead_id, lambda facts: facts.reached(milestone, at))
+
+    handle.__name__ = handle.__qualname__ = name
+    return handle
 
 
-async def handle_lead_milestone(envelope: Envelope[Any], uow: UnitOfWork) -> None:
-    """An event that marks a milestone of the lead (the earliest time wins)."""
-    event = envelope.data
-    milestone, time_field = MILESTONES[event.TYPE]
-    at = getattr(event, time_field)
-    await _update_lead(uow, event.lead_id, lambda facts: facts.reached(milestone, at))
+# A destination could not take the lead; the CRM says it will not buy; it opened, clicked,
+# replied or came back; it asked for no more marketing email; the person was forgotten
+# (the read model holds no PII, so an erased lead stays counted).
+handle_lead_delivery_failed = _milestone_handler(
+    "handle_lead_delivery_failed", "delivery_failed_at", "failed_at"
+)
+handle_lead_disqualified = _milestone_handler(
+    "handle_lead_disqualified", "disqualified_at", "occurred_at"
+)
+handle_lead_engaged = _milestone_handler("handle_lead_engaged", "engaged_at", "occurred_at")
+handle_lead_unsubscribed = _milestone_handler(
+    "handle_lead_unsubscribed", "unsubscribed_at", "occurred_at"
+)
+handle_lead_erased = _milestone_handler("handle_lead_erased", "erased_at", "erased_at")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,11 @@ EVENT_HANDLERS: dict[str, Handler] = {
     events.LeadScored.TYPE: handlers.handle_lead_scored,
     events.LeadRouted.TYPE: handlers.handle_lead_routed,
     events.LeadConverted.TYPE: handlers.handle_lead_converted,
-    **dict.fromkeys(handlers.MILESTONES, handlers.handle_lead_milestone),
+    events.LeadDeliveryFailed.TYPE: handlers.handle_lead_delivery_failed,
+    events.LeadDisqualified.TYPE: handlers.handle_lead_disqualified,
+    events.LeadEngaged.TYPE: handlers.handle_lead_engaged,
+    events.LeadUnsubscribed.TYPE: handlers.handle_lead_unsubscribed,
+    events.LeadErased.TYPE: handlers.handle_lead_erased,
 }
 
 
