@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import Proc, capture_env, ensure_tool, parse_wrk, wait_healthy  # noqa: E402
-from leadflow.embedded import free_port, start_broker  # noqa: E402
+from leadflow.processes import free_port, start_broker  # noqa: E402
 
 PYTHON = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")

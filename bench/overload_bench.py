@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import Proc, capture_env, ensure_tool, wait_healthy  # noqa: E402
 from bench.webhook_bench import percentiles  # noqa: E402
-from leadflow.embedded import free_port, start_broker  # noqa: E402
+from leadflow.processes import free_port, start_broker  # noqa: E402
 
 PYTHON = sys.executable
 

@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from leadflow.embedded import free_port, start_broker, wait_for_port  # noqa: E402
+from leadflow.processes import free_port, start_broker, wait_for_port  # noqa: E402
 
 PG_URL = os.environ.get(
     "LEADFLOW_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

