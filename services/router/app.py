@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.router import consumers, domain, store
+from services.router import consumers, domain, http_admin, http_webhooks, messagebus, store
 from services.router import settings as router_settings
-from services.router.delivery import DeliveryWorker, SlaWorker
+from services.router.delivery import DeliveryWorker
 from services.router.destinations import build_destinations, transport
 from services.router.http import router
+from services.router.sla import SlaWorker
 from shared.config import load_config
 from shared.http import create_app as create_http_app
 from shared.service import ServiceRuntime
@@ -71,13 +72,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         lifespan=lifespan,
         readiness=runtime.readiness,
-        routers=[router],
+        routers=[router, http_admin.router, http_webhooks.router],
         max_body_bytes=settings.max_body_bytes,
     )
     app.state.runtime = runtime
     app.state.config = config
     app.state.settings = settings
     app.state.delivery = worker
+    app.state.bus = messagebus.bus(runtime.uow, config, wake=worker.wake)
     app.state.sla = sla
     app.state.http_client = client
     return app

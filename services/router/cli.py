@@ -15,10 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.router import store
-from services.router.handlers import AckError, handle_redrive
-from shared.cli import redrive_each, report_redrive, run_with_uows
+from services.router import messagebus, store
+from services.router.commands import GetDelivery, ListDeliveries, RedriveDelivery
+from services.router.handlers import AckError
+from shared.cli import report_redrive, run_with_uows
 from shared.db.uow import UnitOfWork
+from shared.messagebus import MessageBus
 
 T = TypeVar("T")
 
@@ -29,8 +31,13 @@ console = Console()
 STATUSES = (store.PENDING, store.DELIVERED, store.FAILED, store.CANCELLED)
 
 
-def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
-    return run_with_uows("router", store.outbox, store.inbox, work)
+def _run(work: Callable[[MessageBus], Awaitable[T]]) -> T:
+    """Run `work` with the router's bus on its database (from the environment)."""
+
+    async def with_bus(uow_factory: Callable[[], UnitOfWork]) -> T:
+        return await work(messagebus.bus(uow_factory))
+
+    return run_with_uows("router", store.outbox, store.inbox, with_bus)
 
 
 @deliveries_app.command("list")
@@ -46,17 +53,13 @@ def list_deliveries(
     if status != "all" and status not in STATUSES:
         raise typer.BadParameter(f"one of {', '.join(STATUSES)} or all", param_hint="--status")
 
-    async def work(uow_factory: Callable[[], UnitOfWork]) -> list[Any]:
-        async with uow_factory() as uow:
-            return await store.list_deliveries(
-                uow.session,
-                status=None if status == "all" else status,
-                destination=destination,
-                lead_id=lead_id,
-                limit=limit,
-            )
-
-    rows = _run(work)
+    query = ListDeliveries(
+        status=None if status == "all" else status,
+        destination=destination,
+        lead_id=lead_id,
+        limit=limit,
+    )
+    rows: list[Any] = _run(lambda bus: bus.query(query))
     table = Table(title=f"deliveries ({status})")
     for column in ("delivery id", "lead id", "destination", "status", "attempts", "last error"):
         table.add_column(column)
@@ -76,11 +79,7 @@ def list_deliveries(
 def show(delivery_id: str) -> None:
     """One delivery in full."""
 
-    async def work(uow_factory: Callable[[], UnitOfWork]) -> Any:
-        async with uow_factory() as uow:
-            return await store.get_delivery(uow.session, delivery_id)
-
-    row = _run(work)
+    row: Any = _run(lambda bus: bus.query(GetDelivery(delivery_id)))
     if row is None:
         console.print(f"no delivery {delivery_id}")
         raise typer.Exit(1)
@@ -101,15 +100,23 @@ def redrive(
     if not delivery_ids and not all_failed:
         raise typer.BadParameter("give delivery ids or --all-failed")
 
-    async def work(uow_factory: Callable[[], UnitOfWork]) -> tuple[int, list[str]]:
+    async def work(bus: MessageBus) -> tuple[int, list[str]]:
         ids = list(delivery_ids or [])
         if all_failed:
-            async with uow_factory() as uow:
-                rows = await store.list_deliveries(
-                    uow.session, status=store.FAILED, destination=destination, limit=100_000
-                )
-            ids += [r.delivery_id for r in rows]
-        return await redrive_each(ids, uow_factory, handle_redrive, AckError, "delivery")
+            failed = ListDeliveries(status=store.FAILED, destination=destination, limit=100_000)
+            ids += [r.delivery_id for r in await bus.query(failed)]
+        done, problems = 0, []
+        for delivery_id in dict.fromkeys(ids):
+            try:
+                row = await bus.handle(RedriveDelivery(delivery_id))
+            except AckError as exc:
+                problems.append(f"{delivery_id}: {exc.message}")
+                continue
+            if row is None:
+                problems.append(f"{delivery_id}: no such delivery")
+            else:
+                done += 1
+        return done, problems
 
     done, problems = _run(work)
     report_redrive(console, done, problems, f"deliver{'y' if done == 1 else 'ies'}")

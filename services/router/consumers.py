@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from services.router.handlers import Wake, handle_lead_erased, handle_lead_scored, load_batch
+from services.router.assignment import load_routing_cache
+from services.router.handlers import Wake, handle_lead_erased, handle_lead_scored
 from services.router.settings import RoutingConfig
 from shared.events import LeadErased, LeadScored
 from shared.events.topics import LEADS_ERASURE, LEADS_SCORED
@@ -19,5 +20,5 @@ def register(runtime: ServiceRuntime, config: RoutingConfig, wake: Wake) -> None
             LeadScored.TYPE: functools.partial(handle_lead_scored, config=config, wake=wake),
             LeadErased.TYPE: handle_lead_erased,
         },
-        before_batch=functools.partial(load_batch, config=config),
+        before_batch=functools.partial(load_routing_cache, config=config),
     )

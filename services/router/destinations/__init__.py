@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from services.router.destinations.base import Destination, Item, Outcome
+from services.router.destinations.base import DeliveryResult, Destination, Item
 from services.router.destinations.email import Email
 from services.router.destinations.file import FileSink
 from services.router.destinations.hubspot import HubSpot
@@ -23,7 +23,7 @@ from services.router.settings import (
     WebhookDestination,
 )
 
-__all__ = ["Destination", "Item", "Outcome", "build_destination", "build_destinations"]
+__all__ = ["DeliveryResult", "Destination", "Item", "build_destination", "build_destinations"]
 
 
 def build_destination(name: str, config: object, client: httpx.AsyncClient) -> Destination:

@@ -1,4 +1,4 @@
-"""What every destination shares: the delivery item, the outcome, HTTP error handling, mapping."""
+"""What every destination shares: the delivery item, the result, HTTP error handling, mapping."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Item:
 
 
 @dataclass
-class Outcome:
+class DeliveryResult:
     """How one delivery attempt ended."""
 
     status: str
@@ -45,7 +45,9 @@ class Outcome:
     counts_as_attempt: bool = True
 
     @classmethod
-    def delivered(cls, external_id: str | None = None, http_status: int | None = None) -> Outcome:
+    def delivered(
+        cls, external_id: str | None = None, http_status: int | None = None
+    ) -> DeliveryResult:
         return cls(DELIVERED, external_id=external_id, http_status=http_status)
 
 
@@ -69,8 +71,8 @@ class Destination:
         self.config = config
         self.pause: Pause | None = None
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
-        """Deliver `items` (at most `max_batch`); one outcome per item, in order."""
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
+        """Deliver `items` (at most `max_batch`); one result per item, in order."""
         raise NotImplementedError
 
     def render(self, default: Mapping[str, Any], document: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,8 +158,8 @@ def short_error(response: httpx.Response, limit: int = 300) -> str:
     )
 
 
-def outcome_of(response: httpx.Response, destination: Destination) -> Outcome | None:
-    """The outcome of a failed response; None for a 2xx (the caller reads the body).
+def result_of(response: httpx.Response, destination: Destination) -> DeliveryResult | None:
+    """The result of a failed response; None for a 2xx (the caller reads the body).
 
     429: retried after Retry-After, and the whole destination pauses. 408, 425 and 5xx:
     retried with backoff. Other 4xx: permanent, the request itself is wrong (no retry).
@@ -168,7 +170,7 @@ def outcome_of(response: httpx.Response, destination: Destination) -> Outcome | 
     if status == 429:
         wait = retry_after_seconds(response.headers.get("retry-after"))
         destination.note_pause(wait if wait is not None else 1.0)
-        return Outcome(
+        return DeliveryResult(
             RETRY,
             short_error(response),
             status,
@@ -176,15 +178,15 @@ def outcome_of(response: httpx.Response, destination: Destination) -> Outcome | 
             counts_as_attempt=False,
         )
     if status in (408, 425) or status >= 500:
-        return Outcome(
+        return DeliveryResult(
             RETRY,
             short_error(response),
             status,
             retry_after=retry_after_seconds(response.headers.get("retry-after")),
         )
-    return Outcome(FAILED, short_error(response), status)
+    return DeliveryResult(FAILED, short_error(response), status)
 
 
-def transport_error(exc: Exception) -> Outcome:
+def transport_error(exc: Exception) -> DeliveryResult:
     """A connection refused, reset or timed out: the destination is down, retry."""
-    return Outcome(RETRY, f"{type(exc).__name__}: {exc}"[:300])
+    return DeliveryResult(RETRY, f"{type(exc).__name__}: {exc}"[:300])

@@ -14,9 +14,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from services.router.destinations.base import (
     FAILED,
+    DeliveryResult,
     Destination,
     Item,
-    Outcome,
     one_line,
     template_context,
     transport_error,
@@ -83,14 +83,14 @@ class Email(Destination):
         message.set_content(_render(mapping.get("body") or BODY, item, self.name))
         return message
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
         return [await self._deliver(item) for item in items]
 
-    async def _deliver(self, item: Item) -> Outcome:
+    async def _deliver(self, item: Item) -> DeliveryResult:
         config: EmailDestination = self.config
         message = self.build(item)
         if message is None:
-            return Outcome(FAILED, "no recipient: the rep has no email and `to` is empty")
+            return DeliveryResult(FAILED, "no recipient: the rep has no email and `to` is empty")
         try:
             await aiosmtplib.send(
                 message,
@@ -103,8 +103,8 @@ class Email(Destination):
             )
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
-                return Outcome(FAILED, f"SMTP {exc.code}: {exc.message}"[:300], exc.code)
-            return Outcome("retry", f"SMTP {exc.code}: {exc.message}"[:300], exc.code)
+                return DeliveryResult(FAILED, f"SMTP {exc.code}: {exc.message}"[:300], exc.code)
+            return DeliveryResult("retry", f"SMTP {exc.code}: {exc.message}"[:300], exc.code)
         except (aiosmtplib.SMTPException, OSError) as exc:
             return transport_error(exc)
-        return Outcome.delivered(message["Message-ID"])
+        return DeliveryResult.delivered(message["Message-ID"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from services.router.destinations.base import Destination, Item, Outcome, transport_error
+from services.router.destinations.base import DeliveryResult, Destination, Item, transport_error
 from services.router.settings import FileDestination
 
 
@@ -28,13 +28,13 @@ class FileSink(Destination):
         super().__init__(name, config)
         self.path = Path(config.path)
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
         try:
             return await asyncio.to_thread(self._append, items)
         except OSError as exc:
             return [transport_error(exc) for _ in items]
 
-    def _append(self, items: list[Item]) -> list[Outcome]:
+    def _append(self, items: list[Item]) -> list[DeliveryResult]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
@@ -52,7 +52,7 @@ class FileSink(Destination):
                 os.fsync(fd)
         finally:
             os.close(fd)
-        return [Outcome.delivered(external_id=None) for _ in items]
+        return [DeliveryResult.delivered(external_id=None) for _ in items]
 
     def _already_written(self, delivery_ids: list[str]) -> set[str]:
         wanted = {f'"delivery_id":"{d}"'.encode(): d for d in delivery_ids}

@@ -16,10 +16,10 @@ import httpx
 
 from services.router.destinations.base import (
     FAILED,
+    DeliveryResult,
     Destination,
     Item,
-    Outcome,
-    outcome_of,
+    result_of,
     short_error,
     transport_error,
 )
@@ -48,16 +48,18 @@ class HubSpot(Destination):
         self.client = client
         self.max_batch = config.batch_size
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
         config: HubSpotDestination = self.config
-        outcomes: dict[str, Outcome] = {}
+        results: dict[str, DeliveryResult] = {}
         inputs: list[dict[str, Any]] = []
         by_email: dict[str, list[str]] = {}
         for item in items:
             properties = self.render(DEFAULT_PROPERTIES, item.document)
             email = str(properties.get("email") or "").strip().lower()
             if not email:
-                outcomes[item.delivery_id] = Outcome(FAILED, "the lead has no email to upsert on")
+                results[item.delivery_id] = DeliveryResult(
+                    FAILED, "the lead has no email to upsert on"
+                )
                 continue
             properties["email"] = email
             if email not in by_email:
@@ -73,14 +75,16 @@ class HubSpot(Destination):
             except httpx.HTTPError as exc:
                 failure = transport_error(exc)
                 for ids in by_email.values():
-                    outcomes.update(dict.fromkeys(ids, failure))
+                    results.update(dict.fromkeys(ids, failure))
             else:
                 self._note_rate_limit(response)
-                outcomes.update(self._read(response, by_email))
-        return [outcomes[item.delivery_id] for item in items]
+                results.update(self._read(response, by_email))
+        return [results[item.delivery_id] for item in items]
 
-    def _read(self, response: httpx.Response, by_email: dict[str, list[str]]) -> dict[str, Outcome]:
-        failure = outcome_of(response, self)
+    def _read(
+        self, response: httpx.Response, by_email: dict[str, list[str]]
+    ) -> dict[str, DeliveryResult]:
+        failure = result_of(response, self)
         if failure is not None:
             return {d: failure for ids in by_email.values() for d in ids}
         body = response.json() if response.content else {}
@@ -93,16 +97,16 @@ class HubSpot(Destination):
         for error in body.get("errors", []):
             for email in (error.get("context") or {}).get("ids", []) or []:
                 failed[str(email).lower()] = error.get("message", "rejected by HubSpot")
-        out: dict[str, Outcome] = {}
+        out: dict[str, DeliveryResult] = {}
         for email, delivery_ids in by_email.items():
             if email in ids_of:
-                outcome = Outcome.delivered(ids_of[email], response.status_code)
+                result = DeliveryResult.delivered(ids_of[email], response.status_code)
             elif email in failed or body.get("errors"):
                 message = failed.get(email) or short_error(response)
-                outcome = Outcome(FAILED, f"HubSpot: {message}"[:300], response.status_code)
+                result = DeliveryResult(FAILED, f"HubSpot: {message}"[:300], response.status_code)
             else:
-                outcome = Outcome.delivered(None, response.status_code)
-            out.update(dict.fromkeys(delivery_ids, outcome))
+                result = DeliveryResult.delivered(None, response.status_code)
+            out.update(dict.fromkeys(delivery_ids, result))
         return out
 
     def _note_rate_limit(self, response: httpx.Response) -> None:

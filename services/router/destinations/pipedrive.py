@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 
 from services.router.destinations.base import (
+    DeliveryResult,
     Destination,
     Item,
-    Outcome,
-    outcome_of,
+    result_of,
     transport_error,
 )
 from services.router.settings import PipedriveDestination
@@ -47,10 +47,10 @@ class Pipedrive(Destination):
     def _url(self, path: str) -> str:
         return self.config.base_url.rstrip("/") + path
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
         return [await self._deliver(item) for item in items]
 
-    async def _deliver(self, item: Item) -> Outcome:
+    async def _deliver(self, item: Item) -> DeliveryResult:
         progress = dict(item.progress)
         lead = item.document.get("lead", {})
         body = self.render(DEFAULT_LEAD, item.document)
@@ -59,20 +59,20 @@ class Pipedrive(Destination):
         try:
             if "person_id" not in progress:
                 found = await self._find_person(lead.get("email"))
-                if isinstance(found, Outcome):
+                if isinstance(found, DeliveryResult):
                     return found
                 if found is None:
                     created = await self._create_person(lead, body.get("owner_id"))
-                    if isinstance(created, Outcome):
+                    if isinstance(created, DeliveryResult):
                         return created
                     found = created
                 progress["person_id"] = found
             existing = await self._open_lead(progress["person_id"])
-            if isinstance(existing, Outcome):
+            if isinstance(existing, DeliveryResult):
                 existing.progress = progress
                 return existing
             if existing is not None:
-                return Outcome(
+                return DeliveryResult(
                     "delivered", external_id=existing, progress={**progress, "lead_id": existing}
                 )
             response = await self.client.post(
@@ -84,19 +84,19 @@ class Pipedrive(Destination):
             lost = transport_error(exc)
             lost.progress = progress
             return lost
-        failure = outcome_of(response, self)
+        failure = result_of(response, self)
         if failure is not None:
             failure.progress = progress
             return failure
         lead_id = str((response.json().get("data") or {}).get("id"))
-        return Outcome(
+        return DeliveryResult(
             "delivered",
             external_id=lead_id,
             http_status=response.status_code,
             progress={**progress, "lead_id": lead_id},
         )
 
-    async def _find_person(self, email: str | None) -> int | Outcome | None:
+    async def _find_person(self, email: str | None) -> int | DeliveryResult | None:
         if not email:
             return None
         response = await self.client.get(
@@ -104,13 +104,13 @@ class Pipedrive(Destination):
             params={"term": email, "fields": "email", "exact_match": "true", "limit": 1},
             headers=self._headers,
         )
-        failure = outcome_of(response, self)
+        failure = result_of(response, self)
         if failure is not None:
             return failure
         items = ((response.json().get("data") or {}).get("items")) or []
         return int(items[0]["item"]["id"]) if items else None
 
-    async def _create_person(self, lead: dict[str, Any], owner: Any) -> int | Outcome:
+    async def _create_person(self, lead: dict[str, Any], owner: Any) -> int | DeliveryResult:
         person: dict[str, Any] = {
             "name": lead.get("full_name") or lead.get("email") or "Unknown",
         }
@@ -123,18 +123,18 @@ class Pipedrive(Destination):
         response = await self.client.post(
             self._url("/v1/persons"), json=person, headers=self._headers
         )
-        failure = outcome_of(response, self)
+        failure = result_of(response, self)
         if failure is not None:
             return failure
         return int(response.json()["data"]["id"])
 
-    async def _open_lead(self, person_id: int) -> str | Outcome | None:
+    async def _open_lead(self, person_id: int) -> str | DeliveryResult | None:
         response = await self.client.get(
             self._url("/v1/leads"),
             params={"person_id": person_id, "archived_status": "not_archived", "limit": 1},
             headers=self._headers,
         )
-        failure = outcome_of(response, self)
+        failure = result_of(response, self)
         if failure is not None:
             return failure
         data = response.json().get("data") or []

@@ -15,10 +15,10 @@ import httpx
 
 from services.router.destinations.base import (
     FAILED,
+    DeliveryResult,
     Destination,
     Item,
-    Outcome,
-    outcome_of,
+    result_of,
     short_error,
     transport_error,
 )
@@ -65,10 +65,10 @@ class Salesforce(Destination):
         config: SalesforceDestination = self.config
         return f"{config.instance_url.rstrip('/')}/services/data/{config.api_version}/sobjects/Lead"
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
         return [await self._deliver(item) for item in items]
 
-    async def _deliver(self, item: Item) -> Outcome:
+    async def _deliver(self, item: Item) -> DeliveryResult:
         config: SalesforceDestination = self.config
         fields = self.render(DEFAULT_FIELDS, item.document)
         headers = {"Authorization": f"Bearer {config.token}"}
@@ -78,29 +78,31 @@ class Salesforce(Destination):
                 matched = duplicate_ids(_json(response))
                 if matched:
                     return await self._on_duplicate(matched[0], fields, headers, response)
-            failure = outcome_of(response, self)
+            failure = result_of(response, self)
             if failure is not None:
                 return failure
             body = _json(response)
             if isinstance(body, dict) and body.get("success") is False:
-                return Outcome(FAILED, f"Salesforce: {body.get('errors')}"[:300], 201)
+                return DeliveryResult(FAILED, f"Salesforce: {body.get('errors')}"[:300], 201)
             record_id = body.get("id") if isinstance(body, dict) else None
-            return Outcome.delivered(record_id, response.status_code)
+            return DeliveryResult.delivered(record_id, response.status_code)
         except httpx.HTTPError as exc:
             return transport_error(exc)
 
     async def _on_duplicate(
         self, record_id: str, fields: dict[str, Any], headers: dict[str, str], first: httpx.Response
-    ) -> Outcome:
+    ) -> DeliveryResult:
         config: SalesforceDestination = self.config
         if config.on_duplicate == "fail":
-            return Outcome(FAILED, short_error(first), first.status_code)
+            return DeliveryResult(FAILED, short_error(first), first.status_code)
         if config.on_duplicate == "skip":
-            return Outcome.delivered(record_id, first.status_code)
+            return DeliveryResult.delivered(record_id, first.status_code)
         response = await self.client.patch(
             f"{self._base}/{record_id}", json=fields, headers=headers
         )
-        return outcome_of(response, self) or Outcome.delivered(record_id, response.status_code)
+        return result_of(response, self) or DeliveryResult.delivered(
+            record_id, response.status_code
+        )
 
 
 def _json(response: httpx.Response) -> Any:

@@ -15,12 +15,12 @@ from jinja2 import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from services.router.destinations.base import (
+    DeliveryResult,
     Destination,
     Item,
-    Outcome,
     one_line,
-    outcome_of,
     render_mapping,
+    result_of,
     template_context,
     transport_error,
 )
@@ -93,13 +93,13 @@ class Slack(Destination):
             )
         return {"text": text, "blocks": blocks}
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
-        outcomes = []
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
+        results = []
         for item in items:
             try:
                 response = await self.client.post(self.config.webhook_url, json=self.message(item))
             except httpx.HTTPError as exc:
-                outcomes.append(transport_error(exc))
+                results.append(transport_error(exc))
                 continue
-            outcomes.append(outcome_of(response, self) or Outcome.delivered(None, 200))
-        return outcomes
+            results.append(result_of(response, self) or DeliveryResult.delivered(None, 200))
+        return results

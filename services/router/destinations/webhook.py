@@ -18,10 +18,10 @@ import httpx
 import orjson
 
 from services.router.destinations.base import (
+    DeliveryResult,
     Destination,
     Item,
-    Outcome,
-    outcome_of,
+    result_of,
     transport_error,
 )
 from services.router.settings import WebhookDestination
@@ -46,10 +46,10 @@ class Webhook(Destination):
         with contextlib.suppress(httpx.InvalidURL):
             self.url = httpx.URL(config.url)
 
-    async def deliver_batch(self, items: list[Item]) -> list[Outcome]:
+    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
         return [await self._deliver(item) for item in items]
 
-    async def _deliver(self, item: Item) -> Outcome:
+    async def _deliver(self, item: Item) -> DeliveryResult:
         config: WebhookDestination = self.config
         payload = item.document if config.mapping is None else self.render({}, item.document)
         body = orjson.dumps(payload)
@@ -65,4 +65,6 @@ class Webhook(Destination):
             response = await self.client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return transport_error(exc)
-        return outcome_of(response, self) or Outcome.delivered(http_status=response.status_code)
+        return result_of(response, self) or DeliveryResult.delivered(
+            http_status=response.status_code
+        )

@@ -134,6 +134,10 @@ async def route(
 
     async with uow_factory() as uow:
         await handle_lead_scored(
-            new_event(event, "leadflow/test"), uow, config=config, wake=lambda: None, now=now
+            new_event(event, "leadflow/test"),
+            uow,
+            config=config,
+            wake=lambda: None,
+            clock=lambda: now,
         )
         await uow.commit()

@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
-from services.router import store
-from services.router.delivery import SlaWorker
-from services.router.handlers import AckError, handle_acknowledge
+from services.router import messagebus, store
+from services.router.commands import AcknowledgeAssignment
+from services.router.handlers import AckError
 from services.router.settings import RoutingConfig
+from services.router.sla import SlaWorker
 from shared import metrics
 from shared.events import LeadRouted, decode, encode, new_event
 from tests.conftest import PG_AVAILABLE, eventually
@@ -146,14 +147,13 @@ async def test_unacknowledged_lead_is_reassigned_after_the_sla(backend, settings
             history = await store.lead_assignments(uow.session, lead.lead_id)
             deliveries = await store.list_deliveries(uow.session, lead_id=lead.lead_id)
             outbox = (await uow.session.execute(sa.select(store.outbox))).all()
-        async with uows() as uow:
-            with pytest.raises(AckError) as refused:
-                await handle_acknowledge(history[0].assignment_id, uow)
+        bus = messagebus.bus(uows, config)
+        with pytest.raises(AckError) as refused:
+            await bus.handle(AcknowledgeAssignment(history[0].assignment_id))
         # The second rep does not acknowledge either: nobody new is left (max 1 reassignment),
         # so the lead stays with them and the breach is escalated again.
         second_breach = await sla.check(now=WEDNESDAY_10 + timedelta(minutes=12))
-        async with uows() as uow:
-            acked = await handle_acknowledge(history[1].assignment_id, uow)
+        acked = await bus.handle(AcknowledgeAssignment(history[1].assignment_id))
         after_ack = await sla.check(now=WEDNESDAY_10 + timedelta(hours=1))
         async with uows() as uow:
             final = await store.lead_assignments(uow.session, lead.lead_id)

@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 from aiokafka.structs import ConsumerRecord
 
-from services.router import consumers, store
-from services.router.handlers import RecordOutcome, handle_record_outcome
+from services.router import consumers, messagebus, store
+from services.router.commands import RecordOutcome
 from services.router.settings import RoutingConfig
 from shared.db.uow import UnitOfWork
 from shared.events import LeadErased
@@ -111,17 +111,14 @@ def _records(envelopes: Sequence[Envelope[Any]]) -> list[ConsumerRecord[bytes, b
 async def _seed(uows: Callable[[], UnitOfWork], config: RoutingConfig, ids: dict[str, str]) -> None:
     """A lead routed before, whose assignment was closed by a CRM outcome."""
     await route(uows, config, scored(lead_id=ids["old"], captured_at=CAPTURED), CAPTURED)
-    async with uows() as uow:
-        await handle_record_outcome(
-            RecordOutcome(
-                lead_id=ids["old"],
-                outcome="disqualified",
-                outcome_id=f"outcome-{ids['old']}",
-                occurred_at=CAPTURED,
-            ),
-            uow,
-            now=CAPTURED,
+    await messagebus.bus(uows, config, clock=lambda: CAPTURED).handle(
+        RecordOutcome(
+            lead_id=ids["old"],
+            outcome="disqualified",
+            outcome_id=f"outcome-{ids['old']}",
+            occurred_at=CAPTURED,
         )
+    )
 
 
 def _consumer(settings: Any, config: RoutingConfig, uows: Callable[[], UnitOfWork]) -> Any:

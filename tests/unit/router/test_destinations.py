@@ -16,8 +16,8 @@ from services.router.destinations.base import (
     RETRY,
     Destination,
     Item,
-    outcome_of,
     render_mapping,
+    result_of,
     retry_after_seconds,
 )
 from services.router.destinations.file import FileSink
@@ -48,12 +48,12 @@ def test_retry_after_reads_seconds_and_http_dates():
 )
 def test_errors_are_retried_or_permanent(status, headers, expected, attempt, pause):
     destination = Destination("x", None)
-    outcome = outcome_of(httpx.Response(status, headers=headers, text="nope"), destination)
+    outcome = result_of(httpx.Response(status, headers=headers, text="nope"), destination)
     assert outcome is not None
     assert (outcome.status, outcome.counts_as_attempt) == (expected, attempt)
     assert (destination.pause.seconds if destination.pause else None) == pause
     assert outcome.error == f"HTTP {status}: nope"
-    assert outcome_of(httpx.Response(201), destination) is None
+    assert result_of(httpx.Response(201), destination) is None
 
 
 def test_mapping_renders_templates_and_drops_empty_values():

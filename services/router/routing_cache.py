@@ -1,4 +1,5 @@
-"""Routing a whole consumer batch in one transaction: read once, write once per table.
+"""The routing cache: a consumer batch routed in one transaction reads once and writes
+once per table.
 
 When the consumer hands the router a batch whole, the routing lock is taken once,
 the batch's leads, which of them already have an owner, the strategy states and the
@@ -8,14 +9,14 @@ table when the unit of work commits. Decisions see exactly what the one-by-one p
 would read: the in-memory copies are updated as each lead is routed.
 
 Inside a savepoint (the consumer handling a failed batch event by event), or in any
-transaction the batch hook did not start, there is no batch: handlers read and
-write directly (see `RoutingBatch.of`).
+transaction the batch hook did not start, there is no cache: handlers read and
+write directly (see `RoutingCache.of`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -26,25 +27,13 @@ from sqlalchemy.orm import Session
 
 from services.router import store
 from shared.db import UnitOfWork
-from shared.db.bulk import BulkStatement, Values
+from shared.db.bulk import BulkStatement
 from shared.db.types import UTCDateTime
 
-_INFO_KEY = "router_batch"
+_INFO_KEY = "router_routing_cache"
 
-LEAD_COLUMNS = (
-    "lead_id",
-    "email",
-    "contact",
-    "fields",
-    "channel",
-    "form_id",
-    "form_type",
-    "score",
-    "grade",
-    "is_test",
-    "captured_at",
-    "updated_at",
-)
+# What lead.scored gives of a lead: every column but when it was erased.
+LEAD_COLUMNS = tuple(c.name for c in store.leads.columns if c.name != "erased_at")
 # A stored lead is refreshed by everything but its id and when it was captured.
 LEAD_UPDATE_COLUMNS = tuple(c for c in LEAD_COLUMNS if c not in ("lead_id", "captured_at"))
 ASSIGNMENT_COLUMNS = tuple(c.name for c in store.assignments.columns)
@@ -101,13 +90,13 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
-class RoutingBatch:
+class RoutingCache:
     """What one transaction's routing decisions read, and the rows they write, batched."""
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.session = uow.session
         self.dialect = uow.dialect
-        self._values = Values(uow.dialect)
+        self._values = uow.values
         self._statements = _statements(uow.dialect)
         # Lead id → the stored lead as routing sees it (None: not stored).
         self._leads: dict[str, SimpleNamespace | None] = {}
@@ -120,27 +109,26 @@ class RoutingBatch:
         self._assignments: list[dict[str, Any]] = []
         self._deliveries: list[dict[str, Any]] = []
         self._changed_states: dict[str, tuple[dict[str, Any], datetime]] = {}
-        self._after_commit: list[Callable[[], None]] = []
-        sync = self.session.sync_session
-        sa.event.listen(sync, "before_commit", self._before_commit)
-        sa.event.listen(sync, "after_commit", self._committed)
+        # Queued rows are written when the unit of work commits (once, for the outer
+        # transaction: savepoints do not run commit hooks).
+        uow.before_commit(self.flush)
 
     @classmethod
-    def of(cls, uow: UnitOfWork) -> RoutingBatch | None:
-        """The batch of this transaction, or None where handlers work directly."""
-        batch: RoutingBatch | None = uow.session.info.get(_INFO_KEY)
-        if batch is None or uow.session.in_nested_transaction():
+    def of(cls, uow: UnitOfWork) -> RoutingCache | None:
+        """The cache of this transaction, or None where handlers work directly."""
+        cache: RoutingCache | None = uow.session.info.get(_INFO_KEY)
+        if cache is None or uow.session.in_nested_transaction():
             return None
-        return batch
+        return cache
 
     @classmethod
-    async def start(cls, uow: UnitOfWork, lead_ids: Iterable[str], now: datetime) -> RoutingBatch:
+    async def start(cls, uow: UnitOfWork, lead_ids: Iterable[str], now: datetime) -> RoutingCache:
         """Lock routing and read what routing these leads needs, in one query each."""
-        batch = cls(uow)
-        uow.session.info[_INFO_KEY] = batch
-        await store.lock_routing(batch.session, batch.dialect, now)
-        await batch._load(list(dict.fromkeys(lead_ids)))
-        return batch
+        cache = cls(uow)
+        uow.session.info[_INFO_KEY] = cache
+        await store.lock_routing(cache.session, cache.dialect, now)
+        await cache._load(list(dict.fromkeys(lead_ids)))
+        return cache
 
     async def _load(self, lead_ids: list[str]) -> None:
         session = self.session
@@ -225,9 +213,6 @@ class RoutingBatch:
     def enqueue_deliveries(self, rows: Iterable[dict[str, Any]]) -> None:
         self._deliveries.extend(rows)
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self._after_commit.append(callback)
-
     # Writing -------------------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -279,14 +264,3 @@ class RoutingBatch:
             json(values[c]) if c in _JSON else time(values.get(c)) if c in _TIMES else values.get(c)
             for c in columns
         )
-
-    def _before_commit(self, session: Session) -> None:
-        # Inside the commit, in SQLAlchemy's greenlet: plain executes are awaited by the
-        # async driver. Savepoint commits fire this too; only the outer commit writes.
-        if not session.in_nested_transaction():
-            self._write(session)
-
-    def _committed(self, _session: Session) -> None:
-        callbacks, self._after_commit = self._after_commit, []
-        for callback in callbacks:
-            callback()

@@ -1,0 +1,116 @@
+"""The router's tables: lead snapshots, assignments, strategy state, the delivery queue,
+received outcomes, per-destination rate limits."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shared.db import add_plumbing_tables, make_metadata
+from shared.db.types import JSONType, UTCDateTime
+
+metadata = make_metadata()
+outbox, inbox = add_plumbing_tables(metadata)
+
+# The lead as the router last saw it (from lead.scored): what destinations are sent.
+leads = sa.Table(
+    "leads",
+    metadata,
+    sa.Column("lead_id", sa.String(64), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=True, index=True),
+    sa.Column("contact", JSONType(), nullable=False),
+    sa.Column("fields", JSONType(), nullable=False),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column("form_id", sa.String(200), nullable=True),
+    sa.Column("form_type", sa.String(100), nullable=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("grade", sa.String(8), nullable=True),
+    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
+    sa.Column("captured_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("erased_at", UTCDateTime(), nullable=True),
+)
+
+ACTIVE = ("open", "acknowledged", "queued")
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("assignment_id", sa.String(36), primary_key=True),
+    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    sa.Column("rep_id", sa.String(100), nullable=True, index=True),
+    sa.Column("queue", sa.String(100), nullable=True),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    # open → acknowledged | reassigned (SLA breach) | closed (outcome); queued: no rep.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", JSONType(), nullable=False),
+    sa.Column("reassigned_from", sa.String(36), nullable=True),
+    sa.Column("reassignments", sa.Integer, nullable=False, default=0),
+    sa.Column("cause_event_id", sa.String(200), nullable=True),
+    sa.Column("captured_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("sla_due_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("acknowledged_at", UTCDateTime(), nullable=True),
+    sa.Column("breached_at", UTCDateTime(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+)
+
+# Strategy state per rule (round-robin cursor, weighted credits) and the routing lock row.
+routing_state = sa.Table(
+    "routing_state",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("state", JSONType(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
+
+# The delivery queue: one row per (assignment, destination, purpose).
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(36), primary_key=True),
+    sa.Column("assignment_id", sa.String(36), nullable=False, index=True),
+    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("purpose", sa.String(16), nullable=False),  # assigned | reassigned | escalation
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("claims", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("external_id", sa.String(200), nullable=True, index=True),
+    # Progress of multi-step destinations (Pipedrive: the person id once created).
+    sa.Column("progress", JSONType(), nullable=False),
+    sa.Column("redrives", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("failed_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("assignment_id", "destination", "purpose"),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
+
+# Per-destination rate limit (a rolling window of request times) and pauses (429, quotas).
+destination_state = sa.Table(
+    "destination_state",
+    metadata,
+    sa.Column("destination", sa.String(100), primary_key=True),
+    sa.Column("sent", JSONType(), nullable=False),
+    sa.Column("paused_until", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("outcome_id", sa.String(200), primary_key=True),
+    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+)
+
+LOCK_KEY = "__routing_lock__"
