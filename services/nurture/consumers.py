@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.nurture import handlers as use_cases
-from services.nurture.batch import LeadBatch
 from services.nurture.config import NurtureConfig
 from services.nurture.enrollment import Wake
+from services.nurture.lead_cache import LeadCache
 from shared.clock import Clock, utc_now
 from shared.db.uow import UnitOfWork
 from shared.events import (
@@ -30,7 +30,7 @@ TOPICS = (LEADS_SCORED, LEADS_ENGAGEMENT, LEADS_OUTCOMES, LEADS_ERASURE)
 
 async def load_leads(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
     """The batch's leads, their enrollments and suppressions, one query each (its cache)."""
-    await LeadBatch.load(uow, events)
+    await LeadCache.load(uow, events)
 
 
 def handlers(

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from services.nurture import domain, store
-from services.nurture.batch import leads_of
 from services.nurture.config import NurtureConfig
+from services.nurture.lead_cache import leads_of
 from services.nurture.sequence_config import ALWAYS_EXIT
 from shared import metrics
 from shared.db import UnitOfWork

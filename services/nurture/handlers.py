@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from services.nurture import domain, store
-from services.nurture.batch import leads_of
 from services.nurture.commands import Unsuppress
 from services.nurture.config import NurtureConfig
 from services.nurture.enrollment import (
@@ -23,6 +22,7 @@ from services.nurture.enrollment import (
     suppress_lead,
     wake_after_commit,
 )
+from services.nurture.lead_cache import leads_of
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import (

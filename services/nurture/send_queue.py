@@ -24,7 +24,7 @@ from services.nurture.store import (
     send_state,
     sends,
 )
-from shared.db.engine import insert_ignore
+from shared.db.statements import insert_ignore
 
 
 async def insert_send(session: AsyncSession, **values: Any) -> None:
@@ -199,3 +199,8 @@ async def save_rate_window(session: AsyncSession, sent: list[float], now: dateti
     await session.execute(
         sa.update(send_state).where(send_state.c.key == RATE_KEY).values(sent=sent, updated_at=now)
     )
+
+
+async def forget_links(session: AsyncSession, lead_id: str) -> None:
+    """Clear the links of the lead's emails (they may carry personal data)."""
+    await session.execute(sa.update(sends).where(sends.c.lead_id == lead_id).values(links={}))
