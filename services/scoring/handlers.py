@@ -38,11 +38,7 @@ from services.scoring.signals import signal_from_log, signal_of
 from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
-from shared.events import (
-    Envelope,
-    LeadErased,
-    LeadScored,
-)
+from shared.events import Envelope, LeadErased, LeadScored
 from shared.events.contracts import Event
 
 log = logging.getLogger(__name__)
