@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.capture import openapi, store
+from services.capture.commands import RejectSubmission, ReleaseSubmission
 from services.capture.domain import InvalidLead
-from services.capture.handlers import NotReleasable, handle_reject_submission, release
-from services.capture.http import ConfigDep, RuntimeDep, _accepted, has_admin_token
+from services.capture.handlers import NotReleasable
+from services.capture.http import BusDep, RuntimeDep, accepted_response, has_admin_token
 from shared.http import ApiError
 from shared.service import ServiceRuntime
 
@@ -109,16 +110,16 @@ async def list_quarantine(
         **openapi.ADMIN_ERRORS,
     },
 )
-async def release_submission(submission_id: str, runtime: RuntimeDep, config: ConfigDep) -> Any:
+async def release_submission(submission_id: str, bus: BusDep) -> Any:
     """Capture it as if it had passed the spam checks: lead.captured is emitted."""
     try:
-        result = await release(submission_id, runtime.uow, config)
+        result = await bus.handle(ReleaseSubmission(submission_id))
     except NotReleasable as exc:
         status = 404 if exc.status is None else 409
         raise ApiError(status, "not_quarantined", str(exc), field="submission_id") from None
     except InvalidLead as exc:
         raise ApiError(422, exc.code, str(exc), field=exc.field) from None
-    return _accepted(result)
+    return accepted_response(result)
 
 
 @router.post(
@@ -134,11 +135,10 @@ async def release_submission(submission_id: str, runtime: RuntimeDep, config: Co
         **openapi.ADMIN_ERRORS,
     },
 )
-async def reject_submission(submission_id: str, runtime: RuntimeDep) -> dict[str, str]:
+async def reject_submission(submission_id: str, bus: BusDep) -> dict[str, str]:
     """Spam confirmed: the submission and the personal data it held are deleted."""
     try:
-        async with runtime.uow() as uow:
-            await handle_reject_submission(submission_id, uow)
+        await bus.handle(RejectSubmission(submission_id))
     except NotReleasable as exc:
         status = 404 if exc.status is None else 409
         raise ApiError(status, "not_quarantined", str(exc), field="submission_id") from None

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI
 
-from services.capture import admin, store, webhooks
+from services.capture import admin, lead_api, messagebus, store, webhooks
 from services.capture import settings as capture_settings
 from services.capture.http import router
-from services.capture.intake import Intake
-from services.capture.platforms import RetrievalWorker
+from services.capture.retrieval import RetrievalWorker
 from services.capture.spam import RateLimiter
 from shared.config import load_config
 from shared.http import create_app as create_http_app
@@ -31,9 +30,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     config = capture_settings.load(load_config(settings.config))
     runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
-    retrieval = RetrievalWorker(runtime.uow, config)
+    bus = messagebus.bus(
+        runtime.db,
+        config,
+        source=f"leadflow/{SERVICE}",
+        wake_retrieval=lambda: retrieval.wake(),
+    )
+    retrieval = RetrievalWorker(bus, config)
     runtime.add_worker("retrieval", retrieval.run)
-    intake = Intake(runtime.uow, config)
+    intake = messagebus.intake(bus)
     # Captcha verification reuses one connection pool for the process's lifetime.
     http_client = httpx.AsyncClient(headers={"User-Agent": f"leadflow-capture/{VERSION}"})
     runtime_lifespan = runtime.lifespan()
@@ -61,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         lifespan=lifespan,
         readiness=runtime.readiness,
-        routers=[router, webhooks.router, admin.router],
+        routers=[router, lead_api.router, webhooks.router, admin.router],
         max_body_bytes=settings.max_body_bytes,
         max_in_flight=settings.max_in_flight,
         shed_delay=settings.shed_delay_seconds,
@@ -72,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.http_client = http_client
     app.state.retrieval = retrieval
     app.state.intake = intake
+    app.state.bus = bus
     if not settings.admin_token.get_secret_value() and settings.env != "development":
         log.warning("LEADFLOW_ADMIN_TOKEN is not set: quarantine and consent routes are refused")
     return app

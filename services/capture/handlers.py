@@ -1,65 +1,43 @@
-"""Capture's use cases: every intake door ends in `handle_capture_lead`."""
+"""Capture's submission use cases: every intake door ends in `handle_capture_leads`.
+
+A batch of submissions (a lone form post is a batch of one) reads what it may look up
+with one query per table, decides each submission in memory in arrival order and
+writes through `uow.submissions`, which the unit of work flushes before it commits.
+Releasing and rejecting a quarantined submission are here too. Handlers never commit:
+the bus does.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from services.capture import store
+from services.capture.commands import (
+    Captured,
+    CaptureLead,
+    CaptureLeads,
+    CaptureRetrievedLead,
+    RejectSubmission,
+    ReleaseSubmission,
+)
 from services.capture.domain import (
     InvalidLead,
     NormalizedLead,
     build_attribution,
     marketing_consent,
     normalize_submission,
-    parse_cost,
 )
+from services.capture.repository import CaptureUnitOfWork, SubmissionRepository
 from services.capture.settings import CaptureConfig
 from services.capture.spam import is_disposable
-from services.capture.writes import Writes
 from shared import metrics
-from shared.db import UnitOfWork
-from shared.events import Attribution, Contact, LeadCaptured, LeadErased
-
-
-@dataclass(frozen=True)
-class CaptureLead:
-    """Store one submission and announce it (or hold it back as suspected spam)."""
-
-    source: str
-    data: Mapping[str, Any]
-    form_id: str | None = None
-    dedupe_key: str | None = None
-    client_ip: str | None = None
-    is_test: bool = False
-    cost: Decimal | None = None
-    attribution: Mapping[str, str] = field(default_factory=dict)
-    quarantine: str | None = None  # a spam signal found before the handler (honeypot...)
-    spam_checks: bool = False  # landing-page forms: also check the normalized address
-    from_platform: bool = False  # ad platforms: no required list, invalid → quarantine
-    platform: Mapping[str, str] = field(default_factory=dict)  # platform ids worth keeping
-
-
-@dataclass(frozen=True)
-class Captured:
-    """What the caller learns: the lead, the submission and what happened."""
-
-    lead_id: str | None
-    submission_id: str
-    status: str  # accepted | duplicate | quarantined | released
-    is_new_lead: bool = False
-    source: str = ""
-    channel: str = ""
-    reason: str | None = None
+from shared.clock import Clock, utc_now
+from shared.events import Attribution, Contact, LeadCaptured
 
 
 class NotReleasable(Exception):
@@ -68,11 +46,6 @@ class NotReleasable(Exception):
     def __init__(self, submission_id: str, status: str | None) -> None:
         super().__init__(f"submission {submission_id} is {status or 'unknown'}")
         self.status = status
-
-
-def hash_api_key(key: str) -> str:
-    """API keys are stored as SHA-256 hashes: a leaked table does not leak keys."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def dedupe_key_of(command: CaptureLead) -> str | None:
@@ -89,25 +62,56 @@ def prepare(command: CaptureLead, config: CaptureConfig) -> NormalizedLead | Inv
         return exc
 
 
-async def handle_capture_lead(
+async def handle_capture_leads(
+    batch: CaptureLeads, uow: CaptureUnitOfWork, config: CaptureConfig, clock: Clock = utc_now
+) -> list[Captured | InvalidLead]:
+    """Store each submission of the batch; a result per submission, in order.
+
+    A submission refused as invalid gets its InvalidLead in its place (it wrote
+    nothing; the others are stored).
+    """
+    prepared = await preload(batch.commands, uow.submissions, config)
+    results: list[Captured | InvalidLead] = []
+    for command, normalized in zip(batch.commands, prepared, strict=True):
+        try:
+            results.append(await capture_lead(command, uow, config, clock(), normalized))
+        except InvalidLead as exc:  # refused before anything was written
+            results.append(exc)
+    return results
+
+
+async def preload(
+    commands: tuple[CaptureLead, ...], submissions: SubmissionRepository, config: CaptureConfig
+) -> list[NormalizedLead | InvalidLead]:
+    """Each submission normalized; what they may look up read with one query per table."""
+    keys: list[str] = []
+    emails: list[str] = []
+    phones: list[str] = []
+    prepared = [prepare(command, config) for command in commands]
+    for command, normalized in zip(commands, prepared, strict=True):
+        key = dedupe_key_of(command)
+        if key:
+            keys.append(key)
+        if isinstance(normalized, NormalizedLead):
+            emails += [normalized.contact.email] if normalized.contact.email else []
+            phones += [normalized.contact.phone] if normalized.contact.phone else []
+    await submissions.preload(keys, emails, phones)
+    return prepared
+
+
+async def capture_lead(
     command: CaptureLead,
-    uow: UnitOfWork,
+    uow: CaptureUnitOfWork,
     config: CaptureConfig,
-    now: datetime | None = None,
-    *,
-    writes: Writes | None = None,
-    prepared: NormalizedLead | InvalidLead | None = None,
+    now: datetime,
+    prepared: NormalizedLead | InvalidLead,
 ) -> Captured:
     """Store a submission as a new lead, a new touch of its person, or quarantined spam.
 
-    Writes only into `uow` (through `writes`, which the batched intake replaces by
-    one that buffers a whole group); the caller commits. Invalid input raises
-    InvalidLead before anything is written. `prepared` is `prepare(command, config)`
-    when the caller already has it. Releasing a quarantined submission is
-    `handle_release_submission`.
+    Invalid input raises InvalidLead before anything is written. `prepared` is
+    `prepare(command, config)`, its addresses preloaded into `uow.submissions`.
     """
-    now = now or datetime.now(UTC)
-    writes = writes or Writes(uow.session)
+    writes = uow.submissions
     dedupe_key = dedupe_key_of(command)
     if dedupe_key:
         existing = await writes.submission_by_key(dedupe_key)
@@ -121,13 +125,12 @@ async def handle_capture_lead(
             )
     form = config.forms.get(command.form_id) if command.form_id else None
     reason, detail = command.quarantine, None
-    outcome = prepared if prepared is not None else prepare(command, config)
-    normalized = None if isinstance(outcome, InvalidLead) else outcome
-    if isinstance(outcome, InvalidLead):
+    normalized = None if isinstance(prepared, InvalidLead) else prepared
+    if isinstance(prepared, InvalidLead):
         if reason is None and not command.from_platform:
-            raise outcome
+            raise prepared
         reason = reason or "invalid_contact"
-        detail = f"{outcome.field}: {outcome.message}"[:200]
+        detail = f"{prepared.field}: {prepared.message}"[:200]
     if (
         reason is None
         and command.spam_checks
@@ -147,11 +150,11 @@ async def handle_capture_lead(
             writes, command, normalized, touch, dedupe_key, reason, detail, now
         )
     assert normalized is not None
-    return await _accept(uow, writes, command, config, normalized, touch, dedupe_key, now, None)
+    return await _accept(uow, command, config, normalized, touch, dedupe_key, now, None)
 
 
 async def _quarantine(
-    writes: Writes,
+    writes: SubmissionRepository,
     command: CaptureLead,
     normalized: NormalizedLead | None,
     touch: Attribution,
@@ -199,8 +202,7 @@ async def _quarantine(
 
 
 async def _accept(
-    uow: UnitOfWork,
-    writes: Writes,
+    uow: CaptureUnitOfWork,
     command: CaptureLead,
     config: CaptureConfig,
     normalized: NormalizedLead,
@@ -209,6 +211,7 @@ async def _accept(
     now: datetime,
     release: sa.Row[Any] | None,
 ) -> Captured:
+    writes = uow.submissions
     form = config.forms.get(command.form_id) if command.form_id else None
     consent = marketing_consent(form, command.data)
     contact = normalized.contact
@@ -343,39 +346,7 @@ def _merge_contact(known: Contact, new: Contact) -> Contact:
     return Contact(**values)
 
 
-AfterCapture = Callable[[UnitOfWork, Captured], Awaitable[None]]
-
-
-async def capture(
-    command: CaptureLead,
-    uow_factory: Callable[[], UnitOfWork],
-    config: CaptureConfig,
-    *,
-    after: AfterCapture | None = None,
-) -> Captured:
-    """Run `handle_capture_lead` in its own transaction and commit.
-
-    Retries when a concurrent first touch of the same person (or the same dedupe key)
-    won the race: the retry finds the winner's lead. `after` runs in the same
-    transaction (the retrieval worker marks its job done there).
-    """
-    for attempt in range(3):
-        try:
-            async with uow_factory() as uow:
-                result = await handle_capture_lead(command, uow, config)
-                if after is not None:
-                    await after(uow, result)
-                await uow.commit()
-        except IntegrityError:
-            if attempt == 2:
-                raise
-            continue
-        record_outcome(result)
-        return result
-    raise AssertionError("unreachable")
-
-
-def record_outcome(result: Captured) -> None:
+def count_capture(result: Captured) -> None:
     """Count a committed capture."""
     if result.status == "duplicate":
         metrics.leads_deduplicated_total.labels(result.source).inc()
@@ -388,12 +359,15 @@ def record_outcome(result: Captured) -> None:
 
 
 async def handle_release_submission(
-    submission_id: str, uow: UnitOfWork, config: CaptureConfig
+    message: ReleaseSubmission,
+    uow: CaptureUnitOfWork,
+    config: CaptureConfig,
+    clock: Clock = utc_now,
 ) -> Captured:
     """Let a quarantined submission through: the normal capture path, on the same row."""
-    row = await store.get_submission(uow.session, submission_id)
+    row = await store.get_submission(uow.session, message.submission_id)
     if row is None or row.status != "quarantined":
-        raise NotReleasable(submission_id, row.status if row else None)
+        raise NotReleasable(message.submission_id, row.status if row else None)
     raw = row.raw or {}
     command = CaptureLead(
         source=row.source,
@@ -414,101 +388,30 @@ async def handle_release_submission(
         command.form_id,
         {**normalized.attribution, **command.attribution},
     )
-    return await _accept(
-        uow, Writes(uow.session), command, config, normalized, touch, None, datetime.now(UTC), row
+    contact = normalized.contact
+    await uow.submissions.preload(
+        (), [contact.email] if contact.email else [], [contact.phone] if contact.phone else []
     )
+    return await _accept(uow, command, config, normalized, touch, None, clock(), row)
 
 
-async def release(
-    submission_id: str, uow_factory: Callable[[], UnitOfWork], config: CaptureConfig
-) -> Captured:
-    """Release and commit, retrying a lost first-touch race like `capture`."""
-    for attempt in range(3):
-        try:
-            async with uow_factory() as uow:
-                result = await handle_release_submission(submission_id, uow, config)
-                await uow.commit()
-        except IntegrityError:
-            if attempt == 2:
-                raise
-            continue
-        record_outcome(result)
-        return result
-    raise AssertionError("unreachable")
-
-
-async def handle_reject_submission(submission_id: str, uow: UnitOfWork) -> None:
+async def handle_reject_submission(message: RejectSubmission, uow: CaptureUnitOfWork) -> None:
     """Drop a quarantined submission for good: spam keeps no personal data."""
-    row = await store.get_submission(uow.session, submission_id)
+    row = await store.get_submission(uow.session, message.submission_id)
     if row is None or row.status != "quarantined":
-        raise NotReleasable(submission_id, row.status if row else None)
-    await store.delete_submission(uow.session, submission_id)
-    await uow.commit()
+        raise NotReleasable(message.submission_id, row.status if row else None)
+    await store.delete_submission(uow.session, message.submission_id)
 
 
-@dataclass(frozen=True)
-class EraseLead:
-    """Forget a person, found by email, phone or lead id."""
-
-    email: str | None = None
-    phone: str | None = None
-    lead_id: str | None = None
-
-
-async def handle_erase_lead(command: EraseLead, uow: UnitOfWork) -> str | None:
-    """Remove the person's PII here and tell every service; None when nothing matched.
-
-    Held-back (quarantined) submissions of the same address or number are scrubbed too.
-    """
-    session = uow.session
-    lead = (
-        await store.get_lead(session, command.lead_id)
-        if command.lead_id
-        else await store.find_lead(session, command.email, command.phone)
-    )
-    now = datetime.now(UTC)
-    email = command.email or (lead.email if lead else None)
-    phone = command.phone or (lead.phone if lead else None)
-    scrubbed = await store.erase_held_submissions(session, email, phone)
-    if lead is None:
-        if scrubbed:
-            await uow.commit()
-            return ""
-        return None
-    await store.erase_lead(session, lead.lead_id, now)
-    uow.publish(LeadErased(lead_id=lead.lead_id, erased_at=now))
-    await uow.commit()
-    return str(lead.lead_id)
-
-
-@dataclass(frozen=True)
-class CreateApiKey:
-    """Issue an API key for a lead vendor or server-to-server source."""
-
-    name: str
-    source: str
-    cost_per_lead: Decimal | None = None
-    scopes: tuple[str, ...] = ("leads:write",)
-
-
-async def handle_create_api_key(command: CreateApiKey, uow: UnitOfWork) -> str:
-    """Store the key's hash; return the key itself (shown once).
-
-    A cost that is negative, too large or finer than 0.0001 raises ValueError: it is
-    never rounded.
-    """
-    if command.cost_per_lead is not None:
-        parse_cost(str(command.cost_per_lead))
-    key = "lf_" + secrets.token_urlsafe(32)
-    await store.insert_api_key(
-        uow.session,
-        key_id=str(uuid.uuid4()),
-        key_hash=hash_api_key(key),
-        name=command.name,
-        source=command.source,
-        cost_per_lead=command.cost_per_lead,
-        scopes=list(command.scopes),
-        created_at=datetime.now(UTC),
-    )
-    await uow.commit()
-    return key
+async def handle_capture_retrieved_lead(
+    message: CaptureRetrievedLead,
+    uow: CaptureUnitOfWork,
+    config: CaptureConfig,
+    clock: Clock = utc_now,
+) -> Captured:
+    """Capture a lead a platform answered with and close its retrieval job, together."""
+    [result] = await handle_capture_leads(CaptureLeads((message.command,)), uow, config, clock)
+    if isinstance(result, InvalidLead):
+        raise result
+    await store.finish_retrieval(uow.session, message.retrieval_id, result.submission_id, clock())
+    return result

@@ -1,7 +1,9 @@
-"""Capture's intake routes: forms, the lead API and erasure.
+"""Capture's form routes and what every capture route shares (dependencies, body
+reading, tokens, the `Accepted` answer).
 
-Each route parses input into one command, calls one handler and shapes the
-response. Ad-platform webhooks live in webhooks.py, admin routes in admin.py.
+Each route parses input into one message, hands it to the bus (submissions through
+the intake's batches) and shapes the response. The lead API and erasure live in
+lead_api.py, ad-platform webhooks in webhooks.py, admin routes in admin.py.
 """
 
 from __future__ import annotations
@@ -9,26 +11,20 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import orjson
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
 
-from services.capture import openapi, store
+from services.capture import openapi
 from services.capture.captcha import captcha_token, verify_captcha
-from services.capture.domain import InvalidLead, normalize_email, normalize_phone
-from services.capture.handlers import (
-    Captured,
-    CaptureLead,
-    EraseLead,
-    handle_erase_lead,
-    hash_api_key,
-)
+from services.capture.commands import Captured, CaptureLead
+from services.capture.domain import InvalidLead
+from services.capture.messagebus import CaptureBus
 from services.capture.settings import CaptureConfig, FormConfig
 from services.capture.sources.common import nul_path
 from services.capture.spam import IDEMPOTENCY_FIELD, RateLimiter, control_fields, form_spam_reason
@@ -58,17 +54,15 @@ async def get_http_client(request: Request) -> httpx.AsyncClient:
     return request.app.state.http_client  # type: ignore[no-any-return]
 
 
+async def get_bus(request: Request) -> CaptureBus:
+    return request.app.state.bus  # type: ignore[no-any-return]
+
+
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 ConfigDep = Annotated[CaptureConfig, Depends(get_config)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        description=openapi.IDEMPOTENCY_KEY_DESCRIPTION,
-        examples=[openapi.IDEMPOTENCY_KEY_EXAMPLE],
-    ),
-]
+BusDep = Annotated[CaptureBus, Depends(get_bus)]
 
 
 class Accepted(BaseModel):
@@ -79,41 +73,6 @@ class Accepted(BaseModel):
     )
     submission_id: str = Field(examples=[openapi.SUBMISSION_ID])
     status: str = Field(description="accepted, duplicate or quarantined", examples=["accepted"])
-
-
-class LeadIn(BaseModel):
-    """One lead sent by a server or a lead vendor (other keys are kept as custom fields)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    email: str | None = Field(default=None, examples=["ada@example.com"])
-    phone: str | None = Field(default=None, examples=["+14155550123"])
-    first_name: str | None = None
-    last_name: str | None = None
-    company: str | None = None
-    promo_code: str | None = Field(default=None, examples=["SPRING26"])
-    external_id: str | None = Field(
-        default=None, description="Your id of this lead: a retry with the same id is a no-op."
-    )
-    form_id: str | None = Field(default=None, description="A configured form (mapping, consent).")
-    fields: dict[str, Any] | None = Field(default=None, description="Answers, as an object.")
-
-
-_LEAD_SCHEMA = LeadIn.model_json_schema()
-LEADS_BODY = openapi.json_body(
-    openapi.LEADS_EXAMPLES,
-    {
-        "oneOf": [
-            _LEAD_SCHEMA,
-            {
-                "title": "Batch",
-                "type": "object",
-                "required": ["leads"],
-                "properties": {"leads": {"type": "array", "maxItems": 500, "items": _LEAD_SCHEMA}},
-            },
-        ]
-    },
-)
 
 
 def client_ip(request: Request) -> str | None:
@@ -152,7 +111,7 @@ async def _read_form_body(request: Request) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_field", "the body must be a JSON object", field="body")
         # JSON text can only carry a NUL as the escape \u0000: without one, no value has it.
-        return _without_nul(data) if b"\\u0000" in body or b"\x00" in body else data
+        return without_nul(data) if b"\\u0000" in body or b"\x00" in body else data
     if kind in FORM_TYPES:
         form = await request.form(max_files=0, max_fields=200)
         values: dict[str, Any] = {}
@@ -161,7 +120,7 @@ async def _read_form_body(request: Request) -> dict[str, Any]:
                 continue
             # Several checked boxes of one name arrive as repeated keys: keep them all.
             values[key] = f"{values[key]}, {value}" if key in values else value
-        return _without_nul(values)
+        return without_nul(values)
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -249,9 +208,9 @@ async def submit_form(request: Request) -> Response:
     html_post = _is_html_post(request)
     try:
         data = await _read_form_body(request)
-        if not _exact_id(data.get(IDEMPOTENCY_FIELD)):
+        if not is_exact_id(data.get(IDEMPOTENCY_FIELD)):
             raise ApiError(422, "invalid_field", "must be a string", field=IDEMPOTENCY_FIELD)
-        key = idempotency_key or _text(data.get(IDEMPOTENCY_FIELD))
+        key = idempotency_key or text_value(data.get(IDEMPOTENCY_FIELD))
         if key and len(key) > MAX_IDEMPOTENCY_KEY:
             raise ApiError(
                 422,
@@ -273,7 +232,7 @@ async def submit_form(request: Request) -> Response:
             quarantine=reason,
             spam_checks=True,
         )
-        result = await state.intake.capture(command)
+        result = await state.intake.submit(command)
     except InvalidLead as exc:
         metrics.leads_rejected_total.labels("form", exc.code).inc()
         target = _error_redirect(form, request, exc.code, exc.field) if html_post else None
@@ -285,10 +244,10 @@ async def submit_form(request: Request) -> Response:
         raise
     if html_post and form.thank_you_url:
         return RedirectResponse(str(form.thank_you_url), status_code=303, headers=cors)
-    return _accepted(result, cors)
+    return accepted_response(result, cors)
 
 
-def _accepted(result: Captured, headers: dict[str, str] | None = None) -> Response:
+def accepted_response(result: Captured, headers: dict[str, str] | None = None) -> Response:
     """The `Accepted` body, serialized directly (its fields are plain strings)."""
     body = {
         "lead_id": result.lead_id,
@@ -300,7 +259,7 @@ def _accepted(result: Captured, headers: dict[str, str] | None = None) -> Respon
     )
 
 
-def _text(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
@@ -321,35 +280,7 @@ def has_admin_token(request: Request, runtime: ServiceRuntime) -> bool:
     )
 
 
-async def _api_key_source(request: Request, runtime: ServiceRuntime) -> tuple[str, Decimal | None]:
-    key = bearer_token(request) or request.headers.get("x-api-key", "").strip()
-    if not key:
-        raise ApiError(
-            401,
-            "missing_api_key",
-            "send an API key as `Authorization: Bearer <key>`",
-            field="authorization",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    async with runtime.uow() as uow:
-        row = await store.find_api_key(uow.session, hash_api_key(key))
-    if row is None:
-        raise ApiError(
-            403, "invalid_api_key", "the API key is unknown or revoked", field="authorization"
-        )
-    return row.source, row.cost_per_lead
-
-
-async def _json_body(request: Request) -> Any:
-    if content_type(request) != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send application/json", field="content-type")
-    try:
-        return _without_nul(orjson.loads(await request.body()))
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON", field="body") from None
-
-
-def _without_nul(data: Any) -> Any:
+def without_nul(data: Any) -> Any:
     """`data`, unless a NUL character hides in it: no database stores one in text."""
     culprit = nul_path(data)
     if culprit is not None:
@@ -357,164 +288,6 @@ def _without_nul(data: Any) -> Any:
     return data
 
 
-def _exact_id(value: Any) -> bool:
+def is_exact_id(value: Any) -> bool:
     """An id is a string or an exact integer: a JSON number past 2**64 arrives as a float."""
     return not isinstance(value, float)
-
-
-def _rejected(index: int, code: str, field: str, message: str) -> dict[str, Any]:
-    return {
-        "index": index,
-        "status": "rejected",
-        "error": {"code": code, "field": field, "message": message},
-    }
-
-
-@router.post(
-    "/v1/leads",
-    summary="Send one lead or a batch (API key)",
-    tags=["intake"],
-    status_code=202,
-    responses=openapi.LEADS_RESPONSES,
-    openapi_extra=LEADS_BODY,
-)
-async def submit_leads(
-    request: Request,
-    runtime: RuntimeDep,
-    config: ConfigDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    """Server-to-server and lead-vendor intake: one lead, or {"leads": [...]} (≤ 500).
-
-    The key names the source (utm_source unless the lead says otherwise) and the cost
-    per lead. `external_id` makes a retry a no-op; without it, `Idempotency-Key` does
-    (per item index in a batch). Offline and point-of-sale leads carry `promo_code`.
-    """
-    source_name, cost = await _api_key_source(request, runtime)
-    body = await _json_body(request)
-    if isinstance(body, dict) and "leads" in body:
-        items, batch = body["leads"], True
-        if not isinstance(items, list) or not items:
-            raise ApiError(422, "invalid_field", "leads must be a non-empty array", field="leads")
-        if len(items) > 500:
-            raise ApiError(413, "batch_too_large", "at most 500 leads per batch", field="leads")
-    elif isinstance(body, dict):
-        items, batch = [body], False
-    else:
-        raise ApiError(422, "invalid_field", 'send a lead object or {"leads": [...]}', field="body")
-    if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        raise ApiError(422, "invalid_field", "Idempotency-Key is too long", field="Idempotency-Key")
-    results: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        result = await _submit_one(
-            index, item, source_name, cost, idempotency_key, request, runtime, config
-        )
-        if not batch and result["status"] == "rejected":
-            error = result["error"]
-            raise ApiError(422, error["code"], error["message"], field=error["field"])
-        results.append(result)
-    if not batch:
-        only = results[0]
-        return JSONResponse(
-            {k: only[k] for k in ("lead_id", "submission_id", "status")}, status_code=202
-        )
-    return JSONResponse(
-        {"results": results},
-        status_code=207 if any(r["status"] == "rejected" for r in results) else 202,
-    )
-
-
-async def _submit_one(
-    index: int,
-    item: Any,
-    source_name: str,
-    cost: Decimal | None,
-    idempotency_key: str | None,
-    request: Request,
-    runtime: ServiceRuntime,
-    config: CaptureConfig,
-) -> dict[str, Any]:
-    if not isinstance(item, dict):
-        return _rejected(index, "invalid_field", "leads", "each lead must be an object")
-    form_id = _text(item.get("form_id"))
-    if form_id is not None and form_id not in config.forms:
-        return _rejected(index, "unknown_form", "form_id", f"no form {form_id!r} is configured")
-    fields = {k: v for k, v in item.items() if k not in ("external_id", "form_id", "fields")}
-    if isinstance(item.get("fields"), dict):
-        fields.update(item["fields"])
-    if not _exact_id(item.get("external_id")):
-        return _rejected(
-            index, "invalid_field", "external_id", "external_id must be a string or an integer"
-        )
-    external = _text(item.get("external_id"))
-    key = external or (f"{idempotency_key}:{index}" if idempotency_key else None)
-    if key and len(key) > MAX_IDEMPOTENCY_KEY:
-        return _rejected(index, "invalid_field", "external_id", "external_id is too long")
-    command = CaptureLead(
-        source="api",
-        data=fields,
-        form_id=form_id,
-        dedupe_key=f"{source_name}:{key}" if key else None,
-        client_ip=client_ip(request),
-        cost=cost,
-        attribution={"utm_source": source_name} if "utm_source" not in fields else {},
-    )
-    try:
-        result = await request.app.state.intake.capture(command)
-    except InvalidLead as exc:
-        metrics.leads_rejected_total.labels("api", exc.code).inc()
-        return _rejected(index, exc.code, exc.field, exc.message)
-    return {
-        "index": index,
-        "status": result.status,
-        "lead_id": result.lead_id,
-        "submission_id": result.submission_id,
-    }
-
-
-async def require_key_or_admin(request: Request, runtime: RuntimeDep) -> None:
-    """An API key or the admin token, checked before the body is even validated."""
-    if not has_admin_token(request, runtime):
-        await _api_key_source(request, runtime)
-
-
-class ErasureIn(BaseModel):
-    """Who to forget: one of email, phone (E.164 or with country code), lead_id."""
-
-    email: str | None = Field(default=None, examples=["ada@example.com"])
-    phone: str | None = Field(default=None, examples=["+14155550123"])
-    lead_id: str | None = Field(default=None, examples=[openapi.LEAD_ID])
-
-    @field_validator("email", "phone", "lead_id")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-
-@router.post(
-    "/v1/erasure",
-    summary="Forget a person (API key or admin token)",
-    tags=["privacy"],
-    status_code=202,
-    responses=openapi.ERASURE_RESPONSES,
-    openapi_extra=openapi.ERASURE_BODY,
-    dependencies=[Depends(require_key_or_admin)],
-)
-async def erase(body: ErasureIn, runtime: RuntimeDep) -> dict[str, Any]:
-    """Remove a person's PII from capture and tell every service (lead.erased) to do the same."""
-    if not (body.email or body.phone or body.lead_id):
-        raise ApiError(422, "invalid_field", "give an email, a phone or a lead_id", field="email")
-    try:
-        email = normalize_email(body.email) if body.email else None
-        phone = normalize_phone(body.phone, "US")[0] if body.phone else None
-    except InvalidLead as exc:
-        raise ApiError(422, "invalid_field", exc.message, field=exc.field) from None
-    async with runtime.uow() as uow:
-        lead_id = await handle_erase_lead(
-            EraseLead(email=email, phone=phone, lead_id=body.lead_id), uow
-        )
-    if lead_id is None:
-        raise ApiError(404, "unknown_person", "no lead matches", field="email")
-    return {"lead_id": lead_id or None, "status": "erased"}

@@ -125,14 +125,6 @@ async def get_lead(session: AsyncSession, lead_id: str) -> sa.Row[Any] | None:
     return (await session.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
 
 
-async def insert_lead(session: AsyncSession, **values: Any) -> None:
-    await session.execute(sa.insert(leads).values(**values))
-
-
-async def update_lead(session: AsyncSession, lead_id: str, **values: Any) -> None:
-    await session.execute(sa.update(leads).where(leads.c.lead_id == lead_id).values(**values))
-
-
 async def find_submission_by_key(session: AsyncSession, dedupe_key: str) -> sa.Row[Any] | None:
     return (
         await session.execute(sa.select(submissions).where(submissions.c.dedupe_key == dedupe_key))
@@ -145,10 +137,6 @@ async def get_submission(session: AsyncSession, submission_id: str) -> sa.Row[An
             sa.select(submissions).where(submissions.c.submission_id == submission_id)
         )
     ).first()
-
-
-async def insert_submission(session: AsyncSession, **values: Any) -> None:
-    await session.execute(sa.insert(submissions).values(**values))
 
 
 async def release_submission(session: AsyncSession, submission_id: str, **values: Any) -> bool:
@@ -196,10 +184,6 @@ async def delete_submission(session: AsyncSession, submission_id: str) -> None:
     await session.execute(
         sa.delete(submissions).where(submissions.c.submission_id == submission_id)
     )
-
-
-async def insert_consent(session: AsyncSession, **values: Any) -> None:
-    await session.execute(sa.insert(consents).values(**values))
 
 
 async def list_consents(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:

@@ -12,19 +12,14 @@ import dataclasses
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from services.capture import openapi
-from services.capture.http import ConfigDep, RuntimeDep, content_type
-from services.capture.intake import Intake
-from services.capture.platforms import (
-    RetrievalWorker,
-    command_from_inbound,
-    handle_lead_deleted,
-    handle_lead_notifications,
-    notification_record,
-)
+from services.capture.commands import Captured, CaptureLead, ForgetPlatformLead, QueueRetrievals
+from services.capture.http import BusDep, ConfigDep, content_type
+from services.capture.messagebus import CaptureBus
+from services.capture.platforms import command_from_inbound, notification_record
 from services.capture.settings import CaptureConfig
 from services.capture.sources import InboundLead, SourceError
 from services.capture.sources import google as google_source
@@ -33,17 +28,10 @@ from services.capture.sources import meta as meta_source
 from services.capture.sources import signed as signed_source
 from services.capture.sources import tiktok as tiktok_source
 from shared import metrics
+from shared.db.batching import Batcher
 from shared.http import ApiError
-from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["webhooks"])
-
-
-async def get_worker(request: Request) -> RetrievalWorker:
-    return request.app.state.retrieval  # type: ignore[no-any-return]
-
-
-WorkerDep = Annotated[RetrievalWorker, Depends(get_worker)]
 
 
 def _refuse(source: str, exc: SourceError) -> ApiError:
@@ -92,9 +80,8 @@ async def meta_handshake(request: Request, config: ConfigDep) -> Response:
 )
 async def meta_webhook(
     request: Request,
-    runtime: RuntimeDep,
+    bus: BusDep,
     config: ConfigDep,
-    worker: WorkerDep,
     x_hub_signature_256: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     """Verify X-Hub-Signature-256 over the raw body, queue each lead for retrieval, answer 200.
@@ -109,19 +96,15 @@ async def meta_webhook(
     except SourceError as exc:
         raise _refuse("meta", exc) from None
     records = {n.leadgen_id: notification_record(n) for n in notifications}
-    new = await _enqueue(runtime, worker, "meta", records)
+    new = await _enqueue(bus, "meta", records)
     return {"received": len(records), "new": new}
 
 
-async def _enqueue(
-    runtime: ServiceRuntime, worker: RetrievalWorker, platform: str, records: dict[str, Any]
-) -> int:
+async def _enqueue(bus: CaptureBus, platform: str, records: dict[str, Any]) -> int:
+    """Queue a retrieval job per new lead id (the worker is woken once they are stored)."""
     if not records:
         return 0
-    async with runtime.uow() as uow:
-        new = await handle_lead_notifications(platform, records, uow)
-        await uow.commit()
-    worker.wake()
+    new: int = await bus.handle(QueueRetrievals(platform, records))
     return new
 
 
@@ -136,7 +119,7 @@ async def _enqueue(
     },
     openapi_extra=openapi.GOOGLE_BODY,
 )
-async def google_webhook(request: Request, runtime: RuntimeDep, config: ConfigDep) -> Response:
+async def google_webhook(request: Request, config: ConfigDep) -> Response:
     """Check `google_key` against the form's key (constant time) and store the lead.
 
     Test leads ("Send test data") are stored flagged `is_test` and never routed; a
@@ -152,7 +135,7 @@ async def google_webhook(request: Request, runtime: RuntimeDep, config: ConfigDe
 
 
 async def _capture_leads(
-    intake: Intake,
+    intake: Batcher[CaptureLead, Captured],
     config: CaptureConfig,
     leads: list[InboundLead],
     vendor: str | None = None,
@@ -170,7 +153,7 @@ async def _capture_leads(
         command = command_from_inbound(lead, config, vendor=vendor)
         if command.dedupe_key is None and replay:
             command = dataclasses.replace(command, dedupe_key=f"{vendor}:replay:{replay}:{index}")
-        result = await intake.capture(command)
+        result = await intake.submit(command)
         return {
             "external_id": lead.external_id,
             "status": result.status,
@@ -212,9 +195,8 @@ async def linkedin_validation(request: Request, config: ConfigDep) -> dict[str, 
 )
 async def linkedin_webhook(
     request: Request,
-    runtime: RuntimeDep,
+    bus: BusDep,
     config: ConfigDep,
-    worker: WorkerDep,
     x_li_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     """Verify X-LI-Signature, queue created leads for retrieval, scrub deleted ones."""
@@ -229,11 +211,8 @@ async def linkedin_webhook(
     created = {n.response_id: notification_record(n) for n in notifications if not n.is_deletion}
     deleted = [n.response_id for n in notifications if n.is_deletion]
     if deleted:
-        async with runtime.uow() as uow:
-            for response_id in deleted:
-                await handle_lead_deleted("linkedin", response_id, uow)
-            await uow.commit()
-    new = await _enqueue(runtime, worker, "linkedin", created)
+        await bus.handle_all([ForgetPlatformLead("linkedin", id_) for id_ in deleted])
+    new = await _enqueue(bus, "linkedin", created)
     return {"received": len(notifications), "new": new, "deleted": len(deleted)}
 
 
@@ -245,7 +224,6 @@ async def linkedin_webhook(
 )
 async def tiktok_webhook(
     request: Request,
-    runtime: RuntimeDep,
     config: ConfigDep,
     tiktok_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
@@ -281,7 +259,6 @@ async def tiktok_webhook(
 async def signed_webhook(
     source: str,
     request: Request,
-    runtime: RuntimeDep,
     config: ConfigDep,
     leadflow_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:

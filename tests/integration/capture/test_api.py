@@ -8,7 +8,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from services.capture.handlers import CreateApiKey, handle_create_api_key
+from services.capture import messagebus
+from services.capture.commands import CreateApiKey
 from tests.conftest import PG_AVAILABLE, PG_URL
 from tests.integration.capture.support import (
     ADMIN,
@@ -24,11 +25,9 @@ from tests.integration.capture.support import (
 async def _api_key(
     runtime, source: str = "partner-a", cost: str | None = "12.50"
 ) -> dict[str, str]:
-    async with runtime.uow() as uow:
-        key = await handle_create_api_key(
-            CreateApiKey(name="test", source=source, cost_per_lead=Decimal(cost) if cost else None),
-            uow,
-        )
+    key = await messagebus.bus(runtime.db).handle(
+        CreateApiKey(name="test", source=source, cost_per_lead=Decimal(cost) if cost else None)
+    )
     return {"Authorization": f"Bearer {key}"}
 
 

@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from services.capture import intake as intake_module
 from services.capture import store
-from services.capture.handlers import CaptureLead, CreateApiKey, handle_create_api_key
-from services.capture.intake import Intake
+from services.capture.commands import CaptureLead, CreateApiKey
+from services.capture.messagebus import CaptureBus
+from shared.db.batching import Batcher
 from tests.integration.capture.support import write_config
 
 
@@ -38,10 +38,9 @@ async def test_email_wins_over_a_phone_another_lead_holds(
     )
     email, other_email, switchboard = _email("desk"), _email("reception"), _phone()
     async with running_service("capture", settings) as capture:
-        async with capture.runtime.uow() as uow:
-            key = await handle_create_api_key(
-                CreateApiKey(name="test", source="partner-a", cost_per_lead=Decimal("1")), uow
-            )
+        key = await capture.app.state.bus.handle(
+            CreateApiKey(name="test", source="partner-a", cost_per_lead=Decimal("1"))
+        )
         headers = {"Authorization": f"Bearer {key}"}
 
         async def post(**lead: str):
@@ -75,42 +74,42 @@ async def test_email_wins_inside_one_group_of_concurrent_submissions(
     backend, broker, settings_factory, running_service, tmp_path, monkeypatch
 ):
     one_at_a_time: list[CaptureLead] = []
-    capture_one = intake_module.capture
+    capture_one = CaptureBus.capture
 
-    async def recording(command, *args, **kwargs):
+    async def recording(self, command):
         one_at_a_time.append(command)
-        return await capture_one(command, *args, **kwargs)
+        return await capture_one(self, command)
 
-    monkeypatch.setattr(intake_module, "capture", recording)
+    monkeypatch.setattr(CaptureBus, "capture", recording)
     group_sizes: list[int] = []
-    write_group = Intake._write_group
+    write_group = CaptureBus.capture_batch
 
     async def recording_group(self, group):
         group_sizes.append(len(group))
         return await write_group(self, group)
 
-    monkeypatch.setattr(Intake, "_write_group", recording_group)
+    monkeypatch.setattr(CaptureBus, "capture_batch", recording_group)
     settings = settings_factory(
         backend, kafka_bootstrap=broker.bootstrap, config=write_config(tmp_path)
     )
     known_email, known_phone = _email("known"), _phone()
     new_email, new_phone = _email("new"), _phone()
     async with running_service("capture", settings) as capture:
-        intake: Intake = capture.app.state.intake
+        intake: Batcher = capture.app.state.intake
 
         def lead(**data: str) -> CaptureLead:
             return CaptureLead(source="api", data=data)
 
         # Two people already known: one by email only, one by phone.
-        await intake.capture(lead(email=known_email))
-        await intake.capture(lead(phone=known_phone))
+        await intake.submit(lead(email=known_email))
+        await intake.submit(lead(phone=known_phone))
         one_at_a_time.clear()
         # One group: two new people, then each email with the other person's phone.
         results = await asyncio.gather(
-            intake.capture(lead(email=new_email)),
-            intake.capture(lead(phone=new_phone)),
-            intake.capture(lead(email=new_email, phone=new_phone)),
-            intake.capture(lead(email=known_email, phone=known_phone)),
+            intake.submit(lead(email=new_email)),
+            intake.submit(lead(phone=new_phone)),
+            intake.submit(lead(email=new_email, phone=new_phone)),
+            intake.submit(lead(email=known_email, phone=known_phone)),
         )
         assert 4 in group_sizes
         assert one_at_a_time == []  # the group was written as a group, not retried one by one

@@ -8,8 +8,8 @@ import uuid
 import sqlalchemy as sa
 
 from services.capture import store
-from services.capture.handlers import CaptureLead, capture
-from services.capture.intake import Intake
+from services.capture.commands import CaptureLead
+from services.capture.messagebus import CaptureBus
 from shared.events import LeadCaptured, decode
 from tests.conftest import consume_all
 
@@ -18,13 +18,13 @@ async def test_a_concurrent_group_keeps_one_lead_per_person_and_each_answer_its_
     backend, broker, settings_factory, running_service, monkeypatch
 ):
     group_sizes: list[int] = []
-    write_group = Intake._write_group
+    write_group = CaptureBus.capture_batch
 
     async def recording(self, group):
         group_sizes.append(len(group))
         return await write_group(self, group)
 
-    monkeypatch.setattr(Intake, "_write_group", recording)
+    monkeypatch.setattr(CaptureBus, "capture_batch", recording)
     settings = settings_factory(backend, kafka_bootstrap=broker.bootstrap)
     tag = uuid.uuid4().hex[:6]
     emails = [f"group-{tag}-{i}@example.com" for i in range(40)]
@@ -96,11 +96,11 @@ async def test_rows_written_by_a_group_read_back_as_rows_written_one_at_a_time(
         one_email, group_email = f"one-{tag}@example.com", f"group-{tag}@example.com"
         # The one-at-a-time path (the group's fallback), then a group: an accepted
         # submission, a quarantined one and a second touch of the first person.
-        await capture(command(one_email), state.runtime.uow, state.config)
+        await state.bus.capture(command(one_email))
         results = await asyncio.gather(
-            state.intake.capture(command(group_email)),
-            state.intake.capture(command(f"held-{tag}@example.com", quarantine="honeypot")),
-            state.intake.capture(
+            state.intake.submit(command(group_email)),
+            state.intake.submit(command(f"held-{tag}@example.com", quarantine="honeypot")),
+            state.intake.submit(
                 CaptureLead(source="form", data={"work_email": one_email}, form_id="demo-request")
             ),
         )

@@ -1,4 +1,10 @@
-"""How the capture handler reads and writes: one row at a time, or buffered for a group."""
+"""Capture's unit of work and its submission repository: preloaded reads, writes at commit.
+
+A batch of submissions (one or many, the same road) reads what it may look up with one
+query per table (`preload`), decides each submission in memory in arrival order, and
+writes leads, submissions and consents with one multi-row statement per table just
+before the unit of work commits.
+"""
 
 from __future__ import annotations
 
@@ -14,41 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.capture import store
 from shared.db.bulk import BulkStatement, Values
+from shared.db.uow import UnitOfWork
 
 # Rows are plain namespaces here: the handler reads them by attribute, like sa.Row.
 Row = Any
 
 
-class Writes:
-    """The capture handler's reads and writes, straight to the session."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def submission_by_key(self, dedupe_key: str) -> Row | None:
-        return await store.find_submission_by_key(self.session, dedupe_key)
-
-    async def lead_of(self, email: str | None, phone: str | None) -> Row | None:
-        return await store.find_lead(self.session, email, phone)
-
-    async def insert_lead(self, **values: Any) -> None:
-        await store.insert_lead(self.session, **values)
-
-    async def update_lead(self, lead_id: str, **values: Any) -> None:
-        await store.update_lead(self.session, lead_id, **values)
-
-    async def insert_submission(self, **values: Any) -> None:
-        await store.insert_submission(self.session, **values)
-
-    async def insert_consent(self, **values: Any) -> None:
-        await store.insert_consent(self.session, **values)
-
-
-class GroupWrites(Writes):
-    """Reads answered from what the group preloaded; writes buffered until `flush`."""
+class SubmissionRepository:
+    """Leads, submissions and consents of one transaction: reads answered from what was
+    preloaded, writes buffered until `flush` (run by the unit of work before it commits)."""
 
     def __init__(self, session: AsyncSession, dialect: str) -> None:
-        super().__init__(session)
+        self.session = session
         self.dialect = dialect
         self._values = Values(dialect)
         self._by_key: dict[str, Row] = {}
@@ -63,7 +46,7 @@ class GroupWrites(Writes):
     async def preload(
         self, keys: Iterable[str], emails: Iterable[str], phones: Iterable[str]
     ) -> None:
-        """One query per table for everything the group may look up."""
+        """One query per table for everything the batch may look up."""
         for row in await store.find_submissions_by_keys(self.session, set(keys)):
             self._by_key[row.dedupe_key] = row
         for row in await store.find_leads(self.session, set(emails), set(phones)):
@@ -109,7 +92,7 @@ class GroupWrites(Writes):
         self._consents.append(values)
 
     async def flush(self) -> None:
-        """Write the group: one multi-row statement per table, built once per column set.
+        """Write the batch: one multi-row statement per table, built once per column set.
 
         The rows are turned into what the driver stores (`Values`: the column types'
         own conversions), so no statement is compiled and no value goes through
@@ -197,3 +180,16 @@ def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         columns = tuple(sorted(row))
         groups.setdefault(columns, []).append({name: row[name] for name in columns})
     return list(groups.values())
+
+
+class CaptureUnitOfWork(UnitOfWork):
+    """Capture's unit of work: `submissions` is this transaction's `SubmissionRepository`,
+    flushed just before the commit."""
+
+    submissions: SubmissionRepository
+
+    async def __aenter__(self) -> CaptureUnitOfWork:
+        await super().__aenter__()
+        self.submissions = SubmissionRepository(self.session, self.dialect)
+        self.before_commit(self.submissions.flush)
+        return self

@@ -1,0 +1,127 @@
+"""Capture's message bus: message type → handler, and the one write path for submissions.
+
+Every door hands its message here. Submissions take one road: `capture_batch` runs a
+batch of them (the intake's group of concurrent posts) in one unit of work with one
+commit; `capture` is a batch of one (a webhook's lead, the group's fallback). A lost
+race with a concurrent first touch of the same person (the database's uniqueness
+refuses the second insert) is retried: the retry finds the winner's lead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from services.capture import accounts, handlers, platforms, store
+from services.capture.commands import (
+    Captured,
+    CaptureLead,
+    CaptureLeads,
+    CaptureRetrievedLead,
+    ClaimRetrieval,
+    CreateApiKey,
+    DueRetrievals,
+    EraseLead,
+    ForgetPlatformLead,
+    QueueRetrievals,
+    RejectSubmission,
+    ReleaseSubmission,
+    RetrievalBacklog,
+    RetryRetrieval,
+    SkipRetrievedLead,
+)
+from services.capture.domain import InvalidLead
+from services.capture.repository import CaptureUnitOfWork
+from services.capture.settings import CaptureConfig
+from shared.clock import Clock, utc_now
+from shared.db import Database
+from shared.db.batching import Batcher
+from shared.messagebus import Handler, MessageBus
+
+RACE_ATTEMPTS = 3
+
+
+class CaptureBus(MessageBus):
+    """The bus, retrying a lost first-touch race and counting what it captured."""
+
+    async def handle(self, message: Any) -> Any:
+        """One unit of work, one commit; retried when a concurrent insert won the race."""
+        for attempt in range(RACE_ATTEMPTS):
+            try:
+                result = await super().handle(message)
+            except IntegrityError:
+                if attempt == RACE_ATTEMPTS - 1:
+                    raise
+                continue
+            if isinstance(result, Captured):
+                handlers.count_capture(result)
+            return result
+        raise AssertionError("unreachable")
+
+    async def capture_batch(self, commands: Sequence[CaptureLead]) -> list[Captured | InvalidLead]:
+        """Submissions in one unit of work and one commit; a refused one gets its
+        InvalidLead in its place. A failure fails the whole batch (see `Batcher`)."""
+        results: list[Captured | InvalidLead] = await super().handle(CaptureLeads(tuple(commands)))
+        for result in results:
+            if isinstance(result, Captured):
+                handlers.count_capture(result)
+        return results
+
+    async def capture(self, command: CaptureLead) -> Captured:
+        """One submission: a batch of one (InvalidLead is raised)."""
+        [result] = await self.handle(CaptureLeads((command,)))
+        if isinstance(result, InvalidLead):
+            raise result
+        handlers.count_capture(result)
+        return result  # type: ignore[no-any-return]
+
+
+def handler_table(
+    config: CaptureConfig, wake_retrieval: Callable[[], None], clock: Clock
+) -> dict[type, Handler]:
+    """Message type → handler, their dependencies bound."""
+
+    def bind(handler: Callable[..., Any], **deps: Any) -> Handler:
+        return functools.partial(handler, **deps)
+
+    return {
+        CaptureLeads: bind(handlers.handle_capture_leads, config=config, clock=clock),
+        ReleaseSubmission: bind(handlers.handle_release_submission, config=config, clock=clock),
+        RejectSubmission: bind(handlers.handle_reject_submission),
+        CaptureRetrievedLead: bind(
+            handlers.handle_capture_retrieved_lead, config=config, clock=clock
+        ),
+        EraseLead: bind(accounts.handle_erase_lead, clock=clock),
+        CreateApiKey: bind(accounts.handle_create_api_key, clock=clock),
+        QueueRetrievals: bind(platforms.handle_queue_retrievals, wake=wake_retrieval, clock=clock),
+        ForgetPlatformLead: bind(platforms.handle_forget_platform_lead, clock=clock),
+        ClaimRetrieval: bind(platforms.handle_claim_retrieval, clock=clock),
+        SkipRetrievedLead: bind(platforms.handle_skip_retrieved_lead, clock=clock),
+        RetryRetrieval: bind(platforms.handle_retry_retrieval, clock=clock),
+        DueRetrievals: bind(platforms.handle_due_retrievals, clock=clock),
+        RetrievalBacklog: bind(platforms.handle_retrieval_backlog),
+    }
+
+
+def bus(
+    db: Database,
+    config: CaptureConfig | None = None,
+    *,
+    source: str = "leadflow/capture",
+    wake_retrieval: Callable[[], None] = lambda: None,
+    clock: Clock = utc_now,
+) -> CaptureBus:
+    """Capture's bus on `db`; events it publishes carry `source`."""
+
+    def uow() -> CaptureUnitOfWork:
+        return CaptureUnitOfWork(db, store.outbox, store.inbox, source)
+
+    return CaptureBus(uow, handler_table(config or CaptureConfig(), wake_retrieval, clock))
+
+
+def intake(capture_bus: CaptureBus) -> Batcher[CaptureLead, Captured]:
+    """The intake of concurrent submissions: gathered into batches on the bus."""
+    return Batcher(capture_bus.capture_batch, capture_bus.capture, name="capture-intake")
