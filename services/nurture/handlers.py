@@ -9,6 +9,7 @@ and the events it announces (through the outbox) commit together.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from services.nurture import domain, store
@@ -23,6 +24,7 @@ from services.nurture.enrollment import (
     wake_after_commit,
 )
 from services.nurture.lead_cache import leads_of
+from services.nurture.lead_repository import LeadRepository
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import (
@@ -99,12 +101,17 @@ async def handle_lead_scored(
 # Kafka: leads.engagement, leads.outcomes, leads.erasure ---------------------------------
 
 
+async def _known_lead(
+    uow: UnitOfWork, lead_id: str, clock: Clock
+) -> tuple[LeadRepository, Any, datetime]:
+    """The repository, the lead (a bare one when nurture has not seen it) and the time."""
+    now = clock()
+    repo = leads_of(uow)
+    return repo, await repo.ensure_lead(lead_id, now), now
+
+
 async def handle_lead_engaged(
-    envelope: Envelope[LeadEngaged],
-    uow: UnitOfWork,
-    *,
-    config: NurtureConfig,
-    clock: Clock = utc_now,
+    envelope: Envelope[LeadEngaged], uow: UnitOfWork, *, config: NurtureConfig, clock: Clock
 ) -> None:
     """A reply ends the sequences that exit on replies; opens and clicks are ours already."""
     if envelope.data.kind == "reply":
@@ -112,17 +119,11 @@ async def handle_lead_engaged(
 
 
 async def handle_lead_unsubscribed(
-    envelope: Envelope[LeadUnsubscribed],
-    uow: UnitOfWork,
-    *,
-    config: NurtureConfig,
-    clock: Clock = utc_now,
+    envelope: Envelope[LeadUnsubscribed], uow: UnitOfWork, *, config: NurtureConfig, clock: Clock
 ) -> None:
     """No more email, from any sequence, ever (our own unsubscribes come back here too)."""
     data = envelope.data
-    now = clock()
-    repo = leads_of(uow)
-    lead = await repo.ensure_lead(data.lead_id, now)
+    repo, lead, now = await _known_lead(uow, data.lead_id, clock)
     if data.method == "bounce":
         if lead.bounced_at is None:
             await repo.update_lead(data.lead_id, bounced_at=now, updated_at=now)
@@ -137,43 +138,27 @@ async def handle_lead_unsubscribed(
 
 
 async def handle_lead_converted(
-    envelope: Envelope[LeadConverted],
-    uow: UnitOfWork,
-    *,
-    config: NurtureConfig,
-    clock: Clock = utc_now,
+    envelope: Envelope[LeadConverted], uow: UnitOfWork, *, config: NurtureConfig, clock: Clock
 ) -> None:
     """A customer now: sequences that exit on conversion end."""
-    now = clock()
-    repo = leads_of(uow)
-    lead = await repo.ensure_lead(envelope.data.lead_id, now)
+    repo, lead, now = await _known_lead(uow, envelope.data.lead_id, clock)
     if lead.converted_at is None:
         await repo.update_lead(lead.lead_id, converted_at=now, updated_at=now)
     await exit_lead(uow, config, lead.lead_id, "converted", now)
 
 
 async def handle_lead_disqualified(
-    envelope: Envelope[LeadDisqualified],
-    uow: UnitOfWork,
-    *,
-    config: NurtureConfig,
-    clock: Clock = utc_now,
+    envelope: Envelope[LeadDisqualified], uow: UnitOfWork, *, config: NurtureConfig, clock: Clock
 ) -> None:
     """The CRM says the lead will not buy: sequences that exit on disqualification end."""
     await exit_lead(uow, config, envelope.data.lead_id, "disqualified", clock())
 
 
 async def handle_lead_erased(
-    envelope: Envelope[LeadErased],
-    uow: UnitOfWork,
-    *,
-    config: NurtureConfig,
-    clock: Clock = utc_now,
+    envelope: Envelope[LeadErased], uow: UnitOfWork, *, config: NurtureConfig, clock: Clock
 ) -> None:
     """Forget the person: PII gone, nothing more sent; the suppression hash stays."""
-    now = clock()
-    repo = leads_of(uow)
-    lead = await repo.ensure_lead(envelope.data.lead_id, now)
+    repo, lead, now = await _known_lead(uow, envelope.data.lead_id, clock)
     if lead.erased_at is not None:
         return
     await exit_lead(uow, config, lead.lead_id, "erased", now)

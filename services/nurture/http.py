@@ -127,7 +127,7 @@ async def track_click(token: str, bus: BusDep, settings: SettingsDep) -> Respons
     response_class=HTMLResponse,
     responses={403: {"description": "Bad token (a page)", "content": {"text/html": {}}}},
 )
-async def unsubscribepage(
+async def unsubscribe_page(
     token: str, request: Request, bus: BusDep, settings: SettingsDep
 ) -> Response:
     """Asks to confirm with a button: link scanners fetch GETs, so a GET changes nothing."""
@@ -138,11 +138,7 @@ async def unsubscribepage(
     lead = await bus.query(GetLead(payload["d"]))
     if lead is not None and lead.unsubscribed_at is not None:
         return page("You are unsubscribed", "You will not get any more emails from us.")
-    return page(
-        "Unsubscribe?",
-        "You will not get any more of these emails.",
-        form="Unsubscribe",
-    )
+    return page("Unsubscribe?", "You will not get any more of these emails.", form="Unsubscribe")
 
 
 @router.post(
@@ -154,13 +150,7 @@ async def unsubscribepage(
         403: either("Bad token", "application/json"),
     },
 )
-async def unsubscribe(
-    token: str,
-    request: Request,
-    bus: BusDep,
-    config: ConfigDep,
-    settings: SettingsDep,
-) -> Response:
+async def unsubscribe(token: str, request: Request, bus: BusDep, settings: SettingsDep) -> Response:
     """Mail clients POST `List-Unsubscribe=One-Click`; the page posts its button. Idempotent."""
     try:
         payload = _payload(settings, tokens.UNSUBSCRIBE, token, ("d",))
@@ -187,7 +177,7 @@ async def unsubscribe(
         410: {"description": "Expired link (a page)", "content": {"text/html": {}}},
     },
 )
-async def confirmpage(token: str, config: ConfigDep, settings: SettingsDep) -> Response:
+async def confirm_page(token: str, config: ConfigDep, settings: SettingsDep) -> Response:
     """Asks to confirm with a button: link scanners fetch GETs, so a GET changes nothing."""
     try:
         _confirm_payload(settings, config, token)
