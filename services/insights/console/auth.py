@@ -30,6 +30,8 @@ import orjson
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.clock import Clock, utc_now
+
 COOKIE = "leadflow_console"
 LOGIN_COOKIE = "leadflow_console_login"  # the login form's CSRF token, before a session
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -208,14 +210,16 @@ class Session:
     expires: int
 
     @classmethod
-    def anonymous(cls, hours: float) -> Session:
-        return cls(None, secrets.token_urlsafe(24), int(time.time() + hours * 3600))
+    def anonymous(cls, hours: float, clock: Clock = utc_now) -> Session:
+        expires = int(clock().timestamp() + hours * 3600)
+        return cls(None, secrets.token_urlsafe(24), expires)
 
 
 class SessionCodec:
     """Signs and verifies session cookies."""
 
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, clock: Clock = utc_now) -> None:
+        self._clock = clock
         self._key = hmac.new(secret_key.encode(), b"leadflow-console-session", "sha256").digest()
 
     def _sign(self, payload: str) -> str:
@@ -239,7 +243,7 @@ class SessionCodec:
             return None
         if session.user is not None and not isinstance(session.user, str):
             return None
-        return session if session.expires > time.time() else None
+        return session if session.expires > self._clock().timestamp() else None
 
 
 def main() -> None:
