@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from leadflow import registry
 from shared.config import ConfigError, load_config
@@ -25,13 +24,9 @@ app = typer.Typer(
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 config_app = typer.Typer(help="The YAML config file.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations (for developers of leadflow).", no_args_is_help=True)
-keys_app = typer.Typer(
-    help="API keys for lead vendors and server-to-server intake.", no_args_is_help=True
-)
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
-app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -164,50 +159,6 @@ def config_check(
     console.print(f"[green]ok[/green] {target}")
 
 
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option(help="Who the key is for.")],
-    source: Annotated[
-        str,
-        typer.Option(
-            help="The lead source it reports as (channel rules can match utm_source=<source>)."
-        ),
-    ],
-    cost: Annotated[
-        str | None, typer.Option(help="Cost per lead, e.g. 12.50 (up to 4 decimals).")
-    ] = None,
-) -> None:
-    """Issue an API key for `POST /v1/leads` and `/v1/erasure`; it is shown once."""
-    from services.capture import store as capture_store
-    from services.capture.domain import parse_cost
-    from services.capture.handlers import CreateApiKey, handle_create_api_key
-    from shared.db.engine import Database
-    from shared.db.uow import UnitOfWork
-
-    try:
-        cost_per_lead = parse_cost(cost) if cost is not None else None
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--cost'") from None
-
-    async def create() -> str:
-        settings = _settings()
-        db = Database(
-            settings.database_url_for("capture"),
-            service="capture",
-            schema=settings.schema_for("capture"),
-        )
-        try:
-            async with UnitOfWork(db, capture_store.outbox, capture_store.inbox, "cli") as uow:
-                return await handle_create_api_key(
-                    CreateApiKey(name=name, source=source, cost_per_lead=cost_per_lead),
-                    uow,
-                )
-        finally:
-            await db.dispose()
-
-    console.print(asyncio.run(create()), markup=False, highlight=False, soft_wrap=True)
-
-
 @db_app.command("revision")
 def db_revision(service: str, message: Annotated[str, typer.Option("-m", "--message")]) -> None:
     """Autogenerate a migration for SERVICE from its tables."""
@@ -235,25 +186,12 @@ def db_revision(service: str, message: Annotated[str, typer.Option("-m", "--mess
         os.unlink(target / "script.py.mako")
 
 
-def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-
-
 def _mount_service_commands() -> None:
+    """Each service's admin commands, from its own `services/<name>/cli.py`."""
     import importlib
 
     for name in SERVICES:
-        try:
-            module = importlib.import_module(f"services.{name}.cli")
-        except ModuleNotFoundError as exc:
-            if exc.name not in (f"services.{name}", f"services.{name}.cli"):
-                raise
-            continue
+        module = importlib.import_module(f"services.{name}.cli")
         # A service may name its command group (insights → `leadflow report`).
         app.add_typer(module.app, name=getattr(module, "COMMAND_NAME", name))
 
