@@ -55,34 +55,6 @@ class RecordOutcome:
 
 
 @dataclass(frozen=True)
-class ReportOutcome:
-    """An outcome posted by an admin: the lead by id or by email; the id defaults per kind."""
-
-    outcome: OutcomeKind
-    lead_id: str | None = None
-    email: str | None = None
-    outcome_id: str | None = None
-    occurred_at: datetime | None = None
-    value: Decimal = Decimal("0")
-    currency: str = "USD"
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class RecordDealOutcome:
-    """A CRM deal reached a won or lost stage; its lead is found by the deal's contacts."""
-
-    destination: str
-    contact_ids: tuple[str, ...]
-    outcome: OutcomeKind
-    outcome_id: str
-    occurred_at: datetime
-    value: Decimal
-    currency: str
-    reason: str | None
-
-
-@dataclass(frozen=True)
 class ClaimDueDeliveries:
     """A delivery round's first step: take the due deliveries that may go out now."""
 
@@ -125,6 +97,21 @@ class ListDeliveries:
 
 
 @dataclass(frozen=True)
+class FindLeadByEmail:
+    """The routed lead with this email (its id), for outcomes that name a person."""
+
+    email: str
+
+
+@dataclass(frozen=True)
+class FindLeadByCrmContacts:
+    """The lead whose delivery to `destination` created one of these CRM contacts."""
+
+    destination: str
+    contact_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NextDueAt:
     """When the earliest pending delivery is due (None: nothing pending)."""
 
@@ -132,12 +119,3 @@ class NextDueAt:
 @dataclass(frozen=True)
 class QueueDepth:
     """Pending deliveries per destination."""
-
-
-@dataclass(frozen=True)
-class RecordedOutcome:
-    """What recording an outcome did: the lead, the idempotency key, and whether it was new."""
-
-    lead_id: str
-    outcome_id: str
-    fresh: bool

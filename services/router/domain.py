@@ -3,6 +3,9 @@
 No I/O here. The store hands in the stored strategy state (round-robin cursor,
 weighted-round-robin credits) and each rep's count of leads today; the functions
 return the decision with every reason and the new state to store.
+
+The module is over 300 lines because rule matching, rep availability and the three
+strategies are one decision, read together: `decide` walks them in order.
 """
 
 from __future__ import annotations

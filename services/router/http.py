@@ -61,6 +61,15 @@ async def lead_assignments(lead_id: str, bus: BusDep) -> dict[str, Any]:
     return {"lead_id": lead_id, "assignments": [assignment_view(*pair) for pair in found]}
 
 
+# What an acknowledgement can answer besides 200 (the POST in JSON, the link in HTML).
+ACK_ERRORS = (
+    (401, "No token"),
+    (403, "Bad token"),
+    (404, "Unknown assignment"),
+    (409, "Reassigned or closed"),
+)
+
+
 class AckIn(BaseModel):
     """The acknowledgement link's token (or an admin bearer token instead)."""
 
@@ -91,12 +100,7 @@ async def _acknowledge(
     "/v1/assignments/{assignment_id}/ack",
     summary="The rep took the lead",
     tags=["assignments"],
-    responses={
-        401: {"description": "No token"},
-        403: {"description": "Bad token"},
-        404: {"description": "Unknown assignment"},
-        409: {"description": "Reassigned or closed"},
-    },
+    responses={status: {"description": description} for status, description in ACK_ERRORS},
 )
 async def acknowledge(
     assignment_id: str,
@@ -123,12 +127,7 @@ async def acknowledge(
     response_class=HTMLResponse,
     responses={
         status: {"description": description, "content": {"text/html": {}}}
-        for status, description in (
-            (401, "No token"),
-            (403, "Bad token"),
-            (404, "Unknown assignment"),
-            (409, "Reassigned or closed"),
-        )
+        for status, description in ACK_ERRORS
     },
 )
 async def acknowledge_link(

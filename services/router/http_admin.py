@@ -11,16 +11,16 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from services.router import store
-from services.router.closed_loop import UnknownLead
 from services.router.commands import (
+    FindLeadByEmail,
     ListDeliveries,
-    RecordedOutcome,
+    RecordOutcome,
     RedriveDelivery,
-    ReportOutcome,
 )
 from services.router.handlers import AckError
 from services.router.http import BusDep
 from services.router.views import delivery_view
+from shared.clock import utc_now
 from shared.events.topics import TOPICS, dlq_topic
 from shared.http import ADMIN_ERRORS, AdminDep, ApiError, SettingsDep
 from shared.kafka.dlq import read_dead_letters
@@ -76,27 +76,26 @@ class OutcomeIn(BaseModel):
 )
 async def post_outcome(body: OutcomeIn, bus: BusDep, _: AdminDep) -> dict[str, Any]:
     """Publishes lead.converted or lead.disqualified on leads.outcomes, once per outcome id."""
-    command = ReportOutcome(
+    lead_id = body.lead_id
+    if lead_id is None:
+        lead_id = await bus.query(FindLeadByEmail(body.email or ""))
+    if lead_id is None:
+        raise ApiError(404, "unknown_lead", "no routed lead has this email", field="email")
+    command = RecordOutcome(
+        lead_id=lead_id,
         outcome=body.outcome,
-        lead_id=body.lead_id,
-        email=body.email,
-        outcome_id=body.outcome_id,
-        occurred_at=body.occurred_at,
+        outcome_id=body.outcome_id or f"{body.outcome}:{lead_id}",
+        occurred_at=body.occurred_at or utc_now(),
         value=body.value,
         currency=body.currency.upper(),
         reason=body.reason,
     )
-    try:
-        recorded: RecordedOutcome = await bus.handle(command)
-    except UnknownLead:
-        raise ApiError(
-            404, "unknown_lead", "no routed lead has this email", field="email"
-        ) from None
+    fresh = await bus.handle(command)
     return {
-        "lead_id": recorded.lead_id,
+        "lead_id": lead_id,
         "outcome": body.outcome,
-        "outcome_id": recorded.outcome_id,
-        "status": "recorded" if recorded.fresh else "duplicate",
+        "outcome_id": command.outcome_id,
+        "status": "recorded" if fresh else "duplicate",
     }
 
 

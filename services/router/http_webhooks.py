@@ -1,7 +1,8 @@
 """The router's webhooks: HubSpot's deal-stage changes, read as closed-loop outcomes.
 
 The request is checked (signature, JSON), the won/lost deals are read from HubSpot
-outside any transaction, then every outcome the request carries is recorded in one.
+and matched to leads outside any transaction, then every outcome the request carries
+is recorded in one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Header, Request
 
 from services.router import outcomes
-from services.router.commands import RecordDealOutcome
+from services.router.commands import FindLeadByCrmContacts, RecordOutcome
 from services.router.http import BusDep, ConfigDep
 from services.router.settings import HubSpotDestination
 from shared.http import ApiError
@@ -84,7 +85,7 @@ async def hubspot_webhook(
             field="body",
         )
     client: httpx.AsyncClient = request.app.state.http_client
-    commands = []
+    commands, unmatched = [], 0
     for change in changes:
         assert isinstance(hubspot, HubSpotDestination) and name is not None
         try:
@@ -98,10 +99,13 @@ async def hubspot_webhook(
                 "HubSpot could not be read; retry",
                 field="body",
             ) from None
+        lead_id = await bus.query(FindLeadByCrmContacts(name, tuple(deal.contact_ids)))
+        if lead_id is None:
+            unmatched += 1
+            continue
         commands.append(
-            RecordDealOutcome(
-                destination=name,
-                contact_ids=tuple(deal.contact_ids),
+            RecordOutcome(
+                lead_id=lead_id,
                 outcome=change.kind,  # type: ignore[arg-type]
                 outcome_id=f"hubspot-deal:{change.deal_id}:{change.kind}",
                 occurred_at=change.occurred_at,
@@ -111,7 +115,5 @@ async def hubspot_webhook(
             )
         )
     # Every change of the request in one transaction: a retried request repeats them all.
-    results = await bus.handle_all(commands) if commands else []
-    recorded = sum(1 for fresh in results if fresh)
-    unmatched = sum(1 for fresh in results if fresh is None)
+    recorded = sum(await bus.handle_all(commands)) if commands else 0
     return {"outcomes": recorded, "unmatched": unmatched, "ignored": 0}

@@ -15,17 +15,9 @@ from services.router.commands import (
     AcknowledgeAssignment,
     CheckSla,
     ClaimDueDeliveries,
-    GetAssignment,
-    GetDelivery,
-    LeadAssignments,
-    ListDeliveries,
-    NextDueAt,
-    QueueDepth,
-    RecordDealOutcome,
     RecordDeliveryResults,
     RecordOutcome,
     RedriveDelivery,
-    ReportOutcome,
 )
 from services.router.delivery_claims import handle_claim_due_deliveries
 from services.router.delivery_results import handle_record_delivery_results
@@ -52,15 +44,10 @@ def bus(
     """Commands and queries of the router's routes, CLI, webhook and SLA checks (the SLA
     checks need the routing `config`; the command line's queue commands do not)."""
     table: dict[type, Handler] = {
+        **queries.QUERIES,
         AcknowledgeAssignment: partial(handlers.handle_acknowledge, clock=clock),
         RedriveDelivery: partial(handlers.handle_redrive, wake=wake, clock=clock),
         RecordOutcome: partial(closed_loop.handle_record_outcome, clock=clock),
-        ReportOutcome: partial(closed_loop.handle_report_outcome, clock=clock),
-        RecordDealOutcome: partial(closed_loop.handle_record_deal_outcome, clock=clock),
-        GetAssignment: queries.handle_get_assignment,
-        LeadAssignments: queries.handle_lead_assignments,
-        GetDelivery: queries.handle_get_delivery,
-        ListDeliveries: queries.handle_list_deliveries,
     }
     if config is not None:
         table[CheckSla] = partial(handlers.handle_check_sla, config=config)
@@ -86,7 +73,6 @@ def delivery_bus(
             RecordDeliveryResults: partial(
                 handle_record_delivery_results, config=config, destinations=destinations
             ),
-            NextDueAt: queries.handle_next_due_at,
-            QueueDepth: queries.handle_queue_depth,
+            **queries.WORKER_QUERIES,
         },
     )

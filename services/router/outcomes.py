@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from services.router.settings import HubSpotDestination, Outcomes
+from shared.clock import Clock, utc_now
 
 MAX_AGE_MS = 5 * 60 * 1000
 
@@ -78,7 +79,7 @@ class StageChange:
     occurred_at: datetime
 
 
-def stage_changes(events: Any, config: Outcomes) -> list[StageChange]:
+def stage_changes(events: Any, config: Outcomes, clock: Clock = utc_now) -> list[StageChange]:
     """The won/lost deal-stage changes among HubSpot webhook events (others are ignored)."""
     if not isinstance(events, list):
         raise ValueError("the body must be a JSON array of HubSpot events")
@@ -105,7 +106,7 @@ def stage_changes(events: Any, config: Outcomes) -> list[StageChange]:
             occurred = (
                 datetime.fromtimestamp(int(millis) / 1000, UTC)
                 if isinstance(millis, int | float)
-                else datetime.now(UTC)
+                else clock()
             )
         except (OverflowError, OSError, ValueError):
             raise ValueError("occurredAt is not a time in milliseconds") from None

@@ -7,6 +7,8 @@ from typing import Any
 
 from services.router import store
 from services.router.commands import (
+    FindLeadByCrmContacts,
+    FindLeadByEmail,
     GetAssignment,
     GetDelivery,
     LeadAssignments,
@@ -15,6 +17,7 @@ from services.router.commands import (
     QueueDepth,
 )
 from shared.db import UnitOfWork
+from shared.messagebus import Handler
 
 #: An assignment row with its deliveries.
 AssignmentWithDeliveries = tuple[Any, list[Any]]
@@ -55,9 +58,40 @@ async def handle_list_deliveries(query: ListDeliveries, uow: UnitOfWork) -> list
     )
 
 
+async def handle_find_lead_by_email(query: FindLeadByEmail, uow: UnitOfWork) -> str | None:
+    row = await store.find_lead_by_email(uow.session, query.email)
+    return row.lead_id if row is not None else None
+
+
+async def handle_find_lead_by_crm_contacts(
+    query: FindLeadByCrmContacts, uow: UnitOfWork
+) -> str | None:
+    for contact_id in query.contact_ids:
+        lead_id = await store.lead_of_external_id(uow.session, query.destination, contact_id)
+        if lead_id:
+            return lead_id
+    return None
+
+
 async def handle_next_due_at(query: NextDueAt, uow: UnitOfWork) -> datetime | None:
     return await store.next_due_at(uow.session)
 
 
 async def handle_queue_depth(query: QueueDepth, uow: UnitOfWork) -> dict[str, int]:
     return await store.queue_depth(uow.session)
+
+
+#: The queries of the routes and the command line (`messagebus.bus`).
+QUERIES: dict[type, Handler] = {
+    GetAssignment: handle_get_assignment,
+    LeadAssignments: handle_lead_assignments,
+    GetDelivery: handle_get_delivery,
+    ListDeliveries: handle_list_deliveries,
+    FindLeadByEmail: handle_find_lead_by_email,
+    FindLeadByCrmContacts: handle_find_lead_by_crm_contacts,
+}
+#: What the delivery worker reads between rounds (`messagebus.delivery_bus`).
+WORKER_QUERIES: dict[type, Handler] = {
+    NextDueAt: handle_next_due_at,
+    QueueDepth: handle_queue_depth,
+}

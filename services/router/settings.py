@@ -1,4 +1,9 @@
-"""The router's configuration: the `routing` section (reps, rules, destinations, SLA)."""
+"""The router's configuration: the `routing` section (reps, rules, destinations, SLA).
+
+The module is over 300 lines because the section is one model tree that `load`
+validates whole: rules name reps and destinations, the SLA names destinations, and
+every mistake is reported with its place in the file.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 
 from services.router.destinations.base import DeliveryResult, Destination, Item
@@ -26,22 +29,28 @@ from services.router.settings import (
 __all__ = ["DeliveryResult", "Destination", "Item", "build_destination", "build_destinations"]
 
 
+# Destinations reached over the shared HTTP client, and the others, by config type.
+_HTTP: dict[type, Callable[[str, Any, httpx.AsyncClient], Destination]] = {
+    WebhookDestination: Webhook,
+    HubSpotDestination: HubSpot,
+    SalesforceDestination: Salesforce,
+    PipedriveDestination: Pipedrive,
+    SlackDestination: Slack,
+}
+_LOCAL: dict[type, Callable[[str, Any], Destination]] = {
+    FileDestination: FileSink,
+    EmailDestination: Email,
+}
+
+
 def build_destination(name: str, config: object, client: httpx.AsyncClient) -> Destination:
     """The destination object for one config entry."""
-    if isinstance(config, FileDestination):
-        return FileSink(name, config)
-    if isinstance(config, WebhookDestination):
-        return Webhook(name, config, client)
-    if isinstance(config, HubSpotDestination):
-        return HubSpot(name, config, client)
-    if isinstance(config, SalesforceDestination):
-        return Salesforce(name, config, client)
-    if isinstance(config, PipedriveDestination):
-        return Pipedrive(name, config, client)
-    if isinstance(config, SlackDestination):
-        return Slack(name, config, client)
-    if isinstance(config, EmailDestination):
-        return Email(name, config)
+    for kind, remote in _HTTP.items():
+        if isinstance(config, kind):
+            return remote(name, config, client)
+    for kind, local in _LOCAL.items():
+        if isinstance(config, kind):
+            return local(name, config)
     raise ValueError(f"unknown destination type {type(config).__name__}")
 
 

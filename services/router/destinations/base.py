@@ -13,6 +13,8 @@ import httpx
 from jinja2 import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from shared.clock import utc_now
+
 log = logging.getLogger(__name__)
 
 DELIVERED, RETRY, FAILED = "delivered", "retry", "failed"
@@ -50,6 +52,11 @@ class DeliveryResult:
     ) -> DeliveryResult:
         return cls(DELIVERED, external_id=external_id, http_status=http_status)
 
+    @classmethod
+    def failed(cls, error: str, http_status: int | None = None) -> DeliveryResult:
+        """A permanent failure: the request itself is wrong; no retry."""
+        return cls(FAILED, error, http_status)
+
 
 @dataclass
 class Pause:
@@ -72,7 +79,13 @@ class Destination:
         self.pause: Pause | None = None
 
     async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
-        """Deliver `items` (at most `max_batch`); one result per item, in order."""
+        """Deliver `items` (at most `max_batch`); one result per item, in order.
+
+        By default one after the other, each by `deliver_one`."""
+        return [await self.deliver_one(item) for item in items]
+
+    async def deliver_one(self, item: Item) -> DeliveryResult:
+        """Deliver one item (destinations that do not override `deliver_batch`)."""
         raise NotImplementedError
 
     def render(self, default: Mapping[str, Any], document: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,6 +97,14 @@ class Destination:
         if seconds is not None and seconds > 0:
             current = self.pause.seconds if self.pause else 0.0
             self.pause = Pause(max(current, seconds))
+
+
+class HttpDestination(Destination):
+    """A destination reached over HTTP, through the router's one shared client."""
+
+    def __init__(self, name: str, config: Any, client: httpx.AsyncClient) -> None:
+        super().__init__(name, config)
+        self.client = client
 
 
 def template_context(document: Mapping[str, Any], destination: str) -> dict[str, Any]:
@@ -147,7 +168,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+    return max((when - (now or utc_now())).total_seconds(), 0.0)
 
 
 def short_error(response: httpx.Response, limit: int = 300) -> str:

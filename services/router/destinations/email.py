@@ -63,9 +63,6 @@ def _render(template: str, item: Item, destination: str) -> str:
 class Email(Destination):
     kind = "email"
 
-    def __init__(self, name: str, config: EmailDestination) -> None:
-        super().__init__(name, config)
-
     def build(self, item: Item) -> EmailMessage | None:
         config: EmailDestination = self.config
         rep = item.document.get("rep") or {}
@@ -83,10 +80,7 @@ class Email(Destination):
         message.set_content(_render(mapping.get("body") or BODY, item, self.name))
         return message
 
-    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
-        return [await self._deliver(item) for item in items]
-
-    async def _deliver(self, item: Item) -> DeliveryResult:
+    async def deliver_one(self, item: Item) -> DeliveryResult:
         config: EmailDestination = self.config
         message = self.build(item)
         if message is None:

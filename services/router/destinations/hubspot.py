@@ -17,7 +17,7 @@ import httpx
 from services.router.destinations.base import (
     FAILED,
     DeliveryResult,
-    Destination,
+    HttpDestination,
     Item,
     result_of,
     short_error,
@@ -39,13 +39,12 @@ DEFAULT_PROPERTIES: dict[str, Any] = {
 }
 
 
-class HubSpot(Destination):
+class HubSpot(HttpDestination):
     kind = "hubspot"
     concurrency = 1
 
     def __init__(self, name: str, config: HubSpotDestination, client: httpx.AsyncClient) -> None:
-        super().__init__(name, config)
-        self.client = client
+        super().__init__(name, config, client)
         self.max_batch = config.batch_size
 
     async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:

@@ -15,12 +15,11 @@ import httpx
 
 from services.router.destinations.base import (
     DeliveryResult,
-    Destination,
+    HttpDestination,
     Item,
     result_of,
     transport_error,
 )
-from services.router.settings import PipedriveDestination
 
 DEFAULT_LEAD: dict[str, Any] = {
     "title": "{{ lead.company or lead.full_name or lead.email }} (leadflow: {{ lead.channel }})",
@@ -33,12 +32,8 @@ def _owner(value: Any) -> Any:
     return int(text) if text.isdigit() else value
 
 
-class Pipedrive(Destination):
+class Pipedrive(HttpDestination):
     kind = "pipedrive"
-
-    def __init__(self, name: str, config: PipedriveDestination, client: httpx.AsyncClient) -> None:
-        super().__init__(name, config)
-        self.client = client
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -47,10 +42,7 @@ class Pipedrive(Destination):
     def _url(self, path: str) -> str:
         return self.config.base_url.rstrip("/") + path
 
-    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
-        return [await self._deliver(item) for item in items]
-
-    async def _deliver(self, item: Item) -> DeliveryResult:
+    async def deliver_one(self, item: Item) -> DeliveryResult:
         progress = dict(item.progress)
         lead = item.document.get("lead", {})
         body = self.render(DEFAULT_LEAD, item.document)

@@ -14,12 +14,10 @@ from typing import Any
 import httpx
 
 from services.router.destinations.base import (
-    FAILED,
     DeliveryResult,
-    Destination,
+    HttpDestination,
     Item,
     result_of,
-    short_error,
     transport_error,
 )
 from services.router.settings import SalesforceDestination
@@ -53,22 +51,15 @@ def duplicate_ids(body: Any) -> list[str]:
     return ids
 
 
-class Salesforce(Destination):
+class Salesforce(HttpDestination):
     kind = "salesforce"
-
-    def __init__(self, name: str, config: SalesforceDestination, client: httpx.AsyncClient) -> None:
-        super().__init__(name, config)
-        self.client = client
 
     @property
     def _base(self) -> str:
         config: SalesforceDestination = self.config
         return f"{config.instance_url.rstrip('/')}/services/data/{config.api_version}/sobjects/Lead"
 
-    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
-        return [await self._deliver(item) for item in items]
-
-    async def _deliver(self, item: Item) -> DeliveryResult:
+    async def deliver_one(self, item: Item) -> DeliveryResult:
         config: SalesforceDestination = self.config
         fields = self.render(DEFAULT_FIELDS, item.document)
         headers = {"Authorization": f"Bearer {config.token}"}
@@ -76,14 +67,15 @@ class Salesforce(Destination):
             response = await self.client.post(self._base, json=fields, headers=headers)
             if response.status_code == 400:
                 matched = duplicate_ids(_json(response))
-                if matched:
+                # `fail`: the duplicate is the 400 it is (a permanent error, below).
+                if matched and self.config.on_duplicate != "fail":
                     return await self._on_duplicate(matched[0], fields, headers, response)
             failure = result_of(response, self)
             if failure is not None:
                 return failure
             body = _json(response)
             if isinstance(body, dict) and body.get("success") is False:
-                return DeliveryResult(FAILED, f"Salesforce: {body.get('errors')}"[:300], 201)
+                return DeliveryResult.failed(f"Salesforce: {body.get('errors')}"[:300], 201)
             record_id = body.get("id") if isinstance(body, dict) else None
             return DeliveryResult.delivered(record_id, response.status_code)
         except httpx.HTTPError as exc:
@@ -92,9 +84,8 @@ class Salesforce(Destination):
     async def _on_duplicate(
         self, record_id: str, fields: dict[str, Any], headers: dict[str, str], first: httpx.Response
     ) -> DeliveryResult:
+        """`skip`: the match is the record; `update`: it gets the same fields."""
         config: SalesforceDestination = self.config
-        if config.on_duplicate == "fail":
-            return DeliveryResult(FAILED, short_error(first), first.status_code)
         if config.on_duplicate == "skip":
             return DeliveryResult.delivered(record_id, first.status_code)
         response = await self.client.patch(

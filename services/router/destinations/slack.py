@@ -16,7 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from services.router.destinations.base import (
     DeliveryResult,
-    Destination,
+    HttpDestination,
     Item,
     one_line,
     render_mapping,
@@ -24,7 +24,6 @@ from services.router.destinations.base import (
     template_context,
     transport_error,
 )
-from services.router.settings import SlackDestination
 
 TEXTS = {
     "assigned": (
@@ -60,12 +59,8 @@ def mrkdwn_escape(value: Any) -> Any:
 _mrkdwn = SandboxedEnvironment(undefined=Undefined, autoescape=False, finalize=mrkdwn_escape)
 
 
-class Slack(Destination):
+class Slack(HttpDestination):
     kind = "slack"
-
-    def __init__(self, name: str, config: SlackDestination, client: httpx.AsyncClient) -> None:
-        super().__init__(name, config)
-        self.client = client
 
     def message(self, item: Item) -> dict[str, Any]:
         context = template_context(item.document, self.name)
@@ -93,13 +88,9 @@ class Slack(Destination):
             )
         return {"text": text, "blocks": blocks}
 
-    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
-        results = []
-        for item in items:
-            try:
-                response = await self.client.post(self.config.webhook_url, json=self.message(item))
-            except httpx.HTTPError as exc:
-                results.append(transport_error(exc))
-                continue
-            results.append(result_of(response, self) or DeliveryResult.delivered(None, 200))
-        return results
+    async def deliver_one(self, item: Item) -> DeliveryResult:
+        try:
+            response = await self.client.post(self.config.webhook_url, json=self.message(item))
+        except httpx.HTTPError as exc:
+            return transport_error(exc)
+        return result_of(response, self) or DeliveryResult.delivered(None, 200)

@@ -19,7 +19,7 @@ import orjson
 
 from services.router.destinations.base import (
     DeliveryResult,
-    Destination,
+    HttpDestination,
     Item,
     result_of,
     transport_error,
@@ -35,21 +35,17 @@ def sign(body: bytes, secret: str, t: int) -> str:
     return f"t={t},v1={digest}"
 
 
-class Webhook(Destination):
+class Webhook(HttpDestination):
     kind = "webhook"
 
     def __init__(self, name: str, config: WebhookDestination, client: httpx.AsyncClient) -> None:
-        super().__init__(name, config)
-        self.client = client
+        super().__init__(name, config, client)
         # Parsed once, not on every request (a URL httpx refuses fails each delivery as before).
         self.url: httpx.URL | str = config.url
         with contextlib.suppress(httpx.InvalidURL):
             self.url = httpx.URL(config.url)
 
-    async def deliver_batch(self, items: list[Item]) -> list[DeliveryResult]:
-        return [await self._deliver(item) for item in items]
-
-    async def _deliver(self, item: Item) -> DeliveryResult:
+    async def deliver_one(self, item: Item) -> DeliveryResult:
         config: WebhookDestination = self.config
         payload = item.document if config.mapping is None else self.render({}, item.document)
         body = orjson.dumps(payload)
