@@ -91,20 +91,8 @@ def send_row(values: dict[str, Any], convert: Values) -> tuple[Any, ...]:
 
 
 def bare_lead(lead_id: str, now: datetime) -> dict[str, Any]:
-    """The row `store.ensure_lead` inserts for a lead nurture has not seen yet."""
-    row: dict[str, Any] = dict.fromkeys(LEAD_COLUMNS)
-    row.update(
-        lead_id=lead_id,
-        contact={},
-        fields={},
-        sales_ready=False,
-        disqualified=False,
-        is_test=False,
-        consent=store.NO_CONSENT,
-        created_at=now,
-        updated_at=now,
-    )
-    return row
+    """The whole row `store.ensure_lead` inserts for a lead nurture has not seen yet."""
+    return {**dict.fromkeys(LEAD_COLUMNS), **store.bare_lead(lead_id, now)}
 
 
 def _row_writer(

@@ -21,6 +21,7 @@ from services.nurture.store import (
     SENDING,
     SENT,
     STEP,
+    get_row,
     send_state,
     sends,
 )
@@ -41,10 +42,7 @@ async def insert_send(session: AsyncSession, **values: Any) -> None:
 async def get_send(
     session: AsyncSession, send_id: str, *, for_update: bool = False
 ) -> sa.Row[Any] | None:
-    query = sa.select(sends).where(sends.c.send_id == send_id)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).first()
+    return await get_row(session, sends.c.send_id, send_id, for_update=for_update)
 
 
 async def update_send(session: AsyncSession, send_id: str, **values: Any) -> int:

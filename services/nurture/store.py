@@ -136,13 +136,35 @@ RATE_KEY = "smtp"
 # Leads ---------------------------------------------------------------------------------
 
 
-async def get_lead(
-    session: AsyncSession, lead_id: str, *, for_update: bool = False
+async def get_row(
+    session: AsyncSession, key: sa.Column[Any], value: str, *, for_update: bool = False
 ) -> sa.Row[Any] | None:
-    query = sa.select(leads).where(leads.c.lead_id == lead_id)
+    """The row of `key`'s table whose `key` is `value` (locked until commit if asked)."""
+    query = sa.select(key.table).where(key == value)
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).first()
+
+
+async def get_lead(
+    session: AsyncSession, lead_id: str, *, for_update: bool = False
+) -> sa.Row[Any] | None:
+    return await get_row(session, leads.c.lead_id, lead_id, for_update=for_update)
+
+
+def bare_lead(lead_id: str, now: datetime) -> dict[str, Any]:
+    """The values of a lead nurture has not seen yet (what `ensure_lead` inserts)."""
+    return {
+        "lead_id": lead_id,
+        "contact": {},
+        "fields": {},
+        "sales_ready": False,
+        "disqualified": False,
+        "is_test": False,
+        "consent": NO_CONSENT,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def ensure_lead(
@@ -150,17 +172,7 @@ async def ensure_lead(
 ) -> sa.Row[Any]:
     """The lead's row, locked until commit; a bare one when nurture has not seen it yet."""
     await session.execute(
-        insert_ignore(leads, dialect, "lead_id").values(
-            lead_id=lead_id,
-            contact={},
-            fields={},
-            sales_ready=False,
-            disqualified=False,
-            is_test=False,
-            consent=NO_CONSENT,
-            created_at=now,
-            updated_at=now,
-        )
+        insert_ignore(leads, dialect, "lead_id").values(**bare_lead(lead_id, now))
     )
     row = await get_lead(session, lead_id, for_update=True)
     assert row is not None
