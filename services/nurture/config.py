@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from services.nurture.config_types import ClockTime, Duration, check_name, check_timezone
+from services.nurture.config_types import ClockTime, Duration, check_keys, check_timezone
 from services.nurture.sequence_config import DoubleOptIn, SequenceConfig
 from shared.config import StrictModel
 
@@ -148,9 +148,7 @@ class NurtureConfig(StrictModel):
     @field_validator("sequences")
     @classmethod
     def _sequence_ids(cls, value: dict[str, SequenceConfig]) -> dict[str, SequenceConfig]:
-        for key in value:
-            check_name(key, "sequence id")
-        return value
+        return check_keys(value, "sequence id")
 
     @property
     def templates_path(self) -> Path | None:

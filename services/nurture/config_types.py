@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, PlainSerializer
+
+V = TypeVar("V")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -63,4 +65,11 @@ def check_name(value: str, what: str) -> str:
         raise ValueError(
             f"{what} {value!r} must be letters, digits, '-' or '_' (at most 100 characters)"
         )
+    return value
+
+
+def check_keys(value: dict[str, V], what: str) -> dict[str, V]:
+    """`value`, once every key is a valid name (`check_name`)."""
+    for key in value:
+        check_name(key, what)
     return value

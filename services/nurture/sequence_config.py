@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from services.nurture.config_types import Duration, check_name
+from services.nurture.config_types import Duration, check_keys, check_name
 from shared.config import StrictModel
 
 ExitReason = Literal[
@@ -91,9 +91,7 @@ class Step(StrictModel):
     @field_validator("links")
     @classmethod
     def _link_ids(cls, value: dict[str, Link]) -> dict[str, Link]:
-        for key in value:
-            check_name(key, "link id")
-        return value
+        return check_keys(value, "link id")
 
 
 class Reentry(StrictModel):
