@@ -9,7 +9,7 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,6 +25,7 @@ from services.nurture.messagebus import bus
 from services.nurture.rendering import Templates, Tracking
 from services.nurture.scheduler import Scheduler
 from services.nurture.settings import NurtureConfig
+from shared.clock import FixedClock
 from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
 from shared.events import Contact, LeadScored, new_event
@@ -226,17 +227,15 @@ def scored(
     )
 
 
-class Clock:
+class Clock(FixedClock):
+    """The shared fixed clock, at T0 unless told, moved by any `timedelta` keywords."""
+
     def __init__(self, now: datetime = T0) -> None:
-        self.now = now
+        super().__init__(now)
 
-    def __call__(self) -> datetime:
+    def advance(self, seconds: float = 0, **delta: float) -> datetime:  # type: ignore[override]
+        self.now += timedelta(seconds=seconds, **delta)
         return self.now
-
-    def advance(self, **delta: float) -> None:
-        from datetime import timedelta
-
-        self.now += timedelta(**delta)
 
 
 @contextlib.asynccontextmanager
