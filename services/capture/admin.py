@@ -11,13 +11,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.capture import openapi, store
-from services.capture.commands import RejectSubmission, ReleaseSubmission
+from services.capture import openapi
+from services.capture.commands import (
+    LeadConsents,
+    ListQuarantined,
+    NotReleasable,
+    RejectSubmission,
+    ReleaseSubmission,
+)
 from services.capture.domain import InvalidLead
-from services.capture.handlers import NotReleasable
 from services.capture.http import BusDep, RuntimeDep, accepted_response, has_admin_token
 from shared.http import ApiError
-from shared.service import ServiceRuntime
 
 
 async def require_admin(request: Request, runtime: RuntimeDep) -> None:
@@ -71,7 +75,7 @@ def _held(row: Any) -> dict[str, Any]:
     responses={200: openapi.QUARANTINE_LIST, **openapi.ADMIN_ERRORS},
 )
 async def list_quarantine(
-    runtime: RuntimeDep,
+    bus: BusDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[
         datetime | None, Query(description="Page on: the previous page's next_before.")
@@ -83,10 +87,7 @@ async def list_quarantine(
     ] = None,
 ) -> dict[str, Any]:
     """Newest first; page with `before`."""
-    async with runtime.uow() as uow:
-        rows = await store.list_quarantined(
-            uow.session, limit=limit, before=before, form_id=form_id, reason=reason
-        )
+    rows = await bus.query(ListQuarantined(limit, before, form_id, reason))
     items = [_held(row) for row in rows]
     next_before = items[-1]["received_at"] if len(items) == limit else None
     return {"items": items, "next_before": next_before}
@@ -156,9 +157,9 @@ async def reject_submission(submission_id: str, bus: BusDep) -> dict[str, str]:
         **openapi.ADMIN_ERRORS,
     },
 )
-async def lead_consents(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+async def lead_consents(lead_id: str, bus: BusDep) -> dict[str, Any]:
     """Every consent decision with its wording, version, time, IP and source."""
-    rows = await _consents(runtime, lead_id)
+    rows = await bus.query(LeadConsents(lead_id))
     if not rows:
         raise ApiError(404, "unknown_lead", "no consent recorded for this lead", field="lead_id")
     return {
@@ -178,8 +179,3 @@ async def lead_consents(lead_id: str, runtime: RuntimeDep) -> dict[str, Any]:
             for row in rows
         ],
     }
-
-
-async def _consents(runtime: ServiceRuntime, lead_id: str) -> list[Any]:
-    async with runtime.uow() as uow:
-        return await store.list_consents(uow.session, lead_id)

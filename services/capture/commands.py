@@ -48,6 +48,14 @@ class Captured:
     reason: str | None = None
 
 
+class NotReleasable(Exception):
+    """The submission is unknown or not held in quarantine."""
+
+    def __init__(self, submission_id: str, status: str | None) -> None:
+        super().__init__(f"submission {submission_id} is {status or 'unknown'}")
+        self.status = status
+
+
 @dataclass(frozen=True)
 class ReleaseSubmission:
     """Let a quarantined submission through: the normal capture path, on the same row."""
@@ -140,3 +148,20 @@ class DueRetrievals:
 @dataclass(frozen=True)
 class RetrievalBacklog:
     """Query: pending jobs per platform, and when the next one is due."""
+
+
+@dataclass(frozen=True)
+class ListQuarantined:
+    """Query: held-back submissions, newest first, received before `before`."""
+
+    limit: int
+    before: datetime | None = None
+    form_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LeadConsents:
+    """Query: the consent ledger of one lead, oldest first."""
+
+    lead_id: str

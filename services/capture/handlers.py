@@ -3,15 +3,17 @@
 A batch of submissions (a lone form post is a batch of one) reads what it may look up
 with one query per table, decides each submission in memory in arrival order and
 writes through `uow.submissions`, which the unit of work flushes before it commits.
-Releasing and rejecting a quarantined submission are here too. Handlers never commit:
-the bus does.
+Handlers never commit: the bus does.
+
+The file is over 300 lines because accepting a submission (new lead or new touch,
+contact merge, consent record, the lead.captured event) is one decision best read in
+one place.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,9 +23,7 @@ from services.capture.commands import (
     Captured,
     CaptureLead,
     CaptureLeads,
-    CaptureRetrievedLead,
-    RejectSubmission,
-    ReleaseSubmission,
+    NotReleasable,
 )
 from services.capture.domain import (
     InvalidLead,
@@ -38,14 +38,6 @@ from services.capture.spam import is_disposable
 from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.events import Attribution, Contact, LeadCaptured
-
-
-class NotReleasable(Exception):
-    """The submission is unknown or not held in quarantine."""
-
-    def __init__(self, submission_id: str, status: str | None) -> None:
-        super().__init__(f"submission {submission_id} is {status or 'unknown'}")
-        self.status = status
 
 
 def dedupe_key_of(command: CaptureLead) -> str | None:
@@ -150,7 +142,7 @@ async def capture_lead(
             writes, command, normalized, touch, dedupe_key, reason, detail, now
         )
     assert normalized is not None
-    return await _accept(uow, command, config, normalized, touch, dedupe_key, now, None)
+    return await accept_submission(uow, command, config, normalized, touch, dedupe_key, now, None)
 
 
 async def _quarantine(
@@ -201,7 +193,7 @@ async def _quarantine(
     )
 
 
-async def _accept(
+async def accept_submission(
     uow: CaptureUnitOfWork,
     command: CaptureLead,
     config: CaptureConfig,
@@ -356,62 +348,3 @@ def count_capture(result: Captured) -> None:
         metrics.leads_captured_total.labels(
             result.source, result.channel, "new" if result.is_new_lead else "repeat"
         ).inc()
-
-
-async def handle_release_submission(
-    message: ReleaseSubmission,
-    uow: CaptureUnitOfWork,
-    config: CaptureConfig,
-    clock: Clock = utc_now,
-) -> Captured:
-    """Let a quarantined submission through: the normal capture path, on the same row."""
-    row = await store.get_submission(uow.session, message.submission_id)
-    if row is None or row.status != "quarantined":
-        raise NotReleasable(message.submission_id, row.status if row else None)
-    raw = row.raw or {}
-    command = CaptureLead(
-        source=row.source,
-        data=raw.get("data") or {},
-        form_id=row.form_id,
-        client_ip=row.client_ip,
-        is_test=bool(row.is_test),
-        cost=Decimal(raw["cost"]) if raw.get("cost") else None,
-        attribution=raw.get("attribution") or {},
-        from_platform=bool(raw.get("from_platform")),
-        platform=row.platform or {},
-    )
-    form = config.forms.get(command.form_id) if command.form_id else None
-    normalized = normalize_submission(command.data, form, from_platform=command.from_platform)
-    touch = build_attribution(
-        config.channels,
-        command.source,
-        command.form_id,
-        {**normalized.attribution, **command.attribution},
-    )
-    contact = normalized.contact
-    await uow.submissions.preload(
-        (), [contact.email] if contact.email else [], [contact.phone] if contact.phone else []
-    )
-    return await _accept(uow, command, config, normalized, touch, None, clock(), row)
-
-
-async def handle_reject_submission(message: RejectSubmission, uow: CaptureUnitOfWork) -> None:
-    """Drop a quarantined submission for good: spam keeps no personal data."""
-    row = await store.get_submission(uow.session, message.submission_id)
-    if row is None or row.status != "quarantined":
-        raise NotReleasable(message.submission_id, row.status if row else None)
-    await store.delete_submission(uow.session, message.submission_id)
-
-
-async def handle_capture_retrieved_lead(
-    message: CaptureRetrievedLead,
-    uow: CaptureUnitOfWork,
-    config: CaptureConfig,
-    clock: Clock = utc_now,
-) -> Captured:
-    """Capture a lead a platform answered with and close its retrieval job, together."""
-    [result] = await handle_capture_leads(CaptureLeads((message.command,)), uow, config, clock)
-    if isinstance(result, InvalidLead):
-        raise result
-    await store.finish_retrieval(uow.session, message.retrieval_id, result.submission_id, clock())
-    return result

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from services.capture import accounts, handlers, platforms, store
+from services.capture import accounts, handlers, platforms, quarantine, store
 from services.capture.commands import (
     Captured,
     CaptureLead,
@@ -26,6 +26,8 @@ from services.capture.commands import (
     DueRetrievals,
     EraseLead,
     ForgetPlatformLead,
+    LeadConsents,
+    ListQuarantined,
     QueueRetrievals,
     RejectSubmission,
     ReleaseSubmission,
@@ -89,10 +91,12 @@ def handler_table(
 
     return {
         CaptureLeads: bind(handlers.handle_capture_leads, config=config, clock=clock),
-        ReleaseSubmission: bind(handlers.handle_release_submission, config=config, clock=clock),
-        RejectSubmission: bind(handlers.handle_reject_submission),
+        ReleaseSubmission: bind(quarantine.handle_release_submission, config=config, clock=clock),
+        RejectSubmission: bind(quarantine.handle_reject_submission),
+        ListQuarantined: bind(quarantine.handle_list_quarantined),
+        LeadConsents: bind(quarantine.handle_lead_consents),
         CaptureRetrievedLead: bind(
-            handlers.handle_capture_retrieved_lead, config=config, clock=clock
+            platforms.handle_capture_retrieved_lead, config=config, clock=clock
         ),
         EraseLead: bind(accounts.handle_erase_lead, clock=clock),
         CreateApiKey: bind(accounts.handle_create_api_key, clock=clock),

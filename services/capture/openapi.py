@@ -1,4 +1,8 @@
-"""Request and response examples for capture's OpenAPI document."""
+"""Request and response examples for capture's OpenAPI document.
+
+The file is over 300 lines because it is data: one documented example per route,
+platform body and error answer.
+"""
 
 from __future__ import annotations
 

@@ -23,7 +23,10 @@ import sqlalchemy as sa
 
 from services.capture import store
 from services.capture.commands import (
+    Captured,
     CaptureLead,
+    CaptureLeads,
+    CaptureRetrievedLead,
     ClaimRetrieval,
     DueRetrievals,
     ForgetPlatformLead,
@@ -32,7 +35,9 @@ from services.capture.commands import (
     RetryRetrieval,
     SkipRetrievedLead,
 )
-from services.capture.domain import ATTRIBUTION_KEYS
+from services.capture.domain import ATTRIBUTION_KEYS, InvalidLead
+from services.capture.handlers import handle_capture_leads
+from services.capture.repository import CaptureUnitOfWork
 from services.capture.settings import CaptureConfig
 from services.capture.sources import InboundLead, RetrievalError
 from services.capture.sources.linkedin import LinkedInLeadNotification
@@ -175,6 +180,20 @@ async def handle_retrieval_backlog(
 ) -> tuple[dict[str, int], datetime | None]:
     """Pending jobs per platform, and when the next one is due (None: none pending)."""
     return await store.pending_retrievals(uow.session), await store.next_retrieval_at(uow.session)
+
+
+async def handle_capture_retrieved_lead(
+    message: CaptureRetrievedLead,
+    uow: CaptureUnitOfWork,
+    config: CaptureConfig,
+    clock: Clock = utc_now,
+) -> Captured:
+    """Capture a lead a platform answered with and close its retrieval job, together."""
+    [result] = await handle_capture_leads(CaptureLeads((message.command,)), uow, config, clock)
+    if isinstance(result, InvalidLead):
+        raise result
+    await store.finish_retrieval(uow.session, message.retrieval_id, result.submission_id, clock())
+    return result
 
 
 def backoff_seconds(attempts: int, config: CaptureConfig, error: RetrievalError | None) -> float:

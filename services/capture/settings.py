@@ -5,6 +5,9 @@
 LinkedIn, TikTok, signed webhooks) and the retrieval retry policy. A form links the
 platform lead forms that feed it with its own `sources:` block, so a Meta or Google
 lead gets that form's field mapping, consent wording and default phone region.
+
+The file is over 300 lines because each setting carries its description (they are the
+config reference) and the cross-checks between forms and platforms live with them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, HttpUrl, RootModel, ValidationError, model_validator
 
+from services.capture.sources.common import LEAD_FIELDS
 from shared.config import (
     ChannelsConfig,
     ConfigError,
@@ -23,16 +27,6 @@ from shared.config import (
     validate_sections,
 )
 
-LEAD_FIELDS = (
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "full_name",
-    "company",
-    "job_title",
-    "country",
-)
 PLATFORMS_KEY = "platforms"
 PLATFORMS = ("meta", "google", "linkedin", "tiktok")
 CAPTCHA_VERIFY_URLS = {

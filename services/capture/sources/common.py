@@ -3,6 +3,9 @@
 Every platform adapter in this package turns a raw webhook body (and, where the
 platform only sends ids, one retrieval call) into :class:`InboundLead` values.
 Nothing here performs I/O.
+
+The file is over 300 lines because it is the one place for the exact-JSON reader and
+the typed field readers every adapter uses, so none of them carries its own copy.
 """
 
 from __future__ import annotations
@@ -15,21 +18,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-#: The answer keys every adapter normalizes to; anything else is kept under its own key.
-STANDARD_FIELDS = frozenset(
-    {
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "full_name",
-        "company",
-        "job_title",
-        "country",
-        "city",
-        "postal_code",
-    }
+#: The lead's own fields (a form maps its inputs to these or to custom names).
+LEAD_FIELDS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "full_name",
+    "company",
+    "job_title",
+    "country",
 )
+#: The answer keys every adapter normalizes to; anything else is kept under its own key.
+STANDARD_FIELDS = frozenset({*LEAD_FIELDS, "city", "postal_code"})
 
 # Alternative spellings the platforms and lead vendors use for the standard keys.
 FIELD_ALIASES: Mapping[str, str] = {

@@ -35,6 +35,13 @@ from services.capture.sources.common import (
     secrets_equal,
     text_or_none,
 )
+from services.capture.sources.signatures import (
+    bad_signature,
+    malformed,
+    require_fresh,
+    require_header,
+    require_secret,
+)
 
 SIGNATURE_HEADER = "Leadflow-Signature"
 DEFAULT_TOLERANCE = 300
@@ -60,23 +67,10 @@ def verify(
 ) -> None:
     """Verify a Leadflow-Signature header; 401 when missing or malformed, 403 when refused."""
     usable = [secret for secret in secrets if secret]
-    if not usable:
-        raise SourceError("no signing secret is configured", status=403, code="not_configured")
-    if not header or not header.strip():
-        raise SourceError(
-            f"{SIGNATURE_HEADER} header is missing",
-            status=401,
-            code="missing_signature",
-            field=SIGNATURE_HEADER,
-        )
+    require_secret(usable, "no signing secret is configured")
+    header = require_header(header, SIGNATURE_HEADER)
     timestamp, signatures = _parse_header(header)
-    if abs(now - int(timestamp)) > tolerance:
-        raise SourceError(
-            "signature timestamp is outside the accepted window",
-            status=403,
-            code="stale_timestamp",
-            field=SIGNATURE_HEADER,
-        )
+    require_fresh(int(timestamp), now, tolerance, SIGNATURE_HEADER)
     expected = [_digest(raw_body, secret, timestamp) for secret in usable]
     # Every pair is compared so timing does not reveal which secret or entry matched.
     matched = False
@@ -84,12 +78,7 @@ def verify(
         for digest in expected:
             matched |= secrets_equal(given, digest)
     if not matched:
-        raise SourceError(
-            "signature does not match the body",
-            status=403,
-            code="bad_signature",
-            field=SIGNATURE_HEADER,
-        )
+        raise bad_signature(SIGNATURE_HEADER)
 
 
 def replay_key(raw_body: bytes, header: str) -> str:
@@ -121,12 +110,7 @@ def _parse_header(header: str) -> tuple[str, list[str]]:
         or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12)
         or not signatures
     ):
-        raise SourceError(
-            f"{SIGNATURE_HEADER} must look like t=<unix seconds>,v1=<hex>",
-            status=401,
-            code="malformed_signature",
-            field=SIGNATURE_HEADER,
-        )
+        raise malformed(SIGNATURE_HEADER, "t=<unix seconds>,v1=<hex>")
     return timestamp, signatures
 
 

@@ -46,8 +46,14 @@ from services.capture.sources.common import (
     loads_exact,
     normalize_key,
     require_object,
-    secrets_equal,
     text_or_none,
+)
+from services.capture.sources.signatures import (
+    malformed,
+    require_fresh,
+    require_header,
+    require_match,
+    require_secret,
 )
 
 SIGNATURE_HEADER = "TikTok-Signature"
@@ -75,17 +81,8 @@ def verify_signature(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> None:
     """Verify TikTok-Signature; 401 when missing or malformed, 403 when stale or wrong."""
-    if not client_secret:
-        raise SourceError(
-            "TikTok client secret is not configured", status=403, code="not_configured"
-        )
-    if not header or not header.strip():
-        raise SourceError(
-            f"{SIGNATURE_HEADER} header is missing",
-            status=401,
-            code="missing_signature",
-            field=SIGNATURE_HEADER,
-        )
+    require_secret(client_secret, "TikTok client secret is not configured")
+    header = require_header(header, SIGNATURE_HEADER)
     parts: dict[str, str] = {}
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
@@ -94,27 +91,10 @@ def verify_signature(
     given = parts.get("s", "").lower()
     # ASCII digits only ("²".isdigit() holds), and few enough for int().
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not given:
-        raise SourceError(
-            f"{SIGNATURE_HEADER} must look like t=<unix seconds>,s=<hex>",
-            status=401,
-            code="malformed_signature",
-            field=SIGNATURE_HEADER,
-        )
-    if abs(now - int(timestamp)) > tolerance:
-        raise SourceError(
-            "signature timestamp is outside the accepted window",
-            status=403,
-            code="stale_timestamp",
-            field=SIGNATURE_HEADER,
-        )
+        raise malformed(SIGNATURE_HEADER, "t=<unix seconds>,s=<hex>")
+    require_fresh(int(timestamp), now, tolerance, SIGNATURE_HEADER)
     expected = sign(raw_body, client_secret, int(timestamp)).rpartition("s=")[2]
-    if not secrets_equal(given, expected):
-        raise SourceError(
-            "signature does not match the body",
-            status=403,
-            code="bad_signature",
-            field=SIGNATURE_HEADER,
-        )
+    require_match(given, expected, SIGNATURE_HEADER)
 
 
 def parse_leads(raw_body: bytes) -> list[InboundLead]:
