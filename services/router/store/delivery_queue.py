@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router.store.tables import DELIVERED, PENDING, assignments, deliveries
+from services.router.store.tables import DELIVERED, PENDING, assignments, deliveries, row_by_key
 
 
 async def enqueue_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -30,10 +30,7 @@ async def next_due_at(session: AsyncSession) -> datetime | None:
 async def get_delivery(
     session: AsyncSession, delivery_id: str, *, for_update: bool = False
 ) -> sa.Row[Any] | None:
-    query = sa.select(deliveries).where(deliveries.c.delivery_id == delivery_id)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).first()
+    return await row_by_key(session, deliveries.c.delivery_id, delivery_id, for_update=for_update)
 
 
 async def update_delivery(session: AsyncSession, delivery_id: str, **values: Any) -> None:

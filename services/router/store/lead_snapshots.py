@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router.store.tables import CANCELLED, PENDING, deliveries, leads
+from services.router.store.tables import CANCELLED, PENDING, deliveries, leads, row_by_key
 from shared.db.statements import insert_ignore
 
 # Statements built once (per dialect where it matters); values come as parameters.
@@ -33,7 +33,7 @@ async def save_lead(session: AsyncSession, dialect: str, **values: Any) -> bool:
 
 
 async def get_lead(session: AsyncSession, lead_id: str) -> sa.Row[Any] | None:
-    return (await session.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
+    return await row_by_key(session, leads.c.lead_id, lead_id)
 
 
 async def find_lead_by_email(session: AsyncSession, email: str) -> sa.Row[Any] | None:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router.store.tables import ACTIVE, LOCK_KEY, assignments, routing_state
+from services.router.store.tables import ACTIVE, LOCK_KEY, assignments, routing_state, row_by_key
 from shared.db.statements import insert_ignore
 
 _UPDATE_STATE = sa.update(routing_state).where(routing_state.c.key == sa.bindparam("key_"))
@@ -99,10 +99,9 @@ _INSERT_ASSIGNMENT = sa.insert(assignments)
 async def get_assignment(
     session: AsyncSession, assignment_id: str, *, for_update: bool = False
 ) -> sa.Row[Any] | None:
-    query = sa.select(assignments).where(assignments.c.assignment_id == assignment_id)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).first()
+    return await row_by_key(
+        session, assignments.c.assignment_id, assignment_id, for_update=for_update
+    )
 
 
 async def lead_assignments(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:

@@ -3,10 +3,19 @@ received outcomes, per-destination rate limits."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
 from shared.db.types import JSONType, UTCDateTime
+
+
+def _stamps(*names: str) -> list[sa.Column[Any]]:
+    """When something happened to the row: UTC times, empty until it does."""
+    return [sa.Column(name, UTCDateTime(), nullable=True) for name in names]
+
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -49,10 +58,7 @@ assignments = sa.Table(
     sa.Column("captured_at", UTCDateTime(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("sla_due_at", UTCDateTime(), nullable=True, index=True),
-    sa.Column("acknowledged_at", UTCDateTime(), nullable=True),
-    sa.Column("breached_at", UTCDateTime(), nullable=True),
-    sa.Column("delivered_at", UTCDateTime(), nullable=True),
-    sa.Column("closed_at", UTCDateTime(), nullable=True),
+    *_stamps("acknowledged_at", "breached_at", "delivered_at", "closed_at"),
 )
 
 # Strategy state per rule (round-robin cursor, weighted credits) and the routing lock row.
@@ -88,8 +94,7 @@ deliveries = sa.Table(
     sa.Column("progress", JSONType(), nullable=False),
     sa.Column("redrives", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("delivered_at", UTCDateTime(), nullable=True),
-    sa.Column("failed_at", UTCDateTime(), nullable=True),
+    *_stamps("delivered_at", "failed_at"),
     sa.UniqueConstraint("assignment_id", "destination", "purpose"),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
 )
@@ -114,3 +119,13 @@ outcomes = sa.Table(
 )
 
 LOCK_KEY = "__routing_lock__"
+
+
+async def row_by_key(
+    session: AsyncSession, key: sa.Column[Any], value: Any, *, for_update: bool = False
+) -> sa.Row[Any] | None:
+    """The row of `key`'s table whose `key` is `value` (locked until commit if asked)."""
+    query = sa.select(key.table).where(key == value)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
