@@ -196,6 +196,8 @@ async def record_interrupted(uow: UnitOfWork, row: Any, now: datetime) -> None:
 
 
 class RedriveError(Exception):
+    """An email that cannot be re-driven: why, with an HTTP-style status and code."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
