@@ -17,7 +17,7 @@ from rich.table import Table
 
 from services.router import messagebus, store
 from services.router.commands import GetDelivery, ListDeliveries, RedriveDelivery
-from services.router.handlers import AckError
+from services.router.handlers import Refused
 from shared.cli import report_redrive, run_with_uows
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
@@ -109,7 +109,7 @@ def redrive(
         for delivery_id in dict.fromkeys(ids):
             try:
                 row = await bus.handle(RedriveDelivery(delivery_id))
-            except AckError as exc:
+            except Refused as exc:
                 problems.append(f"{delivery_id}: {exc.message}")
                 continue
             if row is None:

@@ -28,8 +28,9 @@ Wake = Callable[[], None]
 WAKE_KEY = "router-wake"
 
 
-class AckError(Exception):
-    """The request cannot be done in the row's state (unknown, reassigned, not failed)."""
+class Refused(Exception):
+    """Refused in the row's current state: an unknown assignment, one reassigned or
+    closed, a delivery that has not failed; `status` and `code` are the HTTP answer."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -117,13 +118,13 @@ async def handle_acknowledge(
     assignment_id = command.assignment_id
     row = await store.get_assignment(session, assignment_id, for_update=True)
     if row is None:
-        raise AckError(404, "not_found", "no such assignment")
+        raise Refused(404, "not_found", "no such assignment")
     if row.status == "acknowledged":
         return row
     if row.status == "reassigned":
-        raise AckError(409, "reassigned", "the SLA passed and the lead went to another rep")
+        raise Refused(409, "reassigned", "the SLA passed and the lead went to another rep")
     if row.status != "open":
-        raise AckError(409, f"assignment_{row.status}", f"the assignment is {row.status}")
+        raise Refused(409, f"assignment_{row.status}", f"the assignment is {row.status}")
     await store.update_assignment(
         session, assignment_id, status="acknowledged", acknowledged_at=now, sla_due_at=None
     )
@@ -182,7 +183,7 @@ async def handle_redrive(
     if row is None:
         return None
     if row.status != store.FAILED:
-        raise AckError(409, "not_failed", f"the delivery is {row.status}, not failed")
+        raise Refused(409, "not_failed", f"the delivery is {row.status}, not failed")
     await store.update_delivery(
         session,
         delivery_id,

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from services.router import domain
 from services.router.commands import AcknowledgeAssignment, GetAssignment, LeadAssignments
 from services.router.documents import iso
-from services.router.handlers import AckError
+from services.router.handlers import Refused
 from services.router.settings import RoutingConfig
 from services.router.views import assignment_view
 from shared.http import ApiError, bearer_token, is_admin
@@ -92,7 +92,7 @@ async def _acknowledge(
         )
     try:
         return await bus.handle(AcknowledgeAssignment(assignment_id))
-    except AckError as exc:
+    except Refused as exc:
         raise ApiError(exc.status, exc.code, exc.message, field="assignment_id") from None
 
 

@@ -17,7 +17,7 @@ from services.router.commands import (
     RecordOutcome,
     RedriveDelivery,
 )
-from services.router.handlers import AckError
+from services.router.handlers import Refused
 from services.router.http import BusDep
 from services.router.views import delivery_view
 from shared.clock import utc_now
@@ -148,7 +148,7 @@ async def redrive(delivery_id: str, bus: BusDep, _: AdminDep) -> dict[str, Any]:
     """Back to the queue with a fresh attempt budget, using the current configuration."""
     try:
         row = await bus.handle(RedriveDelivery(delivery_id))
-    except AckError as exc:
+    except Refused as exc:
         raise ApiError(exc.status, exc.code, exc.message, field="delivery_id") from None
     if row is None:
         raise ApiError(404, "not_found", "no such delivery", field="delivery_id")

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.router import messagebus, store
 from services.router.commands import AcknowledgeAssignment
-from services.router.handlers import AckError
+from services.router.handlers import Refused
 from services.router.settings import RoutingConfig
 from services.router.sla import SlaWorker
 from shared import metrics
@@ -148,7 +148,7 @@ async def test_unacknowledged_lead_is_reassigned_after_the_sla(backend, settings
             deliveries = await store.list_deliveries(uow.session, lead_id=lead.lead_id)
             outbox = (await uow.session.execute(sa.select(store.outbox))).all()
         bus = messagebus.bus(uows, config)
-        with pytest.raises(AckError) as refused:
+        with pytest.raises(Refused) as refused:
             await bus.handle(AcknowledgeAssignment(history[0].assignment_id))
         # The second rep does not acknowledge either: nobody new is left (max 1 reassignment),
         # so the lead stays with them and the breach is escalated again.
