@@ -30,10 +30,10 @@ class SubmissionRepository:
     """Leads, submissions and consents of one transaction: reads answered from what was
     preloaded, writes buffered until `flush` (run by the unit of work before it commits)."""
 
-    def __init__(self, session: AsyncSession, dialect: str) -> None:
+    def __init__(self, session: AsyncSession, dialect: str, values: Values) -> None:
         self.session = session
         self.dialect = dialect
-        self._values = Values(dialect)
+        self._values = values
         self._by_key: dict[str, Row] = {}
         self._by_id: dict[str, Row] = {}
         self._by_email: dict[str, Row] = {}
@@ -190,6 +190,6 @@ class CaptureUnitOfWork(UnitOfWork):
 
     async def __aenter__(self) -> CaptureUnitOfWork:
         await super().__aenter__()
-        self.submissions = SubmissionRepository(self.session, self.dialect)
+        self.submissions = SubmissionRepository(self.session, self.dialect, self.values)
         self.before_commit(self.submissions.flush)
         return self

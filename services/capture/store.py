@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
-from shared.db.engine import insert_ignore
+from shared.db.statements import insert_ignore
 from shared.db.types import JSONType, UTCDateTime
 
 metadata = make_metadata()
