@@ -1,10 +1,10 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, then deletes them.
 
-Woken by the unit of work right after a commit (latency of milliseconds),
-and by a poll timer as a fallback (a commit from another replica, a publish
-that failed). Rows go out in id order, so one lead's events keep their order;
-with several replicas on PostgreSQL a transaction-scoped advisory lock lets
-only one relay of a service publish at a time.
+A `PollingWorker`, woken by the unit of work right after a commit (latency of
+milliseconds), and by a poll timer as a fallback (a commit from another replica, a
+publish that failed, retried with the worker's backoff). Rows go out in id order,
+so one lead's events keep their order; with several replicas on PostgreSQL a
+transaction-scoped advisory lock lets only one relay of a service publish at a time.
 
 On SQLite (one writer at a time, so ids are assigned in commit order) the relay
 reads past the last id it sent without taking the write lock, and deletes what
@@ -30,6 +30,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from shared import metrics
 from shared.clock import utc_now
 from shared.db.engine import Database, try_leader_lock
+from shared.runtime.worker import PollingWorker
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ GAUGE_INTERVAL_SECONDS = 5.0
 DELETE_INTERVAL_SECONDS = 1.0
 
 
-class OutboxRelay:
+class OutboxRelay(PollingWorker):
     """Moves outbox rows to Kafka with acks=all; at-least-once, per-lead order kept."""
+
+    name = "outbox relay"
 
     def __init__(
         self,
@@ -55,6 +58,11 @@ class OutboxRelay:
         publish_timeout: float = 15.0,
         linger_seconds: float = 0.01,
     ) -> None:
+        super().__init__()
+        # Every commit that wrote outbox rows sets the database's signal: it is this
+        # worker's wake-up.
+        self._wake = db.outbox_signal
+        self._stop = asyncio.Event()
         self.db = db
         self.outbox = outbox
         self.producer_factory = producer_factory
@@ -65,7 +73,6 @@ class OutboxRelay:
         self.publish_timeout = publish_timeout
         self.linger_seconds = linger_seconds
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         # SQLite: the highest id sent, and the ids sent but not yet deleted.
         self._sent_through = 0
         self._sent_ids: list[int] = []
@@ -103,12 +110,11 @@ class OutboxRelay:
         return self.producer
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+        self._task = asyncio.create_task(self._serve(), name=f"{self.service}-outbox-relay")
 
     async def stop(self) -> None:
         """Publish what is ready (briefly), then stop."""
-        self._stopping = True
-        self.db.outbox_signal.set()
+        self._stop.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=self.publish_timeout + 2)
@@ -120,39 +126,42 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.producer.stop(), 10)
 
-    async def _run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                published = await self.publish_batch()
-                self.last_error = None
-                backoff = 0.2
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                metrics.outbox_publish_failures_total.labels(self.service).inc()
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "outbox publish failed, retrying in %.1fs: %s", backoff, self.last_error
-                )
-                if self._stopping:
-                    return
-                await self._refresh_gauges(force=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if self._stopping and published == 0:
-                return
-            await self._refresh_gauges()
-            if published >= self.batch_size:
-                continue  # more is waiting
-            if published:
-                # Under load, let the next batch gather for a moment: fewer, larger
-                # batches leave the database to the writers (a few ms of latency).
-                await asyncio.sleep(self.linger_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.db.outbox_signal.wait(), self.poll_seconds)
-            self.db.outbox_signal.clear()
+    async def round(self) -> float:
+        """Publish one batch; at once again if it was full, else after the next commit
+        (or `poll_seconds`)."""
+        try:
+            published = await self.publish_batch()
+        except Exception:
+            await self._refresh_gauges(force=True)
+            raise
+        self.last_error = None
+        await self._refresh_gauges()
+        if published >= self.batch_size:
+            return 0.0  # more is waiting
+        if published:
+            # Under load, let the next batch gather for a moment: fewer, larger
+            # batches leave the database to the writers (a few ms of latency).
+            await asyncio.sleep(self.linger_seconds)
+        return self.poll_seconds
+
+    def round_failed(self, exc: Exception) -> None:
+        metrics.outbox_publish_failures_total.labels(self.service).inc()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("outbox publish failed, retrying in %.1fs: %s", self.retry_in, self.last_error)
+
+    async def _serve(self) -> None:
+        await self.run(self._stop)
+        if self.last_error is not None:
+            return  # the broker is away: what is left goes at the next start
+        # Stopping: send what is ready until a batch comes back empty (on SQLite that
+        # also deletes the rows already sent).
+        try:
+            while await self.publish_batch():
+                pass
+        except Exception as exc:
+            metrics.outbox_publish_failures_total.labels(self.service).inc()
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("outbox publish failed while stopping: %s", self.last_error)
 
     async def publish_batch(self) -> int:
         """Publish up to one batch of outbox rows; returns how many were published."""

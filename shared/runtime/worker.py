@@ -37,6 +37,8 @@ class PollingWorker:
 
     def __init__(self) -> None:
         self._wake = asyncio.Event()
+        #: After a failed round: how long the worker waits before the next (for logs).
+        self.retry_in = self.backoff_start
 
     def wake(self) -> None:
         """Run the next round now (or as soon as `min_interval` allows)."""
@@ -65,6 +67,7 @@ class PollingWorker:
                     wait = await self.round()
                     backoff = self.backoff_start
                 except Exception as exc:
+                    self.retry_in = backoff
                     self.round_failed(exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
