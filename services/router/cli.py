@@ -78,7 +78,6 @@ def list_deliveries(
 @deliveries_app.command()
 def show(delivery_id: str) -> None:
     """One delivery in full."""
-
     row: Any = _run(lambda bus: bus.query(GetDelivery(delivery_id)))
     if row is None:
         console.print(f"no delivery {delivery_id}")
@@ -106,7 +105,7 @@ def redrive(
             failed = ListDeliveries(status=store.FAILED, destination=destination, limit=100_000)
             ids += [r.delivery_id for r in await bus.query(failed)]
         done, problems = 0, []
-        for delivery_id in dict.fromkeys(ids):
+        for delivery_id in dict.fromkeys(ids):  # each in its own transaction
             try:
                 row = await bus.handle(RedriveDelivery(delivery_id))
             except Refused as exc:
