@@ -1,0 +1,200 @@
+"""The edge of every service's HTTP app: one pure-ASGI layer that every request passes.
+
+Metrics per route template, load shedding, the body limit and the NUL guard (see
+`EdgeMiddleware`); its refusals have the one error shape of `shared.http_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics
+from shared.http_errors import error_body, error_response
+
+
+class EdgeMiddleware:
+    """What every request passes first, in one pure-ASGI layer (one call, one send and
+    one receive wrapper per request instead of one per concern), in this order:
+
+    - metrics: RED metrics per route template (bounded labels: never the raw path);
+    - load shedding: past `max_in_flight` concurrent requests, answer 503 + Retry-After.
+      Queueing without bound would raise every request's latency and the process's
+      memory; refusing early keeps the accepted requests fast, and well-behaved
+      clients (and ad platforms) retry. Health, readiness and metrics are never shed;
+    - body limit: 413 for bodies over the limit, on Content-Length and on the bytes read;
+    - NUL guard: 400 for a NUL character in the path or the query string. No database
+      stores NUL in text (PostgreSQL refuses it), and no legitimate URL carries one:
+      refusing at the door keeps it away from every route and query.
+    """
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        max_body_bytes: int,
+        max_in_flight: int,
+        shed_delay: float = 0.5,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.max_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        # The 503 goes out after a pause: a client that retries at once (ignoring
+        # Retry-After) would otherwise spend the process's CPU on refusals and starve
+        # the requests it did accept. A paused refusal holds no slot and no work.
+        self.shed_delay = shed_delay
+        self.in_flight = 0
+        # Metric children by label values: `.labels()` costs a lock and a lookup per call.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+        rejected = started = counted = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            # A route that catches the cut-off body (FastAPI answers 400 "error parsing
+            # the body") does not get to answer: the 413 below does.
+            if rejected and not started:
+                return
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            started = True
+            await send(message)
+
+        try:
+            # Health, readiness and metrics are never shed (nor counted as in flight).
+            if scope["path"] not in self.EXEMPT:
+                if self.in_flight >= self.max_in_flight:
+                    status = 503
+                    await self._shed(scope, send)
+                    return
+                self.in_flight += 1
+                counted = True
+            try:
+                length = self._content_length(scope)
+                if length is not None and length > self.max_bytes:
+                    status = 413
+                    await self._too_large(send)
+                    return
+                field = self._nul_culprit(scope)
+                if field is not None:
+                    await error_response(
+                        400, "invalid_character", "NUL characters are not allowed", field
+                    )(scope, receive, send_wrapper)
+                    return
+                if length is not None:
+                    # The server frames the body by Content-Length: it cannot grow past it.
+                    await self.app(scope, receive, send_wrapper)
+                    return
+                received = 0
+
+                async def limited_receive() -> Message:
+                    nonlocal received, rejected
+                    message = await receive()
+                    if message["type"] == "http.request":
+                        received += len(message.get("body", b""))
+                        if received > self.max_bytes:
+                            rejected = True
+                            raise _BodyTooLarge
+                    return message
+
+                with suppress(_BodyTooLarge):
+                    await self.app(scope, limited_receive, send_wrapper)
+                if rejected and not started:
+                    status = 413
+                    await self._too_large(send)
+            finally:
+                if counted:
+                    self.in_flight -= 1
+        finally:
+            self._observe(scope, status, time.perf_counter() - began)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        if template == "/metrics":
+            return
+        method = scope.get("method", "GET")
+        key = (method, template, str(status))
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.http_requests_total.labels(self.service, *key)
+        counter.inc()
+        histogram = self._histograms.get(key[:2])
+        if histogram is None:
+            histogram = self._histograms[key[:2]] = metrics.http_request_duration_seconds.labels(
+                self.service, method, template
+            )
+        histogram.observe(seconds)
+
+    @staticmethod
+    def _content_length(scope: Scope) -> int | None:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    @staticmethod
+    def _nul_culprit(scope: Scope) -> str | None:
+        if "\x00" in scope.get("path", ""):
+            return "path"
+        query: bytes = scope.get("query_string", b"")
+        if b"\x00" in query or b"%00" in query:
+            for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if "\x00" in name or "\x00" in value:
+                    return name.replace("\x00", "") or "query"
+            return "query"
+        return None
+
+    async def _shed(self, scope: Scope, send: Send) -> None:
+        metrics.http_requests_shed_total.labels(scope.get("method", "GET")).inc()
+        await asyncio.sleep(self.shed_delay)
+        error = error_body("overloaded", "too many requests in flight; retry after the given delay")
+        await _send_error(send, 503, error, ((b"retry-after", b"1"),))
+
+    async def _too_large(self, send: Send) -> None:
+        error = error_body(
+            "payload_too_large", f"the body is larger than {self.max_bytes} bytes", "body"
+        )
+        await _send_error(send, 413, error)
+
+
+async def _send_error(
+    send: Send, status: int, error: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """An error answer sent straight to the server (no route has started one)."""
+    body = orjson.dumps(error)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                *headers,
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
