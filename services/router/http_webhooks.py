@@ -8,7 +8,6 @@ is recorded in one.
 from __future__ import annotations
 
 import logging
-import time
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from services.router import outcomes
 from services.router.commands import FindLeadByCrmContacts, RecordOutcome
 from services.router.http import BusDep, ConfigDep
 from services.router.settings import HubSpotDestination
+from shared.clock import utc_now
 from shared.http import ApiError
 from shared.settings import Settings
 
@@ -63,7 +63,7 @@ async def hubspot_webhook(
             raw,
             signature,
             timestamp,
-            int(time.time() * 1000),
+            int(utc_now().timestamp() * 1000),
         )
     except outcomes.SignatureError as exc:
         raise ApiError(

@@ -91,7 +91,8 @@ def _statements(dialect: str) -> _Statements:
 
 
 class RoutingCache:
-    """What one transaction's routing decisions read, and the rows they write, batched."""
+    """A per-transaction cache: what its routing decisions read, and the rows they write,
+    queued and written in one statement per table when the unit of work commits."""
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.session = uow.session

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import time
 
 import httpx
 import orjson
@@ -25,6 +24,7 @@ from services.router.destinations.base import (
     transport_error,
 )
 from services.router.settings import WebhookDestination
+from shared.clock import utc_now
 
 SIGNATURE_HEADER = "Leadflow-Signature"
 
@@ -56,7 +56,7 @@ class Webhook(HttpDestination):
             "User-Agent": "leadflow-router",
         }
         if config.secret:
-            headers[SIGNATURE_HEADER] = sign(body, config.secret, int(time.time()))
+            headers[SIGNATURE_HEADER] = sign(body, config.secret, int(utc_now().timestamp()))
         try:
             response = await self.client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
