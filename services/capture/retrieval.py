@@ -58,8 +58,12 @@ class RetrievalWorker(PollingWorker):
 
     async def round(self) -> float:
         """Attempt the due jobs; wait until the next is due (at most the poll interval)."""
-        await self.run_once()
-        _, next_at = await self.bus.query(RetrievalBacklog())
+        jobs = await self.bus.query(DueRetrievals(self.config.platforms.retrieval.batch_size))
+        for job in jobs:
+            await self._attempt(job)
+        pending, next_at = await self.bus.query(RetrievalBacklog())
+        for platform in RETRIEVAL_PLATFORMS:
+            metrics.webhook_retrievals_pending.labels(platform).set(pending.get(platform, 0))
         poll_seconds = self.config.platforms.retrieval.poll_seconds
         if next_at is None:
             return poll_seconds
@@ -72,39 +76,25 @@ class RetrievalWorker(PollingWorker):
                     await client.aclose()
         self._meta = self._linkedin = None
 
-    async def run_once(self) -> int:
-        """Attempt every due job once; how many leads arrived."""
-        jobs = await self.bus.query(DueRetrievals(self.config.platforms.retrieval.batch_size))
-        arrived = 0
-        for job in jobs:
-            arrived += await self._attempt(job)
-        await self.update_gauge()
-        return arrived
-
-    async def update_gauge(self) -> None:
-        pending, _ = await self.bus.query(RetrievalBacklog())
-        for platform in RETRIEVAL_PLATFORMS:
-            metrics.webhook_retrievals_pending.labels(platform).set(pending.get(platform, 0))
-
-    async def _attempt(self, job: sa.Row[Any]) -> int:
+    async def _attempt(self, job: sa.Row[Any]) -> None:
         policy = self.config.platforms.retrieval
         lease = self.clock() + timedelta(seconds=policy.timeout_seconds * 3 + 5)
         if not await self.bus.handle(ClaimRetrieval(job.retrieval_id, job.attempts, lease)):
-            return 0  # another replica took it
+            return  # another replica took it
         attempts = job.attempts + 1
         try:
             lead = await self._fetch(job.platform, job.external_id, job.notification)
         except RetrievalError as exc:
             await self._retry_later(job, attempts, exc, exc.message)
-            return 0
+            return
         except Exception as exc:
             log.exception("retrieval %s failed unexpectedly", job.retrieval_id)
             await self._retry_later(job, attempts, None, f"unexpected: {type(exc).__name__}")
-            return 0
+            return
         if lead.is_test and not self.config.platforms.accept_test_leads:
             await self.bus.handle(SkipRetrievedLead(job.retrieval_id))
             metrics.webhook_retrievals_total.labels(job.platform, "test_skipped").inc()
-            return 0
+            return
         command = command_from_inbound(lead, self.config)
         result = await self.bus.handle(CaptureRetrievedLead(job.retrieval_id, command))
         metrics.webhook_retrievals_total.labels(job.platform, "retrieved").inc()
@@ -116,7 +106,6 @@ class RetrievalWorker(PollingWorker):
             result.status,
             attempts,
         )
-        return 1
 
     async def _retry_later(
         self, job: sa.Row[Any], attempts: int, error: RetrievalError | None, message: str

@@ -8,8 +8,10 @@ are queued for the retrieval worker in the same transaction that acknowledges th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -39,6 +41,15 @@ def _refuse(source: str, exc: SourceError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, field=exc.field)
 
 
+@contextlib.contextmanager
+def _refused_as(source: str) -> Iterator[None]:
+    """A SourceError raised inside is the route's refusal: counted, answered with its status."""
+    try:
+        yield
+    except SourceError as exc:
+        raise _refuse(source, exc) from None
+
+
 async def _raw_json(request: Request, source: str) -> bytes:
     kind = content_type(request)
     if kind and kind != "application/json" and not kind.endswith("+json"):
@@ -63,12 +74,10 @@ async def _raw_json(request: Request, source: str) -> bytes:
 )
 async def meta_handshake(request: Request, config: ConfigDep) -> Response:
     """Answer Meta's `hub.mode=subscribe` verification with the challenge."""
-    try:
+    with _refused_as("meta"):
         challenge = meta_source.verify_handshake(
             dict(request.query_params), config.platforms.meta.verify_token
         )
-    except SourceError as exc:
-        raise _refuse("meta", exc) from None
     return PlainTextResponse(challenge)
 
 
@@ -90,11 +99,9 @@ async def meta_webhook(
     retrieval and fetched by the retrieval worker, with retries, until it arrives.
     """
     raw = await _raw_json(request, "meta")
-    try:
+    with _refused_as("meta"):
         meta_source.verify_signature(raw, x_hub_signature_256, config.platforms.meta.app_secret)
         notifications = meta_source.parse_notifications(raw)
-    except SourceError as exc:
-        raise _refuse("meta", exc) from None
     records = {n.leadgen_id: notification_record(n) for n in notifications}
     new = await _enqueue(bus, "meta", records)
     return {"received": len(records), "new": new}
@@ -126,10 +133,8 @@ async def google_webhook(request: Request, config: ConfigDep) -> Response:
     lead_id seen before is answered 200 and not stored again.
     """
     raw = await _raw_json(request, "google")
-    try:
+    with _refused_as("google"):
         lead = google_source.parse_google_lead(raw, config.google_key_for)
-    except SourceError as exc:
-        raise _refuse("google", exc) from None
     await _capture_leads(request.app.state.intake, config, [lead])
     return JSONResponse({}, status_code=200)
 
@@ -179,12 +184,10 @@ async def _capture_leads(
 )
 async def linkedin_validation(request: Request, config: ConfigDep) -> dict[str, str]:
     """Answer LinkedIn's `challengeCode` with HMAC-SHA256(client secret, challengeCode)."""
-    try:
+    with _refused_as("linkedin"):
         return linkedin_source.challenge_response(
             dict(request.query_params), config.platforms.linkedin.client_secret
         )
-    except SourceError as exc:
-        raise _refuse("linkedin", exc) from None
 
 
 @router.post(
@@ -201,13 +204,11 @@ async def linkedin_webhook(
 ) -> dict[str, Any]:
     """Verify X-LI-Signature, queue created leads for retrieval, scrub deleted ones."""
     raw = await _raw_json(request, "linkedin")
-    try:
+    with _refused_as("linkedin"):
         linkedin_source.verify_signature(
             raw, x_li_signature, config.platforms.linkedin.client_secret
         )
         notifications = linkedin_source.parse_notifications(raw)
-    except SourceError as exc:
-        raise _refuse("linkedin", exc) from None
     created = {n.response_id: notification_record(n) for n in notifications if not n.is_deletion}
     deleted = [n.response_id for n in notifications if n.is_deletion]
     if deleted:
@@ -230,13 +231,11 @@ async def tiktok_webhook(
     """Verify TikTok-Signature (5-minute window) and store each lead; dedupe on lead_id."""
     raw = await _raw_json(request, "tiktok")
     settings = config.platforms.tiktok
-    try:
+    with _refused_as("tiktok"):
         tiktok_source.verify_signature(
             raw, tiktok_signature, settings.client_secret, time.time(), settings.tolerance_seconds
         )
         leads = tiktok_source.parse_leads(raw)
-    except SourceError as exc:
-        raise _refuse("tiktok", exc) from None
     results = await _capture_leads(request.app.state.intake, config, leads)
     return {"received": len(results), "results": results}
 
@@ -271,14 +270,12 @@ async def signed_webhook(
         metrics.leads_rejected_total.labels("webhook", "unknown_source").inc()
         raise ApiError(404, "unknown_source", f"no webhook source {source!r}", field="source")
     raw = await _raw_json(request, "webhook")
-    try:
+    with _refused_as("webhook"):
         signed_source.verify(
             raw, leadflow_signature, hook.secrets, time.time(), hook.tolerance_seconds
         )
         leads = signed_source.parse_generic(raw)
         replay = signed_source.replay_key(raw, leadflow_signature or "")
-    except SourceError as exc:
-        raise _refuse("webhook", exc) from None
     results = await _capture_leads(
         request.app.state.intake, config, leads, vendor=source, replay=replay
     )
