@@ -5,88 +5,44 @@ the inbox marks of the events handled and any dead letters; offsets are
 committed only after that transaction commits. A redelivered event finds its
 id in the inbox and changes nothing.
 
-A batch is first handled whole: every handler in one transaction with no
+A batch is first handled whole (here): every handler in one transaction with no
 savepoint per event, the inbox and outbox rows written in one statement each at
 commit (an optional `before_batch` hook loads what the batch's handlers need in
 one query). If any handler raises, that transaction is rolled back and the batch
-is handled again event by event: each attempt in its own savepoint, bounded
-attempts, and an event that keeps failing goes to the topic's `.dlq` in the same
-transaction, so the partition keeps moving. A database outage aborts the batch:
-nothing is committed, the consumer seeks back and tries again after a backoff.
+is handled again event by event (`shared.kafka.event_by_event`): each attempt in
+its own savepoint, bounded attempts, and an event that keeps failing goes to the
+topic's `.dlq` in the same transaction, so the partition keeps moving. A database
+outage aborts the batch: nothing is committed, the consumer seeks back and tries
+again after a backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from shared import metrics
 from shared.db.engine import is_transient_db_error
-from shared.db.uow import UnitOfWork
-from shared.events.envelope import Envelope, InvalidEnvelope, decode, header_map
-from shared.events.topics import dlq_topic
+from shared.events.envelope import Envelope, decode
+from shared.kafka.event_by_event import EventByEvent
+from shared.kafka.handling import DLQ_HEADERS as DLQ_HEADERS
+from shared.kafka.handling import REDRIVE_HEADER as REDRIVE_HEADER
+from shared.kafka.handling import BatchHook as BatchHook
+from shared.kafka.handling import Handler as Handler
+from shared.kafka.handling import UowFactory as UowFactory
+from shared.kafka.handling import handler_name, record_event_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Envelope[Any], UnitOfWork], Awaitable[None]]
-UowFactory = Callable[[], UnitOfWork]
-# Called once per batch, before its handlers, with the batch's decoded events.
-BatchHook = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
-
-REDRIVE_HEADER = "leadflow_redrive"
-DLQ_HEADERS = (
-    REDRIVE_HEADER,
-    "dlq_error",
-    "dlq_handler",
-    "dlq_attempts",
-    "dlq_original_topic",
-    "dlq_original_partition",
-    "dlq_original_offset",
-    "dlq_failed_at",
-    "dlq_consumer",
-)
-
-
-def handler_name(handler: Callable[..., Any]) -> str:
-    """A stable name for a handler, for metrics and dead-letter headers."""
-    while isinstance(handler, functools.partial):
-        handler = handler.func
-    return getattr(handler, "__name__", type(handler).__name__)
-
-
-def dead_letter_key(record: ConsumerRecord[Any, Any], event_id: str) -> str:
-    """Inbox key saying this event (at this re-drive count) is already in the DLQ.
-
-    The event's own id is not marked handled when it is dead-lettered, so a
-    re-driven copy (same id) runs its handler again; this key keeps a redelivery
-    of the failing original from dead-lettering it twice.
-    """
-    redrives = "0"
-    for key, value in record.headers or ():
-        if key == REDRIVE_HEADER:  # the last one wins, as in `header_map`
-            redrives = (value or b"").decode("utf-8", "replace")
-    return f"{event_id}#dlq{redrives}"
-
-
-def record_event_id(record: ConsumerRecord[Any, Any]) -> str:
-    """The CloudEvents id of a record, or its coordinates when it has none."""
-    for key, value in record.headers or ():
-        if key == "ce_id" and value:
-            return value.decode("utf-8", "replace")
-    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 class EventConsumer:
@@ -275,135 +231,16 @@ class EventConsumer:
         return name
 
     async def _process_one_by_one(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """Each event in its own savepoint, bounded retries, dead letters; one transaction."""
-        async with self.uow_factory() as uow:
-            ids = [record_event_id(r) for r in records]
-            # Dead-letter keys are looked up when an event fails (`_dead_letter_once`).
-            seen = await uow.handled(self.name, ids)
-            for record, event_id in zip(records, ids, strict=True):
-                if event_id in seen:
-                    metrics.events_consumed_total.labels(
-                        self.service, record.topic, "-", "duplicate"
-                    ).inc()
-                    continue
-                seen.add(event_id)
-                await self._handle_record(uow, record, event_id)
-            await uow.commit()
-
-    async def _handle_record(
-        self, uow: UnitOfWork, record: ConsumerRecord[Any, Any], event_id: str
-    ) -> None:
-        try:
-            envelope = decode(record.value, record.headers or ())
-        except InvalidEnvelope as exc:
-            log.error(
-                "undecodable record on %s[%d]@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
-                extra={"event_id": event_id, "topic": record.topic},
-            )
-            await self._dead_letter_once(
-                uow, record, event_id, "decode", 1, f"InvalidEnvelope: {exc}"
-            )
-            return
-        handler = self.handlers.get(envelope.type) if envelope is not None else None
-        if envelope is None or handler is None:
-            metrics.events_consumed_total.labels(self.service, record.topic, "-", "ignored").inc()
-            return
-        name = handler_name(handler)
-        log_extra = {
-            "event_id": event_id,
-            "lead_id": envelope.subject,
-            "topic": record.topic,
-            "handler": name,
-        }
-        for attempt in range(1, self.max_attempts + 1):
-            started = time.perf_counter()
-            try:
-                async with uow.savepoint():
-                    await handler(envelope, uow)
-                    uow.mark_handled(self.name, event_id)
-            except Exception as exc:
-                if is_transient_db_error(exc):
-                    raise
-                if attempt < self.max_attempts:
-                    metrics.events_consumed_total.labels(
-                        self.service, record.topic, name, "retried"
-                    ).inc()
-                    log.warning(
-                        "handler failed (attempt %d/%d): %s",
-                        attempt,
-                        self.max_attempts,
-                        exc,
-                        extra=log_extra,
-                    )
-                    await asyncio.sleep(self.retry_delay * attempt)
-                    continue
-                log.error(
-                    "handler failed %d times; dead-lettering: %s", attempt, exc, extra=log_extra
-                )
-                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                await self._dead_letter_once(uow, record, event_id, name, attempt, error)
-                return
-            else:
-                metrics.handler_duration_seconds.labels(self.service, name).observe(
-                    time.perf_counter() - started
-                )
-                metrics.events_consumed_total.labels(
-                    self.service, record.topic, name, "handled"
-                ).inc()
-                return
-
-    async def _dead_letter_once(
-        self,
-        uow: UnitOfWork,
-        record: ConsumerRecord[Any, Any],
-        event_id: str,
-        handler: str,
-        attempts: int,
-        error: str,
-    ) -> None:
-        key = dead_letter_key(record, event_id)
-        if await uow.handled(self.name, [key]):
-            return  # a redelivery of an event already in the DLQ
-        async with uow.savepoint():
-            self._dead_letter(uow, record, handler, attempts, error)
-            uow.mark_handled(self.name, key)
-
-    def _dead_letter(
-        self,
-        uow: UnitOfWork,
-        record: ConsumerRecord[Any, Any],
-        handler: str,
-        attempts: int,
-        error: str,
-    ) -> None:
-        original = [(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS]
-        headers = [
-            *original,
-            ("dlq_error", error[:2000].encode()),
-            ("dlq_handler", handler.encode()),
-            ("dlq_attempts", str(attempts).encode()),
-            ("dlq_original_topic", record.topic.encode()),
-            ("dlq_original_partition", str(record.partition).encode()),
-            ("dlq_original_offset", str(record.offset).encode()),
-            ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
-            ("dlq_consumer", self.name.encode()),
-        ]
-        uow.publish_raw(
-            dlq_topic(record.topic),
-            record.key,
-            record.value or b"",
-            headers,
-            event_id=header_map(record.headers or ()).get("ce_id")
-            or f"{record.topic}/{record.partition}/{record.offset}",
+        """The fallback road (`shared.kafka.event_by_event`), on this consumer's settings."""
+        fallback = EventByEvent(
+            service=self.service,
+            name=self.name,
+            handlers=self.handlers,
+            uow_factory=self.uow_factory,
+            max_attempts=self.max_attempts,
+            retry_delay=self.retry_delay,
         )
-        metrics.dlq_messages_total.labels(record.topic, handler).inc()
-        metrics.events_consumed_total.labels(
-            self.service, record.topic, handler, "dead_lettered"
-        ).inc()
+        await fallback.process(records)
 
     async def _maybe_update_lag(self) -> None:
         now = time.monotonic()
@@ -422,7 +259,3 @@ class EventConsumer:
                 metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
         except Exception:
             log.debug("lag update failed", exc_info=True)
-
-
-def partition_of(record: ConsumerRecord[Any, Any]) -> TopicPartition:
-    return TopicPartition(record.topic, record.partition)

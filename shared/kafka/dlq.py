@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared.events.envelope import header_map
 from shared.events.topics import DLQ_SUFFIX
 from shared.kafka.client import make_producer
-from shared.kafka.consumer import DLQ_HEADERS, REDRIVE_HEADER
+from shared.kafka.handling import DLQ_HEADERS, REDRIVE_HEADER
 from shared.settings import Settings
 
 
