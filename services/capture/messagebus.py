@@ -74,11 +74,12 @@ class CaptureBus(MessageBus):
 
     async def capture(self, command: CaptureLead) -> Captured:
         """One submission: a batch of one (InvalidLead is raised)."""
-        [result] = await self.handle(CaptureLeads((command,)))
+        results: list[Captured | InvalidLead] = await self.handle(CaptureLeads((command,)))
+        result = results[0]
         if isinstance(result, InvalidLead):
             raise result
         handlers.count_capture(result)
-        return result  # type: ignore[no-any-return]
+        return result
 
 
 def handler_table(
