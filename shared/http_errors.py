@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,6 +48,16 @@ class ApiError(Exception):
         self.details = details or []
         self.headers = headers
 
+    def response(self) -> JSONResponse:
+        """This error as an HTTP answer."""
+        body = error_body(self.code, self.message, self.field, self.details)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _ErrorExtras(TypedDict, total=False):
+    details: list[dict[str, Any]] | None
+    headers: dict[str, str] | None
+
 
 def error_body(
     code: str, message: str, field: str | None = None, details: list[dict[str, Any]] | None = None
@@ -62,16 +72,10 @@ def error_body(
 
 
 def error_response(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    status: int, code: str, message: str, field: str | None = None, **more: Unpack[_ErrorExtras]
 ) -> JSONResponse:
-    return JSONResponse(
-        error_body(code, message, field, details), status_code=status, headers=headers
-    )
+    """The error shape as an HTTP answer (`details`, `headers` as for `ApiError`)."""
+    return ApiError(status, code, message, field=field, **more).response()
 
 
 def _field_of(loc: Sequence[Any]) -> str:
@@ -84,9 +88,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(
-            exc.status, exc.code, exc.message, exc.field, exc.details, exc.headers
-        )
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,7 +100,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return error_response(400, "invalid_json", "the body is not valid JSON", "body")
         return error_response(
-            422, "invalid_field", f"{first['field']}: {first['message']}", first["field"], details
+            422,
+            "invalid_field",
+            f"{first['field']}: {first['message']}",
+            first["field"],
+            details=details,
         )
 
     @app.exception_handler(StarletteHTTPException)

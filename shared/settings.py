@@ -28,52 +28,47 @@ class Settings(BaseSettings):
     """What every leadflow process needs: where Kafka, the database and the config are."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LEADFLOW_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="LEADFLOW_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        # The string under a field is its description.
+        use_attribute_docstrings=True,
     )
 
     env: Literal["development", "test", "production"] = "development"
-    config: Path = Field(default=Path("leadflow.yaml"), description="The YAML config file.")
-    var_dir: Path = Field(default=Path("var"), description="Embedded-mode data directory.")
+    config: Path = Path("leadflow.yaml")
+    """The YAML config file."""
+    var_dir: Path = Path("var")
+    """Embedded-mode data directory."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_enable_idempotence: bool = Field(
-        default=False,
-        description="Idempotent producer; true for Apache Kafka (the embedded broker lacks it).",
-    )
+    kafka_enable_idempotence: bool = False
+    """Idempotent producer; true for Apache Kafka (the embedded broker lacks it)."""
     kafka_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
-    kafka_session_timeout_ms: int = Field(
-        default=10_000,
-        ge=1000,
-        description="Consumer group session timeout; a dead member's partitions move after it.",
-    )
-    kafka_fetch_max_wait_ms: int = Field(
-        default=100,
-        ge=1,
-        description="Longest a consumer's fetch waits for data; bounds each hop's latency.",
-    )
-    kafka_client_prefix: str = Field(default="leadflow", description="Prefix of consumer groups.")
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    """Consumer group session timeout; a dead member's partitions move after it."""
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1)
+    """Longest a consumer's fetch waits for data; bounds each hop's latency."""
+    kafka_client_prefix: str = "leadflow"
+    """Prefix of consumer groups."""
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///{var_dir}/{service}.db",
         description="One URL for all services; SQLite gets a file per service, PostgreSQL a "
         "schema per service ({service} and {var_dir} are filled in).",
     )
-    database_schema_prefix: str = Field(default="", description="Prefix of PostgreSQL schemas.")
+    database_schema_prefix: str = ""
+    """Prefix of PostgreSQL schemas."""
     database_pool_size: int = Field(default=10, ge=1)
 
     host: str = "127.0.0.1"
-    ports: dict[str, int] = Field(
-        default_factory=lambda: dict(DEFAULT_PORTS),
-        description="Per-service ports: LEADFLOW_PORTS__CAPTURE=8001.",
-    )
-    public_url: str = Field(
-        default="",
-        description="Base URL links in emails point at (default http://host:port of the service).",
-    )
-    secret_key: SecretStr = Field(
-        default=SecretStr(DEV_SECRET), description="Signs tracking, ack and unsubscribe tokens."
-    )
+    ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PORTS))
+    """Per-service ports: LEADFLOW_PORTS__CAPTURE=8001."""
+    public_url: str = ""
+    """Base URL links in emails point at (default http://host:port of the service)."""
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    """Signs tracking, ack and unsubscribe tokens."""
     admin_token: SecretStr = Field(
         default=SecretStr(""),
         description="Bearer token of admin endpoints (dead letters, outcomes); "
@@ -82,20 +77,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
-    max_in_flight: int = Field(
-        default=128,
-        ge=1,
-        description="Concurrent requests per process before new ones get 503 + Retry-After.",
-    )
-    shed_delay_seconds: float = Field(
-        default=0.5,
-        ge=0,
-        description="Pause before a 503 for a request past max_in_flight (slows hammering).",
-    )
-    consumer_max_attempts: int = Field(
-        default=3, ge=1, description="Handler attempts before the DLQ."
-    )
+    max_body_bytes: int = 64 * 1024
+    """Largest accepted request body."""
+    max_in_flight: int = Field(default=128, ge=1)
+    """Concurrent requests per process before new ones get 503 + Retry-After."""
+    shed_delay_seconds: float = Field(default=0.5, ge=0)
+    """Pause before a 503 for a request past max_in_flight (slows hammering)."""
+    consumer_max_attempts: int = Field(default=3, ge=1)
+    """Handler attempts before the DLQ."""
     consumer_batch_size: int = Field(default=500, ge=1)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
