@@ -41,19 +41,18 @@ def run_with_uows(
 
 async def redrive_each(
     ids: Iterable[str],
-    uows: Uows,
-    redrive: Callable[[str, UnitOfWork], Awaitable[Any]],
+    redrive: Callable[[str], Awaitable[Any]],
     refused: type[Exception],
     missing: str,
 ) -> tuple[int, list[str]]:
-    """Re-drive every id once, each in its own transaction; returns how many were
+    """Re-drive every id once, each in its own transaction (`redrive(id)`, e.g.
+    `bus.handle(RedriveSend(id))`, None for an unknown id); returns how many were
     re-driven and a line for each that was not (`refused` says why, `missing` names
     what an unknown id is not)."""
     done, problems = 0, []
     for item in dict.fromkeys(ids):
         try:
-            async with uows() as uow:
-                row = await redrive(item, uow)
+            row = await redrive(item)
         except refused as exc:
             problems.append(f"{item}: {getattr(exc, 'message', exc)}")
             continue
