@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -62,8 +63,6 @@ async def create_topics(settings: Settings, topics: list[str] | None = None) -> 
 
 async def broker_reachable(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the bootstrap broker answers a metadata request."""
-    import asyncio
-
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000)
     )
