@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import topics
+import shared.events.topics as topics
 
 Grade = Literal["hot", "warm", "cold"]
 FieldValue = str | int | float | bool | None

@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
+from shared.clock import utc_now
 from shared.events.contracts import EVENT_TYPES, Event
 
 E = TypeVar("E", bound=Event)
@@ -32,7 +33,7 @@ class Envelope(Generic[E]):
     data: E
     source: str
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = field(default_factory=utc_now)
 
     @property
     def type(self) -> str:
@@ -103,9 +104,7 @@ def decode(
         problems = [{"loc": e["loc"], "msg": e["msg"]} for e in errors[:3]]
         raise InvalidEnvelope(f"body does not match {event_type}: {problems}") from exc
     try:
-        time = (
-            datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else datetime.now(UTC)
-        )
+        time = datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else utc_now()
     except ValueError as exc:
         raise InvalidEnvelope(f"bad ce_time {attrs['ce_time']!r}") from exc
     return Envelope(data=data, source=attrs["ce_source"], id=attrs["ce_id"], time=time)
