@@ -76,12 +76,13 @@ def hostile_settings(settings_factory: Any, broker: Any, tmp_path: Path, backend
 
 async def create_api_key(runtime: Any, source: str = "hostile-vendor") -> str:
     """A fresh capture API key (the plain key, as the vendor would hold it)."""
-    from services.capture.handlers import CreateApiKey, handle_create_api_key
+    from services.capture import messagebus
+    from services.capture.commands import CreateApiKey
 
-    async with runtime.uow() as uow:
-        return await handle_create_api_key(
-            CreateApiKey(name="hostile", source=source, cost_per_lead=Decimal("1")), uow
-        )
+    key: str = await messagebus.bus(runtime.db).handle(
+        CreateApiKey(name="hostile", source=source, cost_per_lead=Decimal("1"))
+    )
+    return key
 
 
 def signatures(method: str, url: str, body: bytes) -> dict[str, str]:

@@ -148,7 +148,7 @@ async def test_capture_api_keys_and_admin_token(
 
 
 def _hash(key: str) -> str:
-    from services.capture.handlers import hash_api_key
+    from services.capture.accounts import hash_api_key
 
     return hash_api_key(key)
 
