@@ -53,6 +53,7 @@ def service_app(
     drain: Sequence[Cleanup] = (),
     close: Sequence[Cleanup] = (),
     admin: str | None = None,
+    warn_open_admin: bool = True,
     **edge: Any,
 ) -> FastAPI:
     """The service's FastAPI app: health, readiness, metrics and the error shape
@@ -64,7 +65,8 @@ def service_app(
       out it awaits `drain` (work in hand, before the runtime stops), stops the
       runtime, then awaits `close` (HTTP clients), each in order, whatever fails.
     - `admin`: what LEADFLOW_ADMIN_TOKEN guards, as the warning reads it without a
-      token (e.g. "admin endpoints are": "... are open (development)" / "... are refused").
+      token (e.g. "admin endpoints are": "... are open (development)" / "... are refused");
+      `warn_open_admin=False` keeps quiet about open admin routes in development.
     - `edge`: options of the edge middleware (`max_in_flight`, `shed_delay`).
     """
     settings = runtime.settings
@@ -72,7 +74,8 @@ def service_app(
         runtime.add_worker(name, worker)
     if admin is not None and not settings.admin_token.get_secret_value():
         if settings.env == "development":
-            log.warning("LEADFLOW_ADMIN_TOKEN is not set: %s open (development)", admin)
+            if warn_open_admin:
+                log.warning("LEADFLOW_ADMIN_TOKEN is not set: %s open (development)", admin)
         else:
             log.warning("LEADFLOW_ADMIN_TOKEN is not set: %s refused", admin)
     runtime_lifespan = runtime.lifespan()

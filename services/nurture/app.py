@@ -10,9 +10,7 @@ from services.nurture.http import router
 from services.nurture.mailer import Mailer
 from services.nurture.rendering import Templates, Tracking
 from services.nurture.scheduler import Scheduler
-from shared.config import load_config
-from shared.http import create_app as create_http_app
-from shared.service import ServiceRuntime
+from shared.app import configure, service_app
 from shared.settings import Settings
 
 SERVICE = "nurture"
@@ -27,32 +25,22 @@ def public_base(settings: Settings, config: nurture_settings.NurtureConfig) -> s
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The nurture service."""
-    settings = settings or Settings()
-    config = nurture_settings.load(load_config(settings.config))
-    runtime = ServiceRuntime(SERVICE, settings, store.outbox, store.inbox)
-    tracking = Tracking(public_base(settings, config), settings.secret_key.get_secret_value())
+    runtime, config = configure(SERVICE, settings, nurture_settings.load, store.outbox, store.inbox)
+    secret = runtime.settings.secret_key.get_secret_value()
+    tracking = Tracking(public_base(runtime.settings, config), secret)
     templates = Templates(config)
     scheduler = Scheduler(
         runtime.uow, config, templates, tracking, Mailer(config.smtp, config.sender)
     )
     bus = messagebus.bus(runtime.uow, config, templates, tracking, wake=scheduler.wake)
     consumers.register(runtime, config, scheduler.wake)
-    runtime.add_worker("scheduler", scheduler.run)
-    app = create_http_app(
-        service=SERVICE,
+    return service_app(
+        runtime,
         title="leadflow nurture",
         description="Email sequences that warm cold and warm leads until they are sales-ready: "
         "durable scheduling, tracking, one-click unsubscribe and double opt-in.",
         version=VERSION,
-        lifespan=runtime.lifespan(),
-        readiness=runtime.readiness,
         routers=[router],
-        max_body_bytes=settings.max_body_bytes,
+        workers={"scheduler": scheduler.run},
+        state={"config": config, "scheduler": scheduler, "bus": bus, "tracking": tracking},
     )
-    app.state.runtime = runtime
-    app.state.config = config
-    app.state.settings = settings
-    app.state.scheduler = scheduler
-    app.state.bus = bus
-    app.state.tracking = tracking
-    return app

@@ -29,7 +29,7 @@ from services.nurture.rendering import (
     to_bytes,
 )
 from services.nurture.send_results import RedriveError
-from shared.cli import report_redrive, run_with_uows
+from shared.cli import redrive_each, report_redrive, run_with_uows
 from shared.config import ConfigError, load_config
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
@@ -156,18 +156,7 @@ def redrive(
         if all_failed:
             rows = await bus.query(ListSends(store.FAILED, None, 100_000))
             ids += [r.send_id for r in rows]
-        done, problems = 0, []
-        for send_id in dict.fromkeys(ids):  # each in its own transaction
-            try:
-                row = await bus.handle(RedriveSend(send_id))
-            except RedriveError as exc:
-                problems.append(f"{send_id}: {exc.message}")
-                continue
-            if row is None:
-                problems.append(f"{send_id}: no such email")
-            else:
-                done += 1
-        return done, problems
+        return await redrive_each(ids, lambda i: bus.handle(RedriveSend(i)), RedriveError, "email")
 
     done, problems = _run(work)
     report_redrive(console, done, problems, f"email{'' if done == 1 else 's'}")

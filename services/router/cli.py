@@ -18,7 +18,7 @@ from rich.table import Table
 from services.router import messagebus, store
 from services.router.commands import GetDelivery, ListDeliveries, RedriveDelivery
 from services.router.handlers import Refused
-from shared.cli import report_redrive, run_with_uows
+from shared.cli import redrive_each, report_redrive, run_with_uows
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
 
@@ -104,18 +104,9 @@ def redrive(
         if all_failed:
             failed = ListDeliveries(status=store.FAILED, destination=destination, limit=100_000)
             ids += [r.delivery_id for r in await bus.query(failed)]
-        done, problems = 0, []
-        for delivery_id in dict.fromkeys(ids):  # each in its own transaction
-            try:
-                row = await bus.handle(RedriveDelivery(delivery_id))
-            except Refused as exc:
-                problems.append(f"{delivery_id}: {exc.message}")
-                continue
-            if row is None:
-                problems.append(f"{delivery_id}: no such delivery")
-            else:
-                done += 1
-        return done, problems
+        return await redrive_each(
+            ids, lambda i: bus.handle(RedriveDelivery(i)), Refused, "delivery"
+        )
 
     done, problems = _run(work)
     report_redrive(console, done, problems, f"deliver{'y' if done == 1 else 'ies'}")
