@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
+from shared.db.rows import row_by_key as get_row
 from shared.db.statements import insert_ignore
 from shared.db.types import JSONType, UTCDateTime
 
@@ -134,16 +135,6 @@ RATE_KEY = "smtp"
 
 
 # Leads ---------------------------------------------------------------------------------
-
-
-async def get_row(
-    session: AsyncSession, key: sa.Column[Any], value: str, *, for_update: bool = False
-) -> sa.Row[Any] | None:
-    """The row of `key`'s table whose `key` is `value` (locked until commit if asked)."""
-    query = sa.select(key.table).where(key == value)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).first()
 
 
 async def get_lead(

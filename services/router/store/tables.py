@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
+from shared.db.rows import row_by_key as row_by_key
 from shared.db.types import JSONType, UTCDateTime
 
 
@@ -119,13 +119,3 @@ outcomes = sa.Table(
 )
 
 LOCK_KEY = "__routing_lock__"
-
-
-async def row_by_key(
-    session: AsyncSession, key: sa.Column[Any], value: Any, *, for_update: bool = False
-) -> sa.Row[Any] | None:
-    """The row of `key`'s table whose `key` is `value` (locked until commit if asked)."""
-    query = sa.select(key.table).where(key == value)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).first()

@@ -1,0 +1,18 @@
+"""Reading one row of a table by its key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def row_by_key(
+    session: AsyncSession, key: sa.Column[Any], value: Any, *, for_update: bool = False
+) -> sa.Row[Any] | None:
+    """The row of `key`'s table whose `key` is `value` (locked until commit if asked)."""
+    query = sa.select(key.table).where(key == value)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
