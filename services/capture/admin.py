@@ -99,15 +99,11 @@ async def list_quarantine(
     status_code=202,
     responses={
         202: openapi.RELEASED,
-        404: openapi.json_response(
-            "Not in quarantine", openapi.error("not_quarantined", "...", "submission_id")
+        404: openapi.error_response("Not in quarantine", "not_quarantined", "...", "submission_id"),
+        409: openapi.error_response(
+            "Already released or erased", "not_quarantined", "...", "submission_id"
         ),
-        409: openapi.json_response(
-            "Already released or erased", openapi.error("not_quarantined", "...", "submission_id")
-        ),
-        422: openapi.json_response(
-            "Cannot become a lead", openapi.error("invalid_field", "...", "email")
-        ),
+        422: openapi.error_response("Cannot become a lead", "invalid_field", "...", "email"),
         **openapi.ADMIN_ERRORS,
     },
 )
@@ -127,11 +123,9 @@ async def release_submission(submission_id: str, bus: BusDep) -> Any:
     "/v1/quarantine/{submission_id}/reject",
     summary="Reject a quarantined submission (it is deleted)",
     responses={
-        404: openapi.json_response(
-            "Not in quarantine", openapi.error("not_quarantined", "...", "submission_id")
-        ),
-        409: openapi.json_response(
-            "Already released or erased", openapi.error("not_quarantined", "...", "submission_id")
+        404: openapi.error_response("Not in quarantine", "not_quarantined", "...", "submission_id"),
+        409: openapi.error_response(
+            "Already released or erased", "not_quarantined", "...", "submission_id"
         ),
         **openapi.ADMIN_ERRORS,
     },
@@ -151,9 +145,7 @@ async def reject_submission(submission_id: str, bus: BusDep) -> dict[str, str]:
     summary="The consent ledger of a lead",
     responses={
         200: openapi.CONSENTS,
-        404: openapi.json_response(
-            "No consent recorded", openapi.error("unknown_lead", "...", "lead_id")
-        ),
+        404: openapi.error_response("No consent recorded", "unknown_lead", "...", "lead_id"),
         **openapi.ADMIN_ERRORS,
     },
 )

@@ -12,13 +12,6 @@ LEAD_ID = "6f1c2b1e-8a0e-4d57-9a53-1d1c7f3f2a10"
 SUBMISSION_ID = "0b7d5d1e-3c39-4b7e-9a55-2b1f3a4c5d6e"
 
 
-def error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        body["field"] = field
-    return {"error": body}
-
-
 def json_response(description: str, example: Any, headers: dict[str, Any] | None = None) -> dict:
     response: dict[str, Any] = {
         "description": description,
@@ -27,6 +20,20 @@ def json_response(description: str, example: Any, headers: dict[str, Any] | None
     if headers:
         response["headers"] = headers
     return response
+
+
+def error_response(
+    description: str,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> dict:
+    """A documented refusal: the error shape with an example code, message and field."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return json_response(description, {"error": body}, headers)
 
 
 def json_body(examples: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -58,21 +65,21 @@ FORM_JSON = {
 FORM_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: json_response("Stored (JSON and fetch clients)", ACCEPTED),
     303: {"description": "HTML form post: redirect to the thank-you page (or back, on error)"},
-    404: json_response(
-        "Unknown form", error("unknown_form", "no form 'x' is configured", "form_id")
-    ),
-    415: json_response(
+    404: error_response("Unknown form", "unknown_form", "no form 'x' is configured", "form_id"),
+    415: error_response(
         "Unsupported content type",
-        error("unsupported_media_type", "send application/json, ...", "content-type"),
+        "unsupported_media_type",
+        "send application/json, ...",
+        "content-type",
     ),
-    422: json_response(
-        "A field is missing or invalid",
-        error("invalid_field", "work_email: is required", "work_email"),
+    422: error_response(
+        "A field is missing or invalid", "invalid_field", "work_email: is required", "work_email"
     ),
-    429: json_response(
+    429: error_response(
         "Rate limited (per IP or per form)",
-        error("rate_limited", "too many submissions; retry after 12 seconds"),
-        RETRY_AFTER,
+        "rate_limited",
+        "too many submissions; retry after 12 seconds",
+        headers=RETRY_AFTER,
     ),
 }
 
@@ -158,10 +165,10 @@ LEADS_RESPONSES: dict[int | str, dict[str, Any]] = {
             ]
         },
     ),
-    401: json_response("No API key", error("missing_api_key", "send an API key", "authorization")),
-    403: json_response("Unknown or revoked key", error("invalid_api_key", "...", "authorization")),
-    413: json_response("More than 500 leads", error("batch_too_large", "at most 500", "leads")),
-    415: json_response("Not JSON", error("unsupported_media_type", "send JSON", "content-type")),
+    401: error_response("No API key", "missing_api_key", "send an API key", "authorization"),
+    403: error_response("Unknown or revoked key", "invalid_api_key", "...", "authorization"),
+    413: error_response("More than 500 leads", "batch_too_large", "at most 500", "leads"),
+    415: error_response("Not JSON", "unsupported_media_type", "send JSON", "content-type"),
 }
 
 ERASURE_BODY = json_body(
@@ -172,11 +179,11 @@ ERASURE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "Erased here; lead.erased tells the other services",
         {"lead_id": LEAD_ID, "status": "erased"},
     ),
-    404: json_response("Nobody matches", error("unknown_person", "no lead matches", "email")),
-    401: json_response(
-        "No API key or admin token", error("missing_api_key", "send an API key", "authorization")
+    404: error_response("Nobody matches", "unknown_person", "no lead matches", "email"),
+    401: error_response(
+        "No API key or admin token", "missing_api_key", "send an API key", "authorization"
     ),
-    403: json_response("Unknown or revoked key", error("invalid_api_key", "...", "authorization")),
+    403: error_response("Unknown or revoked key", "invalid_api_key", "...", "authorization"),
 }
 
 WEBHOOK_OK = json_response("Acknowledged", {"received": 1})
@@ -274,13 +281,17 @@ SIGNED_BODY = json_body(
 )
 
 SIGNATURE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: json_response(
+    401: error_response(
         "Signature header missing or malformed",
-        error("missing_signature", "X-Hub-Signature-256 header is missing", "X-Hub-Signature-256"),
+        "missing_signature",
+        "X-Hub-Signature-256 header is missing",
+        "X-Hub-Signature-256",
     ),
-    403: json_response(
+    403: error_response(
         "Forged signature, stale timestamp or wrong key",
-        error("bad_signature", "signature does not match the body", "X-Hub-Signature-256"),
+        "bad_signature",
+        "signature does not match the body",
+        "X-Hub-Signature-256",
     ),
 }
 
@@ -329,11 +340,11 @@ CONSENTS = json_response(
     },
 )
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: json_response(
-        "Wrong or missing admin token", error("unauthorized", "...", "authorization")
-    ),
-    403: json_response(
+    401: error_response("Wrong or missing admin token", "unauthorized", "...", "authorization"),
+    403: error_response(
         "No admin token configured (outside development)",
-        error("admin_disabled", "set LEADFLOW_ADMIN_TOKEN", "authorization"),
+        "admin_disabled",
+        "set LEADFLOW_ADMIN_TOKEN",
+        "authorization",
     ),
 }

@@ -67,8 +67,8 @@ async def _raw_json(request: Request, source: str) -> bytes:
             "description": "The hub.challenge, echoed",
             "content": {"text/plain": {"example": "1158201444"}},
         },
-        403: openapi.json_response(
-            "Wrong verify token", openapi.error("bad_verify_token", "...", "hub.verify_token")
+        403: openapi.error_response(
+            "Wrong verify token", "bad_verify_token", "...", "hub.verify_token"
         ),
     },
 )
@@ -120,9 +120,7 @@ async def _enqueue(bus: CaptureBus, platform: str, records: dict[str, Any]) -> i
     summary="Google Ads lead forms",
     responses={
         200: openapi.json_response("Stored (a duplicate lead_id too)", {}),
-        403: openapi.json_response(
-            "Wrong google_key", openapi.error("bad_google_key", "...", "google_key")
-        ),
+        403: openapi.error_response("Wrong google_key", "bad_google_key", "...", "google_key"),
     },
     openapi_extra=openapi.GOOGLE_BODY,
 )
@@ -248,9 +246,7 @@ async def tiktok_webhook(
             "Stored: a result per lead",
             {"received": 1, "results": [{"external_id": "acme-778", "status": "accepted"}]},
         ),
-        404: openapi.json_response(
-            "Unknown source", openapi.error("unknown_source", "...", "source")
-        ),
+        404: openapi.error_response("Unknown source", "unknown_source", "...", "source"),
         **openapi.SIGNATURE_ERRORS,
     },
     openapi_extra=openapi.SIGNED_BODY,
