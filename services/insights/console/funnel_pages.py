@@ -6,11 +6,11 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from services.insights.console import charts
-from services.insights.console.pages import Console, ConsoleDep, Refused, UserDep
+from services.insights.console.pages import Console, PageDep, Refused
 from services.insights.console.queries import LeadsPerDay
 from services.insights.handlers import ReportQuery
 from services.insights.report_csv import to_csv
@@ -20,9 +20,20 @@ from shared.db.engine import offload_statements
 router = APIRouter()
 
 
-async def _report(console: Console, since: str | None, until: str | None) -> Any:
+def asked_window(
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+) -> ReportQuery:
+    """The report the page asks for: its window from the query (empty means unset)."""
+    return ReportQuery(since or None, until or None)
+
+
+AskedDep = Annotated[ReportQuery, Depends(asked_window)]
+
+
+async def _report(console: Console, asked: ReportQuery) -> Any:
     with offload_statements():
-        return await console.bus.query(ReportQuery(since, until))
+        return await console.bus.query(asked)
 
 
 def _days(report: Any, counts: dict[str, int]) -> list[tuple[str, int]]:
@@ -47,25 +58,18 @@ def _days(report: Any, counts: dict[str, int]) -> list[tuple[str, int]]:
 
 
 @router.get("/funnel")
-async def funnel(
-    request: Request,
-    user: UserDep,
-    console: ConsoleDep,
-    since: Annotated[str | None, Query(max_length=40)] = None,
-    until: Annotated[str | None, Query(max_length=40)] = None,
-) -> Response:
-    since, until = since or None, until or None
+async def funnel(page: PageDep, asked: AskedDep) -> Response:
+    since, until, console = asked.since, asked.until, page.console
     try:
-        report = await _report(console, since, until)
+        report = await _report(console, asked)
     except InvalidWindow as exc:
         context = {
-            "user": user,
             "error": f"{exc.field}: {exc.message}",
             "since": since,
             "until": until,
             "report": None,
         }
-        return console.render(request, "funnel.html", context, status=422)
+        return page.render("funnel.html", context, status=422)
     per_day = await console.bus.query(LeadsPerDay(report.since, report.until))
     rows = report.channels
     bars = charts.channel_bars(
@@ -80,7 +84,6 @@ async def funnel(
     ]
     query = urlencode({k: v for k, v in (("since", since), ("until", until)) if v})
     context = {
-        "user": user,
         "report": report,
         "since": since or report.first_day.isoformat(),
         "until": until or report.last_day.isoformat(),
@@ -90,18 +93,13 @@ async def funnel(
         "csv_url": "/console/funnel.csv" + (f"?{query}" if query else ""),
         "error": None,
     }
-    return console.render(request, "funnel.html", context)
+    return page.render("funnel.html", context)
 
 
 @router.get("/funnel.csv")
-async def funnel_csv(
-    user: UserDep,
-    console: ConsoleDep,
-    since: Annotated[str | None, Query(max_length=40)] = None,
-    until: Annotated[str | None, Query(max_length=40)] = None,
-) -> Response:
+async def funnel_csv(page: PageDep, asked: AskedDep) -> Response:
     try:
-        report = await _report(console, since or None, until or None)
+        report = await _report(page.console, asked)
     except InvalidWindow as exc:
         raise Refused(422, f"{exc.field}: {exc.message}") from None
     filename = f"leadflow-channels-{report.first_day}-{report.last_day}.csv"

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from services.insights.console.pages import ConsoleDep, Refused, UserDep
+from services.insights.console.pages import PageDep, Refused
 from services.insights.console.queries import LeadPage
 from services.insights.console.store import LeadSearch
 from shared.db.engine import offload_statements
@@ -48,9 +48,7 @@ def _cursor(value: str) -> tuple[datetime, str] | None:
 
 @router.get("/leads")
 async def leads(
-    request: Request,
-    user: UserDep,
-    console: ConsoleDep,
+    page: PageDep,
     q: Annotated[str, Query(max_length=200)] = "",
     channel: Annotated[str, Query(max_length=100)] = "",
     grade: Annotated[str, Query(max_length=8)] = "",
@@ -73,7 +71,7 @@ async def leads(
         after=_cursor(after),
     )
     with offload_statements():
-        rows = await console.bus.query(search)
+        rows = await page.console.bus.query(search)
     more = len(rows) > search.limit
     rows = rows[: search.limit]
     filters = {
@@ -92,25 +90,25 @@ async def leads(
             {**{k: v for k, v in filters.items() if v}, "after": position}
         )
     context = {
-        "user": user,
         "rows": rows,
         "filters": filters,
         "next_url": next_url,
         "first_url": "/console/leads?" + urlencode({k: v for k, v in filters.items() if v})
         if after
         else None,
-        "channels": sorted(console.config.channels.channels),
+        "channels": sorted(page.console.config.channels.channels),
         "grades": GRADES,
     }
-    return console.render(request, "leads.html", context)
+    return page.render("leads.html", context)
 
 
 @router.get("/leads/{lead_id}")
-async def lead(request: Request, lead_id: str, user: UserDep, console: ConsoleDep) -> Response:
+async def lead(lead_id: str, page: PageDep) -> Response:
     if not LEAD_ID.match(lead_id):
         raise Refused(404, "No such lead.")
-    page = await console.bus.query(LeadPage(lead_id))
-    profile, entries = page.profile, page.entries
+    console = page.console
+    found = await console.bus.query(LeadPage(lead_id))
+    profile, entries = found.profile, found.entries
     if profile is None:
         raise Refused(404, "No such lead (or insights has not seen it yet).")
     erased = profile.erased_at is not None
@@ -118,7 +116,6 @@ async def lead(request: Request, lead_id: str, user: UserDep, console: ConsoleDe
     if not erased:
         story = await console.services.lead_story(lead_id)
     context = {
-        "user": user,
         "lead": profile,
         "erased": erased,
         "entries": [] if erased else [_entry(e) for e in entries],
@@ -129,7 +126,7 @@ async def lead(request: Request, lead_id: str, user: UserDep, console: ConsoleDe
         if story and story["consents"].ok
         else [],
     }
-    return console.render(request, "lead.html", context)
+    return page.render("lead.html", context)
 
 
 def _entry(row: Any) -> dict[str, Any]:

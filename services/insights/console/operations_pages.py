@@ -11,18 +11,10 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from services.insights.console.pages import (
-    Console,
-    ConsoleDep,
-    FormDep,
-    Refused,
-    UserDep,
-    checked,
-    see_other,
-)
+from services.insights.console.pages import Console, FormDep, PageDep, Refused, checked, see_other
 from shared.events.topics import TOPICS, dlq_topic
 from shared.kafka.dlq import DeadLetter, read_dead_letters, redrive
 
@@ -31,22 +23,19 @@ router = APIRouter()
 
 @router.get("/quarantine")
 async def quarantine(
-    request: Request,
-    user: UserDep,
-    console: ConsoleDep,
+    page: PageDep,
     before: Annotated[str, Query(max_length=40)] = "",
     notice: Annotated[str, Query(max_length=20)] = "",
     id: Annotated[str, Query(max_length=100)] = "",
 ) -> Response:
-    answer = await console.services.quarantine(before or None)
+    answer = await page.console.services.quarantine(before or None)
     context = {
-        "user": user,
         "answer": answer,
         "items": (answer.body or {}).get("items", []) if answer.ok else [],
         "next_before": (answer.body or {}).get("next_before") if answer.ok else None,
         "notice": _notice(notice, id),
     }
-    return console.render(request, "quarantine.html", context)
+    return page.render("quarantine.html", context)
 
 
 NOTICES = {
@@ -62,17 +51,11 @@ def _notice(code: str, item: str) -> str | None:
 
 
 @router.post("/quarantine/{submission_id}/{action}")
-async def quarantine_action(
-    _: FormDep,
-    request: Request,
-    submission_id: str,
-    action: str,
-    user: UserDep,
-    console: ConsoleDep,
-) -> Response:
+async def quarantine_action(_: FormDep, submission_id: str, action: str, page: PageDep) -> Response:
     if action not in ("release", "reject"):
         raise Refused(404, "No such action.")
-    call = console.services.release if action == "release" else console.services.reject
+    services = page.console.services
+    call = services.release if action == "release" else services.reject
     checked(await call(submission_id))
     done = "released" if action == "release" else "rejected"
     return see_other(f"/console/quarantine?notice={done}&id={quote(submission_id, safe='')}")
@@ -92,22 +75,20 @@ async def _letters(console: Console, topic: str) -> list[DeadLetter] | str:
 
 @router.get("/dead-letters")
 async def dead_letters(
-    request: Request,
-    user: UserDep,
-    console: ConsoleDep,
+    page: PageDep,
     notice: Annotated[str, Query(max_length=20)] = "",
     id: Annotated[str, Query(max_length=300)] = "",
 ) -> Response:
+    console = page.console
     deliveries, *letters = await asyncio.gather(
         console.services.failed_deliveries(), *(_letters(console, t) for t in TOPICS)
     )
     context = {
-        "user": user,
         "deliveries": deliveries,
         "topics": list(zip(TOPICS, letters, strict=True)),
         "notice": _notice(notice, id),
     }
-    return console.render(request, "dead_letters.html", context)
+    return page.render("dead_letters.html", context)
 
 
 async def _find_letter(console: Console, topic: str, partition: int, offset: int) -> DeadLetter:
@@ -123,34 +104,30 @@ async def _find_letter(console: Console, topic: str, partition: int, offset: int
 
 
 @router.get("/dead-letters/{topic}/{partition}/{offset}")
-async def dead_letter(
-    request: Request, topic: str, partition: int, offset: int, user: UserDep, console: ConsoleDep
-) -> Response:
-    letter = await _find_letter(console, topic, partition, offset)
+async def dead_letter(topic: str, partition: int, offset: int, page: PageDep) -> Response:
+    letter = await _find_letter(page.console, topic, partition, offset)
     try:
         body = orjson.dumps(orjson.loads(letter.value), option=orjson.OPT_INDENT_2).decode()
     except orjson.JSONDecodeError:
         body = letter.value.decode("utf-8", "replace")
     headers = [(k, (v or b"").decode("utf-8", "replace")) for k, v in letter.headers]
-    context = {"user": user, "letter": letter, "topic": topic, "body": body, "headers": headers}
-    return console.render(request, "dead_letter.html", context)
+    context = {"letter": letter, "topic": topic, "body": body, "headers": headers}
+    return page.render("dead_letter.html", context)
 
 
 @router.post("/dead-letters/{topic}/{partition}/{offset}/redrive")
 async def redrive_letter(
-    _: FormDep, topic: str, partition: int, offset: int, user: UserDep, console: ConsoleDep
+    _: FormDep, topic: str, partition: int, offset: int, page: PageDep
 ) -> Response:
-    letter = await _find_letter(console, topic, partition, offset)
-    await redrive(console.runtime.settings, [letter])
+    letter = await _find_letter(page.console, topic, partition, offset)
+    await redrive(page.console.runtime.settings, [letter])
     name = quote(f"{letter.event_id or f'{partition}@{offset}'} to {topic}", safe="")
     return see_other(f"/console/dead-letters?notice=redriven&id={name}")
 
 
 @router.post("/deliveries/{delivery_id}/redrive")
-async def redrive_delivery(
-    _: FormDep, delivery_id: str, user: UserDep, console: ConsoleDep
-) -> Response:
-    checked(await console.services.redrive_delivery(delivery_id))
+async def redrive_delivery(_: FormDep, delivery_id: str, page: PageDep) -> Response:
+    checked(await page.console.services.redrive_delivery(delivery_id))
     return see_other(
         f"/console/dead-letters?notice=redriven&id={quote('delivery ' + delivery_id, safe='')}"
     )
@@ -164,8 +141,8 @@ def _samples(families: list[Any], name: str) -> list[Any]:
 
 
 @router.get("/health")
-async def health(request: Request, user: UserDep, console: ConsoleDep) -> Response:
-    scraped = await console.services.metrics()
+async def health(page: PageDep) -> Response:
+    scraped = await page.console.services.metrics()
     lag: dict[tuple[str, str], float] = {}
     outbox: list[tuple[str, float, float | None]] = []
     backlog: dict[str, float] = {}
@@ -188,11 +165,10 @@ async def health(request: Request, user: UserDep, console: ConsoleDep) -> Respon
             destination = s.labels.get("destination", "?")
             backlog[destination] = backlog.get(destination, 0) + s.value
     context = {
-        "user": user,
         "services": sorted(scraped),
         "down": down,
         "lag": sorted(lag.items()),
         "outbox": sorted(outbox),
         "backlog": sorted(backlog.items()),
     }
-    return console.render(request, "health.html", context)
+    return page.render("health.html", context)

@@ -1,9 +1,11 @@
 """What every console page shares: the `Console` (templates, sign-in, other services,
-the bus), the session and CSRF checks, and the refusals that become error pages."""
+the bus), the session and CSRF checks, the signed-in `Page`, and the refusals that
+become error pages."""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -194,6 +196,26 @@ def _duration(ms: Any) -> str:
 UserDep = Annotated[str, Depends(current_user)]
 ConsoleDep = Annotated[Console, Depends(get_console)]
 FormDep = Annotated[FormData, Depends(csrf_form)]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A signed-in user's request for a console page, and the console that answers it."""
+
+    request: Request
+    console: Console
+
+    def render(self, template: str, context: dict[str, Any], status: int = 200) -> Response:
+        """The page (the signed-in user and the CSRF token are added to `context`)."""
+        return self.console.render(self.request, template, context, status)
+
+
+async def signed_in_page(request: Request, _: UserDep, console: ConsoleDep) -> Page:
+    """The request's page, once its user is signed in (else a redirect to the login page)."""
+    return Page(request, console)
+
+
+PageDep = Annotated[Page, Depends(signed_in_page)]
 
 
 def see_other(url: str) -> RedirectResponse:
