@@ -23,7 +23,6 @@ is due (at most `delivery.poll_seconds`); new work wakes it at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -38,9 +37,8 @@ from services.nurture.mailer import Mailer, SendResult
 from services.nurture.rendering import Templates, Tracking
 from shared import metrics
 from shared.clock import Clock, utc_now
-from shared.db.engine import is_transient_db_error
 from shared.db.uow import UnitOfWork
-from shared.runtime.worker import PollingWorker
+from shared.runtime.worker import PollingWorker, retry_while_transient
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +59,9 @@ class Scheduler(PollingWorker):
         mailer: Mailer,
         clock: Clock = utc_now,
     ) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.config = config
         self.mailer = mailer
-        self.clock = clock
         self.bus = messagebus.bus(
             uow_factory, config, templates, tracking, wake=self.wake, clock=clock
         )
@@ -106,27 +103,18 @@ class Scheduler(PollingWorker):
         # emails into "interrupted" ones. Keep trying while the lease holds (the worker's
         # own backoff would start a new round and drop them).
         give_up = time.monotonic() + lease(self.config, len(claimed)).total_seconds() - 30
-        delay = self.backoff_start
-        while True:
-            try:
-                await self.record(claimed, results)
-                return
-            except Exception as exc:
-                if not is_transient_db_error(exc) or time.monotonic() + delay > give_up:
-                    raise
-                log.warning("recording sends failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry_while_transient(
+            lambda: self.record(claimed, results),
+            lambda: give_up - time.monotonic(),
+            "recording sends",
+            log,
+        )
 
     async def _idle_seconds(self) -> float:
         poll = self.config.delivery.poll_seconds
-        try:
-            due = await self.bus.query(NextDueAt())
-        except Exception:
-            return poll
-        now = self.clock()
-        wait = poll if due is None else min(poll, max((due - now).total_seconds(), 0.01))
+        wait = await self.seconds_until_due(lambda: self.bus.query(NextDueAt()), poll)
         if self._throttled_until is not None:
+            now = self.clock()
             wait = max(wait, min((self._throttled_until - now).total_seconds(), poll))
         return wait
 

@@ -19,7 +19,6 @@ polling is only the fallback.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -38,9 +37,8 @@ from services.router.destinations.sending import send
 from services.router.settings import RoutingConfig
 from shared import metrics
 from shared.clock import Clock, utc_now
-from shared.db.engine import is_transient_db_error
 from shared.db.uow import UnitOfWork
-from shared.runtime.worker import PollingWorker
+from shared.runtime.worker import PollingWorker, retry_while_transient
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +59,9 @@ class DeliveryWorker(PollingWorker):
         ack_url: Callable[[str], str],
         clock: Clock = utc_now,
     ) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.config = config
         self.destinations = destinations
-        self.clock = clock
         self.bus = messagebus.delivery_bus(uow_factory, config, destinations, ack_url)
         self._last_gauges = 0.0
 
@@ -104,32 +101,16 @@ class DeliveryWorker(PollingWorker):
         # mean sending everything again once the lease runs out. Keep trying while it holds.
         total = sum(len(items) for items in claimed.values())
         give_up = claimed_at + timedelta(seconds=lease_seconds(self.config, total))
-        delay = 0.2
-        while True:
-            try:
-                await self.bus.handle(RecordDeliveryResults(claimed, results, self.clock()))
-                return
-            except Exception as exc:
-                if (
-                    not is_transient_db_error(exc)
-                    or self.clock() + timedelta(seconds=delay) > give_up
-                ):
-                    raise
-                log.warning(
-                    "recording deliveries failed (%s); retrying in %.1fs", type(exc).__name__, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry_while_transient(
+            lambda: self.bus.handle(RecordDeliveryResults(claimed, results, self.clock())),
+            lambda: (give_up - self.clock()).total_seconds(),
+            "recording deliveries",
+            log,
+        )
 
     async def _idle_seconds(self) -> float:
         poll = self.config.delivery.poll_seconds
-        try:
-            due = await self.bus.query(NextDueAt())
-        except Exception:
-            return poll
-        if due is None:
-            return poll
-        return min(poll, max((due - self.clock()).total_seconds(), 0.01))
+        return await self.seconds_until_due(lambda: self.bus.query(NextDueAt()), poll)
 
     async def _refresh_gauges(self) -> None:
         if time.monotonic() - self._last_gauges < GAUGE_SECONDS:

@@ -26,10 +26,9 @@ class SlaWorker(PollingWorker):
         on_breach: Callable[[], None],
         clock: Clock = utc_now,
     ) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.config = config
         self.on_breach = on_breach
-        self.clock = clock
         self.bus = messagebus.bus(uow_factory, config, clock=clock)
 
     async def check(self, now: datetime | None = None) -> list[str]:

@@ -26,11 +26,10 @@ class DecayWorker(PollingWorker):
         batch_size: int,
         clock: Clock = utc_now,
     ) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.bus = bus
         self.interval_seconds = interval_seconds
         self.batch_size = batch_size
-        self.clock = clock
 
     async def round(self) -> float:
         """One full sweep, then wait for the next."""

@@ -10,6 +10,9 @@ in hand.
 A job subclasses `PollingWorker` and implements `round()`, which returns how long to
 wait before the next round (0: at once). `min_interval` caps how often rounds start
 under load, so bursts of wake-ups coalesce into one round.
+
+`retry_while_transient` keeps storing what a round learned outside the database
+(a relay's or a CRM's answers) through a database blip, until a deadline.
 """
 
 from __future__ import annotations
@@ -18,10 +21,40 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
 
+from shared.clock import Clock, utc_now
 from shared.db.engine import is_transient_db_error
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Delays between attempts of `retry_while_transient`: doubling from the first to the last.
+RETRY_FIRST, RETRY_MOST = 0.2, 5.0
+
+
+async def retry_while_transient(
+    attempt: Callable[[], Awaitable[T]],
+    seconds_left: Callable[[], float],
+    what: str,
+    logger: logging.Logger = log,
+) -> T:
+    """`attempt()` again while it fails with a transient database error and the next try
+    (0.2 s doubling to 5 s from now) is still within `seconds_left()`; any other error,
+    or one past the deadline, is raised. `what` names the work in the warnings."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_transient_db_error(exc) or delay > seconds_left():
+                raise
+            logger.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MOST)
 
 
 class PollingWorker:
@@ -35,7 +68,9 @@ class PollingWorker:
     #: At most one round per this many seconds, however often `wake()` is called.
     min_interval = 0.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = utc_now) -> None:
+        #: The time, for the job's rounds.
+        self.clock = clock
         self._wake = asyncio.Event()
         #: After a failed round: how long the worker waits before the next (for logs).
         self.retry_in = self.backoff_start
@@ -47,6 +82,19 @@ class PollingWorker:
     async def round(self) -> float:
         """Do one round of work; return the seconds to wait before the next (0: at once)."""
         raise NotImplementedError
+
+    async def seconds_until_due(
+        self, next_due: Callable[[], Awaitable[datetime | None]], poll: float
+    ) -> float:
+        """How long an idle worker waits: until the next due row (`next_due()`, at least
+        10 ms), at most `poll`; `poll` when nothing is due or the lookup fails."""
+        try:
+            due = await next_due()
+        except Exception:
+            return poll
+        if due is None:
+            return poll
+        return min(poll, max((due - self.clock()).total_seconds(), 0.01))
 
     def round_failed(self, exc: Exception) -> None:
         """Log a failed round: a database or broker that is away is a warning, not a trace."""
