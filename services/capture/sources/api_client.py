@@ -1,30 +1,48 @@
-"""What the Meta and LinkedIn API clients share: one connection pool, and the same
-answers when the platform cannot be reached or answers with something unexpected."""
+"""What the Meta and LinkedIn API clients share: one connection pool, the options every
+client takes, and the same answers when the platform cannot be reached, refuses, or
+answers with something unexpected."""
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 import httpx
 
-from services.capture.sources.common import RetrievalError, SourceError
+from services.capture.sources.common import (
+    RetrievalError,
+    SourceError,
+    loads_exact,
+    parse_retry_after,
+    retryable_status,
+)
+
+
+class ClientOptions(TypedDict, total=False):
+    """Where a platform's API is (else the client's `default_url`), how long a call may
+    take, and the transport (tests give one)."""
+
+    base_url: str
+    timeout: float
+    transport: httpx.AsyncBaseTransport | None
 
 
 class PlatformApiClient:
     """An HTTP client for one platform's API (`name` is said in errors, e.g. "Graph API")."""
 
     name = "API"
+    default_url = ""
 
     def __init__(
         self,
-        base_url: str,
-        *,
-        timeout: float,
-        transport: httpx.AsyncBaseTransport | None,
         headers: dict[str, str],
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        url = self.default_url if base_url is None else base_url
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
+            base_url=url.rstrip("/") + "/",
             timeout=timeout,
             transport=transport,
             headers=headers,
@@ -52,6 +70,30 @@ class PlatformApiClient:
                 retryable=True,
                 code="network_error",
             ) from exc
+
+
+def error_body(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object of an error answer; empty when it is not one (the status still tells)."""
+    try:
+        body = loads_exact(response.content, what=what)
+    except SourceError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def refused(
+    response: httpx.Response, message: str, *, code: str | None = None, transient: bool = False
+) -> RetrievalError:
+    """A platform's answer other than 200: retried when its status (or the platform, by
+    `transient`) says it is temporary, after the Retry-After it asks for."""
+    status = response.status_code
+    return RetrievalError(
+        message,
+        retryable=retryable_status(status) or transient,
+        status=status,
+        code=code or f"http_{status}",
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
 
 
 def unexpected_response(what: str, exc: SourceError) -> RetrievalError:

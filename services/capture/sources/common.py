@@ -14,7 +14,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,58 +95,46 @@ class InboundLead:
     raw_platform: dict[str, str] = field(default_factory=dict)  # other ids worth keeping
 
 
-class SourceError(ValueError):
+@dataclass(eq=False, repr=False)
+class _Refusal(Exception):
+    """An error told by its message and its details (the dataclass fields after it).
+
+    The repr names the details in field order, then the message; a field declared with
+    ``repr=False`` is left out of it.
+    """
+
+    message: str
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        details = [f for f in fields(self) if f.repr and f.name != "message"]
+        said = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in details)
+        return f"{type(self).__name__}({said}, message={self.message!r})"
+
+
+@dataclass(eq=False, repr=False, kw_only=True)
+class SourceError(_Refusal, ValueError):
     """A webhook request the route must refuse, with the HTTP status to answer."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 400,
-        code: str = "invalid_payload",
-        field: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.field = field
-        self.message = message
+    status: int = 400
+    code: str = "invalid_payload"
+    field: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         """The JSON error body a route can answer with (no request data echoed back)."""
         return {"error": self.code, "field": self.field, "message": self.message}
 
-    def __repr__(self) -> str:
-        return (
-            f"SourceError(status={self.status}, code={self.code!r}, "
-            f"field={self.field!r}, message={self.message!r})"
-        )
 
-
-class RetrievalError(Exception):
+@dataclass(eq=False, repr=False, kw_only=True)
+class RetrievalError(_Refusal):
     """A platform API call that did not yield the lead; ``retryable`` tells the queue what to do."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        code: str = "retrieval_failed",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
-        self.message = message
-
-    def __repr__(self) -> str:
-        return (
-            f"RetrievalError(retryable={self.retryable}, status={self.status}, "
-            f"code={self.code!r}, message={self.message!r})"
-        )
+    retryable: bool
+    status: int | None = None
+    code: str = "retrieval_failed"
+    retry_after: float | None = field(default=None, repr=False)
 
 
 def secrets_equal(given: str | bytes, expected: str | bytes) -> bool:

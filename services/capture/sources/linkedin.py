@@ -41,12 +41,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from services.capture.sources.api_client import PlatformApiClient, unexpected_response
+from services.capture.sources.api_client import (
+    ClientOptions,
+    PlatformApiClient,
+    error_body,
+    refused,
+    unexpected_response,
+)
 from services.capture.sources.common import (
     InboundLead,
     RetrievalError,
@@ -57,10 +63,8 @@ from services.capture.sources.common import (
     datetime_from_epoch,
     id_or_none,
     loads_exact,
-    parse_retry_after,
     require_list,
     require_object,
-    retryable_status,
     slugify,
     text_or_none,
 )
@@ -245,27 +249,22 @@ class LeadSyncClient(PlatformApiClient):
     """Reads lead form responses from the LinkedIn Marketing API (versioned /rest endpoints)."""
 
     name = "LinkedIn API"
+    default_url = DEFAULT_API_URL
 
     def __init__(
         self,
         access_token: str,
         *,
-        base_url: str = DEFAULT_API_URL,
         api_version: str = DEFAULT_API_VERSION,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(
-            base_url,
-            timeout=timeout,
-            transport=transport,
-            headers={
-                "Authorization": f"Bearer {access_token}",
-                "LinkedIn-Version": api_version,
-                "X-Restli-Protocol-Version": "2.0.0",
-                "Accept": "application/json",
-            },
-        )
+        headers = {
+            "Authorization": f"Bearer {access_token}",
+            "LinkedIn-Version": api_version,
+            "X-Restli-Protocol-Version": "2.0.0",
+            "Accept": "application/json",
+        }
+        super().__init__(headers, **options)
 
     async def fetch_form_response(self, response_id: str) -> InboundLead:
         """GET /leadFormResponses/{id} (with question definitions) and map it to an InboundLead."""
@@ -297,24 +296,10 @@ class LeadSyncClient(PlatformApiClient):
 
 
 def _linkedin_error(response: httpx.Response) -> RetrievalError:
-    status = response.status_code
-    service_code: str | None = None
-    try:
-        body = loads_exact(response.content, what="LinkedIn error")
-        if isinstance(body, dict):
-            service_code = text_or_none(body.get("serviceErrorCode")) or text_or_none(
-                body.get("code")
-            )
-    except SourceError:
-        pass
+    body = error_body(response, "LinkedIn error")
+    service_code = text_or_none(body.get("serviceErrorCode")) or text_or_none(body.get("code"))
     detail = f" (serviceErrorCode {service_code})" if service_code else ""
-    return RetrievalError(
-        f"LinkedIn API answered {status}{detail}",
-        retryable=retryable_status(status),
-        status=status,
-        code=f"http_{status}",
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-    )
+    return refused(response, f"LinkedIn API answered {response.status_code}{detail}")
 
 
 def _question_key(question: Mapping[str, Any], question_id: str) -> str:

@@ -37,12 +37,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from services.capture.sources.api_client import PlatformApiClient, unexpected_response
+from services.capture.sources.api_client import (
+    ClientOptions,
+    PlatformApiClient,
+    error_body,
+    refused,
+    unexpected_response,
+)
 from services.capture.sources.common import (
     FIELD_ALIASES,
     InboundLead,
@@ -54,11 +60,9 @@ from services.capture.sources.common import (
     datetime_from_any,
     id_or_none,
     loads_exact,
-    parse_retry_after,
     require_id,
     require_list,
     require_object,
-    retryable_status,
     secrets_equal,
     slugify,
 )
@@ -244,19 +248,16 @@ class GraphApiClient(PlatformApiClient):
     """Reads leads from the Graph API; one instance per access token (or pass one per call)."""
 
     name = "Graph API"
+    default_url = DEFAULT_GRAPH_URL
 
     def __init__(
         self,
         access_token: str,
         *,
-        base_url: str = DEFAULT_GRAPH_URL,
-        timeout: float = 10.0,
         app_secret: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(
-            base_url, timeout=timeout, transport=transport, headers={"Accept": "application/json"}
-        )
+        super().__init__({"Accept": "application/json"}, **options)
         self._access_token = access_token
         self._app_secret = app_secret
 
@@ -297,14 +298,9 @@ class GraphApiClient(PlatformApiClient):
 
 
 def _graph_error(response: httpx.Response) -> RetrievalError:
-    status = response.status_code
-    error: dict[str, Any] = {}
-    try:
-        body = loads_exact(response.content, what="Graph error")
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            error = body["error"]
-    except SourceError:
-        pass
+    error = error_body(response, "Graph error").get("error")
+    if not isinstance(error, dict):
+        error = {}
     code = _int_or_none(error.get("code"))
     transient = error.get("is_transient") is True or (
         code is not None and (code in _TRANSIENT_ERROR_CODES or code in _BUC_RATE_LIMIT_CODES)
@@ -318,12 +314,11 @@ def _graph_error(response: httpx.Response) -> RetrievalError:
         )
         if part
     )
-    return RetrievalError(
-        f"Graph API answered {status}" + (f" ({detail})" if detail else ""),
-        retryable=retryable_status(status) or transient,
-        status=status,
-        code=f"graph_error_{code}" if code is not None else f"http_{status}",
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    return refused(
+        response,
+        f"Graph API answered {response.status_code}" + (f" ({detail})" if detail else ""),
+        code=f"graph_error_{code}" if code is not None else None,
+        transient=transient,
     )
 
 
