@@ -169,11 +169,14 @@ async def list_sends(
     lead_id: str | None = None,
     limit: int = 100,
 ) -> list[sa.Row[Any]]:
-    query = sa.select(sends).order_by(sends.c.created_at.desc()).limit(limit)
-    if status:
-        query = query.where(sends.c.status == status)
-    if lead_id:
-        query = query.where(sends.c.lead_id == lead_id)
+    """The newest emails first, of those matching every filter given."""
+    filters = {"status": status, "lead_id": lead_id}
+    query = (
+        sa.select(sends)
+        .where(*(sends.c[name] == value for name, value in filters.items() if value))
+        .order_by(sends.c.created_at.desc())
+        .limit(limit)
+    )
     return list((await session.execute(query)).all())
 
 

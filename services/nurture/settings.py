@@ -9,6 +9,7 @@ line instead of failing at send time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -83,25 +84,24 @@ def load(raw: RawConfig) -> NurtureConfig:
         resolved = (base / config.templates_dir).resolve()
         config = config.model_copy(update={"templates_dir": str(resolved)})
         if not resolved.is_dir():
-            raise ConfigError(
-                [
-                    ConfigProblem(
-                        raw.file,
-                        raw.line_of(("nurture", "templates_dir")),
-                        "nurture.templates_dir",
-                        f"no such directory: {resolved}",
-                    )
-                ]
-            )
-    problems = [
+            missing = (("templates_dir",), f"no such directory: {resolved}")
+            raise ConfigError(_problems(raw, [missing]))
+    problems = _problems(raw, template_problems(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _problems(
+    raw: RawConfig, found: Iterable[tuple[tuple[str | int, ...], str]]
+) -> list[ConfigProblem]:
+    """Mistakes found in the section (path under `nurture`, message), each at its line."""
+    return [
         ConfigProblem(
             raw.file,
             raw.line_of(("nurture", *path)),
             ".".join(str(p) for p in ("nurture", *path)),
             message,
         )
-        for path, message in template_problems(config)
+        for path, message in found
     ]
-    if problems:
-        raise ConfigError(problems)
-    return config

@@ -48,15 +48,19 @@ async def list_deliveries(
     destination: str | None = None,
     limit: int = 100,
 ) -> list[sa.Row[Any]]:
-    query = sa.select(deliveries).order_by(deliveries.c.created_at.desc()).limit(limit)
-    if status:
-        query = query.where(deliveries.c.status == status)
-    if lead_id:
-        query = query.where(deliveries.c.lead_id == lead_id)
-    if assignment_id:
-        query = query.where(deliveries.c.assignment_id == assignment_id)
-    if destination:
-        query = query.where(deliveries.c.destination == destination)
+    """The newest deliveries first, of those matching every filter given."""
+    filters = {
+        "status": status,
+        "lead_id": lead_id,
+        "assignment_id": assignment_id,
+        "destination": destination,
+    }
+    query = (
+        sa.select(deliveries)
+        .where(*(deliveries.c[name] == value for name, value in filters.items() if value))
+        .order_by(deliveries.c.created_at.desc())
+        .limit(limit)
+    )
     return list((await session.execute(query)).all())
 
 
