@@ -4,15 +4,18 @@ Only the unit of work commits. `async with uow:` rolls back unless
 `await uow.commit()` was called; events published through it are written to
 the outbox in the same transaction, so they leave if and only if the state
 change is committed.
+
+`uow.cache(key, factory)` keeps one object per transaction (a lead cache, a
+repository): made on first use, forgotten when the transaction commits or rolls back.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -25,6 +28,8 @@ from shared.events.contracts import Event
 from shared.events.envelope import Envelope, encode
 
 _IDS = postgresql.ARRAY(sa.String())
+
+T = TypeVar("T")
 
 
 class UnitOfWork:
@@ -45,6 +50,7 @@ class UnitOfWork:
         self._before_commit: list[Callable[[], Awaitable[None]]] = []
         self._after_commit: list[Callable[[], None]] = []
         self._once_keys: dict[str, int] = {}
+        self._cache: dict[Hashable, Any] = {}
 
     @property
     def session(self) -> AsyncSession:
@@ -72,6 +78,7 @@ class UnitOfWork:
         self._before_commit.clear()
         self._after_commit.clear()
         self._once_keys.clear()
+        self._cache.clear()
         self._committed = False
         self._wrote_events = False
         return self
@@ -193,10 +200,26 @@ class UnitOfWork:
             self._once_keys[once_key] = len(self._after_commit)
         self._after_commit.append(callback)
 
+    def cache(self, key: Hashable, factory: Callable[[UnitOfWork], T]) -> T:
+        """The object of this transaction under `key`: `factory(uow)` on first use, the
+        same one until the transaction commits or rolls back (then a new one is made)."""
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = factory(self)
+        return found  # type: ignore[no-any-return]
+
+    def cached(self, key: Hashable) -> Any | None:
+        """The object of this transaction under `key`, if `cache` made one."""
+        return self._cache.get(key)
+
     async def commit(self) -> None:
-        """Commit state, inbox marks and outbox events together; wake the relay."""
+        """Commit state, inbox marks and outbox events together; wake the relay.
+
+        The `before_commit` callbacks run once: a later commit of the same unit of
+        work runs only those added since."""
         for callback in self._before_commit:
             await callback()
+        self._before_commit.clear()
         await self._flush_pending()
         wrote_events = self._wrote_events
         await self.session.commit()
@@ -205,6 +228,7 @@ class UnitOfWork:
             self.db.outbox_signal.set()
         callbacks, self._after_commit = self._after_commit, []
         self._once_keys.clear()
+        self._cache.clear()
         for done in callbacks:
             done()
 
@@ -215,6 +239,7 @@ class UnitOfWork:
         self._before_commit.clear()
         self._after_commit.clear()
         self._once_keys.clear()
+        self._cache.clear()
 
     async def _flush_pending(self) -> None:
         if self._pending_events:
