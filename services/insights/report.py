@@ -34,6 +34,19 @@ from services.insights.window import Window
 from shared.config import ChannelsConfig
 
 GRADES = ("hot", "warm", "cold")
+#: Counted facts a report row shows as they are (and the totals row sums).
+COUNTS = (
+    "leads",
+    "repeat_touches",
+    "sales_ready",
+    "routed",
+    "converted",
+    "disqualified",
+    "engaged",
+    "unsubscribed",
+    "delivery_failed",
+    "erased",
+)
 
 
 @dataclass
@@ -58,20 +71,7 @@ class ChannelFacts:
 
     def add(self, other: ChannelFacts) -> None:
         """Fold another channel's facts into this one (for the totals)."""
-        for name in (
-            "leads",
-            "repeat_touches",
-            "sales_ready",
-            "routed",
-            "converted",
-            "disqualified",
-            "engaged",
-            "unsubscribed",
-            "delivery_failed",
-            "erased",
-            "lead_cost_units",
-            "revenue_units",
-        ):
+        for name in (*COUNTS, "lead_cost_units", "revenue_units"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for grade, count in other.grades.items():
             self.grades[grade] = self.grades.get(grade, 0) + count
@@ -167,20 +167,9 @@ def channel_row(
         impressions=spend.impressions,
         clicks=spend.clicks,
         ctr=rate(spend.clicks, spend.impressions) if spend.clicks is not None else None,
-        leads=facts.leads,
-        repeat_touches=facts.repeat_touches,
-        hot=grades.get("hot", 0),
-        warm=grades.get("warm", 0),
-        cold=grades.get("cold", 0),
+        **{name: getattr(facts, name) for name in COUNTS},
+        **{grade: grades.get(grade, 0) for grade in GRADES},
         ungraded=facts.leads - graded,
-        sales_ready=facts.sales_ready,
-        routed=facts.routed,
-        converted=facts.converted,
-        disqualified=facts.disqualified,
-        engaged=facts.engaged,
-        unsubscribed=facts.unsubscribed,
-        delivery_failed=facts.delivery_failed,
-        erased=facts.erased,
         revenue=revenue,
         revenue_other_currencies={
             currency: money(from_units(units))

@@ -11,8 +11,8 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
-class SweepDecay:
-    """Re-score up to `limit` leads whose decay deadline passed by `now`."""
+class RescoreRun:
+    """A page of a re-scoring run: up to `limit` leads as of `now`, recorded as `run_id`."""
 
     now: datetime
     limit: int
@@ -20,13 +20,15 @@ class SweepDecay:
 
 
 @dataclass(frozen=True)
-class ReplayNextPage:
-    """Re-score the next `limit` leads after `after` from their logged events."""
+class SweepDecay(RescoreRun):
+    """Re-score the leads whose decay deadline passed by `now`."""
+
+
+@dataclass(frozen=True)
+class ReplayNextPage(RescoreRun):
+    """Re-score the leads after `after` from their logged events."""
 
     after: str
-    limit: int
-    now: datetime
-    run_id: str
     dry_run: bool = False
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from services.scoring.commands import ExplainScore
-from services.scoring.scores import Reason, Score
+from services.scoring.scores import Reason
 from services.scoring.views import Explanation
 from shared.clock import utc_now
 from shared.http import ApiError
@@ -100,18 +100,16 @@ def _reasons(reasons: tuple[Reason, ...] | list[dict[str, object]]) -> list[Reas
     return out
 
 
-def _now_view(score: Score) -> ScoreNow:
-    return ScoreNow(
-        as_of=score.at,
-        score=score.score,
-        fit=score.fit,
-        engagement=score.engagement,
-        grade=score.grade,
-        sales_ready=score.sales_ready,
-        disqualified=score.disqualified,
-        model_version=score.model_version,
-        reasons=_reasons(score.reasons),
-    )
+#: What every view of a score shows, read from a `Score` or a stored history row.
+VERDICT = ("score", "fit", "engagement", "grade", "sales_ready", "disqualified", "model_version")
+#: What a history row adds: when, what changed and what caused it.
+CHANGE = ("at", "previous_grade", "became_sales_ready", "published", "cause_event_id", "cause_type")
+
+
+def _view(source: Any, names: tuple[str, ...] = VERDICT) -> dict[str, Any]:
+    """These fields of a `Score` or a history row, and its reasons as the API shows them."""
+    fields = {name: getattr(source, name) for name in names}
+    return {**fields, "reasons": _reasons(source.reasons or [])}
 
 
 @router.get(
@@ -143,38 +141,12 @@ async def explain_score(
     )
     if found is None:
         raise ApiError(404, "not_found", "scoring has not scored this lead", field="lead_id")
-    last = found.last
     return ScoreExplanation(
         lead_id=lead_id,
-        score=last.score,
-        fit=last.fit,
-        engagement=last.engagement,
-        grade=last.grade,
-        sales_ready=last.sales_ready,
-        disqualified=last.disqualified,
-        model_version=last.model_version,
-        scored_at=last.at,
+        scored_at=found.last.at,
         erased=found.state.erased,
-        reasons=_reasons(last.reasons),
-        current=_now_view(found.now) if found.now else None,
-        history=[
-            Change(
-                at=row.at,
-                score=row.score,
-                fit=row.fit,
-                engagement=row.engagement,
-                grade=row.grade,
-                previous_grade=row.previous_grade,
-                sales_ready=row.sales_ready,
-                became_sales_ready=row.became_sales_ready,
-                disqualified=row.disqualified,
-                published=row.published,
-                model_version=row.model_version,
-                cause_event_id=row.cause_event_id,
-                cause_type=row.cause_type,
-                reasons=_reasons(row.reasons or []),
-            )
-            for row in found.history
-        ],
+        current=ScoreNow(as_of=found.now.at, **_view(found.now)) if found.now else None,
+        history=[Change(**_view(row, CHANGE + VERDICT)) for row in found.history],
         history_total=found.history_total,
+        **_view(found.last),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
@@ -25,12 +25,7 @@ class Reason:
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule_id": self.rule_id,
-            "kind": self.kind,
-            "points": self.points,
-            "detail": self.detail,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reason:
