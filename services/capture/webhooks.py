@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.types import DecoratedCallable
 
 from services.capture import openapi
 from services.capture.commands import Captured, CaptureLead, ForgetPlatformLead, QueueRetrievals
@@ -34,6 +35,7 @@ from shared.db.batching import Batcher
 from shared.http import ApiError
 
 router = APIRouter(tags=["webhooks"])
+Decorator = Callable[[DecoratedCallable], DecoratedCallable]
 
 
 def _refuse(source: str, exc: SourceError) -> ApiError:
@@ -81,26 +83,31 @@ async def meta_handshake(request: Request, config: ConfigDep) -> Response:
     return PlainTextResponse(challenge)
 
 
-@router.post(
-    "/v1/webhooks/meta",
-    summary="Meta Lead Ads: leadgen notifications",
-    responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
-    openapi_extra=openapi.META_BODY,
-)
-async def meta_webhook(
-    request: Request,
-    bus: BusDep,
-    config: ConfigDep,
-    x_hub_signature_256: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> dict[str, Any]:
+def _signed_hook(platform: str, summary: str, body: dict[str, Any]) -> Decorator:
+    """The POST route of a platform's signed webhook, documented with the signature refusals.
+
+    Routes read their signature header from the request by the name the source module
+    gives it (`SIGNATURE_HEADER`); it is not a documented parameter.
+    """
+    return router.post(
+        f"/v1/webhooks/{platform}",
+        summary=summary,
+        responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
+        openapi_extra=body,
+    )
+
+
+@_signed_hook("meta", "Meta Lead Ads: leadgen notifications", openapi.META_BODY)
+async def meta_webhook(request: Request, bus: BusDep, config: ConfigDep) -> dict[str, Any]:
     """Verify X-Hub-Signature-256 over the raw body, queue each lead for retrieval, answer 200.
 
     The answer does not wait for the Graph API: each leadgen id is stored as a pending
     retrieval and fetched by the retrieval worker, with retries, until it arrives.
     """
     raw = await _raw_json(request, "meta")
+    signature = request.headers.get(meta_source.SIGNATURE_HEADER)
     with _refused_as("meta"):
-        meta_source.verify_signature(raw, x_hub_signature_256, config.platforms.meta.app_secret)
+        meta_source.verify_signature(raw, signature, config.platforms.meta.app_secret)
         notifications = meta_source.parse_notifications(raw)
     records = {n.leadgen_id: notification_record(n) for n in notifications}
     new = await _enqueue(bus, "meta", records)
@@ -188,24 +195,13 @@ async def linkedin_validation(request: Request, config: ConfigDep) -> dict[str, 
         )
 
 
-@router.post(
-    "/v1/webhooks/linkedin",
-    summary="LinkedIn Lead Sync notifications",
-    responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
-    openapi_extra=openapi.LINKEDIN_BODY,
-)
-async def linkedin_webhook(
-    request: Request,
-    bus: BusDep,
-    config: ConfigDep,
-    x_li_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> dict[str, Any]:
+@_signed_hook("linkedin", "LinkedIn Lead Sync notifications", openapi.LINKEDIN_BODY)
+async def linkedin_webhook(request: Request, bus: BusDep, config: ConfigDep) -> dict[str, Any]:
     """Verify X-LI-Signature, queue created leads for retrieval, scrub deleted ones."""
     raw = await _raw_json(request, "linkedin")
+    signature = request.headers.get(linkedin_source.SIGNATURE_HEADER)
     with _refused_as("linkedin"):
-        linkedin_source.verify_signature(
-            raw, x_li_signature, config.platforms.linkedin.client_secret
-        )
+        linkedin_source.verify_signature(raw, signature, config.platforms.linkedin.client_secret)
         notifications = linkedin_source.parse_notifications(raw)
     created = {n.response_id: notification_record(n) for n in notifications if not n.is_deletion}
     deleted = [n.response_id for n in notifications if n.is_deletion]
@@ -215,23 +211,15 @@ async def linkedin_webhook(
     return {"received": len(notifications), "new": new, "deleted": len(deleted)}
 
 
-@router.post(
-    "/v1/webhooks/tiktok",
-    summary="TikTok Instant Form leads",
-    responses={200: openapi.WEBHOOK_OK, **openapi.SIGNATURE_ERRORS},
-    openapi_extra=openapi.TIKTOK_BODY,
-)
-async def tiktok_webhook(
-    request: Request,
-    config: ConfigDep,
-    tiktok_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> dict[str, Any]:
+@_signed_hook("tiktok", "TikTok Instant Form leads", openapi.TIKTOK_BODY)
+async def tiktok_webhook(request: Request, config: ConfigDep) -> dict[str, Any]:
     """Verify TikTok-Signature (5-minute window) and store each lead; dedupe on lead_id."""
     raw = await _raw_json(request, "tiktok")
     settings = config.platforms.tiktok
+    signature = request.headers.get(tiktok_source.SIGNATURE_HEADER)
     with _refused_as("tiktok"):
         tiktok_source.verify_signature(
-            raw, tiktok_signature, settings.client_secret, time.time(), settings.tolerance_seconds
+            raw, signature, settings.client_secret, time.time(), settings.tolerance_seconds
         )
         leads = tiktok_source.parse_leads(raw)
     results = await _capture_leads(request.app.state.intake, config, leads)
@@ -251,12 +239,7 @@ async def tiktok_webhook(
     },
     openapi_extra=openapi.SIGNED_BODY,
 )
-async def signed_webhook(
-    source: str,
-    request: Request,
-    config: ConfigDep,
-    leadflow_signature: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> dict[str, Any]:
+async def signed_webhook(source: str, request: Request, config: ConfigDep) -> dict[str, Any]:
     """Verify `Leadflow-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>` and store.
 
     Requests older or newer than the source's window (5 minutes by default) are refused.
@@ -266,12 +249,11 @@ async def signed_webhook(
         metrics.leads_rejected_total.labels("webhook", "unknown_source").inc()
         raise ApiError(404, "unknown_source", f"no webhook source {source!r}", field="source")
     raw = await _raw_json(request, "webhook")
+    signature = request.headers.get(signed_source.SIGNATURE_HEADER)
     with _refused_as("webhook"):
-        signed_source.verify(
-            raw, leadflow_signature, hook.secrets, time.time(), hook.tolerance_seconds
-        )
+        signed_source.verify(raw, signature, hook.secrets, time.time(), hook.tolerance_seconds)
         leads = signed_source.parse_generic(raw)
-        replay = signed_source.replay_key(raw, leadflow_signature or "")
+        replay = signed_source.replay_key(raw, signature or "")
     results = await _capture_leads(
         request.app.state.intake, config, leads, vendor=source, replay=replay
     )
