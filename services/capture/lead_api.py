@@ -6,12 +6,14 @@ intake. `POST /v1/erasure` forgets a person everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.capture import openapi, store
@@ -118,13 +120,28 @@ def _rejected(index: int, code: str, field: str, message: str) -> dict[str, Any]
     }
 
 
-@router.post(
-    "/v1/leads",
-    summary="Send one lead or a batch (API key)",
-    tags=["intake"],
-    status_code=202,
-    responses=openapi.LEADS_RESPONSES,
-    openapi_extra=LEADS_BODY,
+def _accepting(
+    path: str,
+    summary: str,
+    tag: str,
+    responses: openapi.Responses,
+    body: dict[str, Any],
+    **more: Any,
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A POST route answering 202 Accepted, documented by its answers and body examples."""
+    return router.post(
+        path,
+        summary=summary,
+        tags=[tag],
+        status_code=202,
+        responses=responses,
+        openapi_extra=body,
+        **more,
+    )
+
+
+@_accepting(
+    "/v1/leads", "Send one lead or a batch (API key)", "intake", openapi.LEADS_RESPONSES, LEADS_BODY
 )
 async def submit_leads(
     request: Request,
@@ -241,13 +258,12 @@ class ErasureIn(BaseModel):
         return value
 
 
-@router.post(
+@_accepting(
     "/v1/erasure",
-    summary="Forget a person (API key or admin token)",
-    tags=["privacy"],
-    status_code=202,
-    responses=openapi.ERASURE_RESPONSES,
-    openapi_extra=openapi.ERASURE_BODY,
+    "Forget a person (API key or admin token)",
+    "privacy",
+    openapi.ERASURE_RESPONSES,
+    openapi.ERASURE_BODY,
     dependencies=[Depends(require_key_or_admin)],
 )
 async def erase(body: ErasureIn, bus: BusDep) -> dict[str, Any]:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The `responses=` of a route: documented answers by status.
+Responses = dict[int | str, dict[str, Any]]
+
 LEAD_ID = "6f1c2b1e-8a0e-4d57-9a53-1d1c7f3f2a10"
 SUBMISSION_ID = "0b7d5d1e-3c39-4b7e-9a55-2b1f3a4c5d6e"
 
@@ -62,7 +65,7 @@ FORM_JSON = {
     "lf_elapsed_ms": "8400",
 }
 
-FORM_RESPONSES: dict[int | str, dict[str, Any]] = {
+FORM_RESPONSES: Responses = {
     202: json_response("Stored (JSON and fetch clients)", ACCEPTED),
     303: {"description": "HTML form post: redirect to the thank-you page (or back, on error)"},
     404: error_response("Unknown form", "unknown_form", "no form 'x' is configured", "form_id"),
@@ -145,7 +148,7 @@ LEADS_EXAMPLES: dict[str, Any] = {
     },
 }
 
-LEADS_RESPONSES: dict[int | str, dict[str, Any]] = {
+LEADS_RESPONSES: Responses = {
     202: json_response("Every lead stored (one lead: its result)", ACCEPTED),
     207: json_response(
         "Batch with some leads rejected: a result per item",
@@ -174,7 +177,7 @@ LEADS_RESPONSES: dict[int | str, dict[str, Any]] = {
 ERASURE_BODY = json_body(
     {"by email": {"email": "ada@example.com"}, "by lead id": {"lead_id": LEAD_ID}}
 )
-ERASURE_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERASURE_RESPONSES: Responses = {
     202: json_response(
         "Erased here; lead.erased tells the other services",
         {"lead_id": LEAD_ID, "status": "erased"},
@@ -280,7 +283,7 @@ SIGNED_BODY = json_body(
     }
 )
 
-SIGNATURE_ERRORS: dict[int | str, dict[str, Any]] = {
+SIGNATURE_ERRORS: Responses = {
     401: error_response(
         "Signature header missing or malformed",
         "missing_signature",
@@ -339,7 +342,7 @@ CONSENTS = json_response(
         ],
     },
 )
-ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+ADMIN_ERRORS: Responses = {
     401: error_response("Wrong or missing admin token", "unauthorized", "...", "authorization"),
     403: error_response(
         "No admin token configured (outside development)",
