@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import add_plumbing_tables, make_metadata
 from shared.db.statements import insert_ignore
-from shared.db.types import JSONType, UTCDateTime
+from shared.db.tables import flags, json_columns, lead_id_column, stamps, times
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -23,24 +23,21 @@ outbox, inbox = add_plumbing_tables(metadata)
 leads = sa.Table(
     "leads",
     metadata,
-    sa.Column("lead_id", sa.String(36), primary_key=True),
+    lead_id_column(36, primary_key=True),
     # One lead per person: the database enforces it, not only the code.
     sa.Column("email", sa.String(320), unique=True, nullable=True),
     sa.Column("phone", sa.String(32), unique=True, nullable=True),
-    sa.Column("contact", JSONType(), nullable=False),
-    sa.Column("first_touch", JSONType(), nullable=False),
-    sa.Column("last_touch", JSONType(), nullable=False),
+    *json_columns("contact", "first_touch", "last_touch"),
     sa.Column("touches", sa.Integer, nullable=False, default=1),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.Column("erased_at", UTCDateTime(), nullable=True),
+    *times("created_at", "updated_at"),
+    *stamps("erased_at"),
 )
 
 submissions = sa.Table(
     "submissions",
     metadata,
     sa.Column("submission_id", sa.String(36), primary_key=True),
-    sa.Column("lead_id", sa.String(36), nullable=True, index=True),
+    lead_id_column(36, nullable=True, index=True),
     sa.Column("source", sa.String(32), nullable=False),
     sa.Column("form_id", sa.String(200), nullable=True),
     # Retries and double-clicks: the same key (per source) is the same submission.
@@ -52,32 +49,29 @@ submissions = sa.Table(
     # Normalized identity keys of the submitter, so erasure also reaches held-back submissions.
     sa.Column("email", sa.String(320), nullable=True, index=True),
     sa.Column("phone", sa.String(32), nullable=True, index=True),
-    sa.Column("payload", JSONType(), nullable=False),
+    *json_columns("payload"),
     # What a quarantined submission needs to be captured on release (cleared then).
-    sa.Column("raw", JSONType(), nullable=True),
-    sa.Column("platform", JSONType(), nullable=True),
-    sa.Column("attribution", JSONType(), nullable=False),
-    sa.Column("consent", JSONType(), nullable=False),
+    *json_columns("raw", "platform", nullable=True),
+    *json_columns("attribution", "consent"),
     sa.Column("client_ip", sa.String(64), nullable=True),
-    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
-    sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("released_at", UTCDateTime(), nullable=True),
+    *flags("is_test", default=False),
+    *times("received_at", index=True),
+    *stamps("released_at"),
 )
 
 consents = sa.Table(
     "consents",
     metadata,
     sa.Column("consent_id", sa.String(36), primary_key=True),
-    sa.Column("lead_id", sa.String(36), nullable=False, index=True),
+    lead_id_column(36, nullable=False, index=True),
     sa.Column("submission_id", sa.String(36), nullable=False, unique=True),
     sa.Column("source", sa.String(32), nullable=False),
     sa.Column("form_id", sa.String(200), nullable=True),
-    sa.Column("marketing", sa.Boolean, nullable=False),
-    sa.Column("double_opt_in", sa.Boolean, nullable=False),
+    *flags("marketing", "double_opt_in"),
     sa.Column("text", sa.Text, nullable=True),
     sa.Column("version", sa.String(64), nullable=True),
     sa.Column("ip", sa.String(64), nullable=True),
-    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    *times("recorded_at"),
 )
 
 retrievals = sa.Table(
@@ -86,14 +80,13 @@ retrievals = sa.Table(
     sa.Column("retrieval_id", sa.String(36), primary_key=True),
     sa.Column("platform", sa.String(32), nullable=False),
     sa.Column("external_id", sa.String(256), nullable=False),
-    sa.Column("notification", JSONType(), nullable=False),
+    *json_columns("notification"),
     sa.Column("status", sa.String(16), nullable=False),  # pending | done | deleted
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", UTCDateTime(), nullable=False, index=True),
+    *times("next_attempt_at", index=True),
     sa.Column("last_error", sa.String(300), nullable=True),
     sa.Column("submission_id", sa.String(36), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *times("created_at", "updated_at"),
     sa.UniqueConstraint("platform", "external_id"),
 )
 
@@ -106,9 +99,9 @@ api_keys = sa.Table(
     sa.Column("source", sa.String(100), nullable=False),
     # Money keeps four decimals (ten-thousandths), as everywhere else it is stored.
     sa.Column("cost_per_lead", sa.Numeric(14, 4), nullable=True),
-    sa.Column("scopes", JSONType(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    *json_columns("scopes"),
+    *times("created_at"),
+    *stamps("revoked_at"),
 )
 
 

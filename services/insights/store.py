@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared.db import add_plumbing_tables, make_metadata
-from shared.db.types import UTCDateTime
+from shared.db.tables import flags, lead_id_column, stamps, times
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -20,23 +20,23 @@ outbox, inbox = add_plumbing_tables(metadata)
 leads = sa.Table(
     "leads",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
+    lead_id_column(primary_key=True),
     sa.Column("channel", sa.String(100), nullable=True, index=True),
     sa.Column("channel_rank", sa.SmallInteger, nullable=False, default=0),
-    sa.Column("captured_at", UTCDateTime(), nullable=True, index=True),
-    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
+    *times("captured_at", nullable=True, index=True),
+    *flags("is_test", default=False),
     sa.Column("grade", sa.String(8), nullable=True),
-    sa.Column("graded_at", UTCDateTime(), nullable=True),
-    sa.Column("sales_ready_at", UTCDateTime(), nullable=True),
-    sa.Column("routed_at", UTCDateTime(), nullable=True),
+    *stamps("graded_at", "sales_ready_at", "routed_at"),
     sa.Column("speed_to_lead_ms", sa.BigInteger, nullable=True),
-    sa.Column("converted_at", UTCDateTime(), nullable=True),
-    sa.Column("disqualified_at", UTCDateTime(), nullable=True),
-    sa.Column("engaged_at", UTCDateTime(), nullable=True),
-    sa.Column("unsubscribed_at", UTCDateTime(), nullable=True),
-    sa.Column("delivery_failed_at", UTCDateTime(), nullable=True),
-    sa.Column("erased_at", UTCDateTime(), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *stamps(
+        "converted_at",
+        "disqualified_at",
+        "engaged_at",
+        "unsubscribed_at",
+        "delivery_failed_at",
+        "erased_at",
+    ),
+    *times("updated_at"),
 )
 
 # One row per submission: repeat touches count for the channel they came through.
@@ -44,23 +44,22 @@ touches = sa.Table(
     "touches",
     metadata,
     sa.Column("submission_id", sa.String(64), primary_key=True),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    lead_id_column(nullable=False, index=True),
     sa.Column("channel", sa.String(100), nullable=False),
-    sa.Column("is_new_lead", sa.Boolean, nullable=False),
-    sa.Column("is_test", sa.Boolean, nullable=False),
+    *flags("is_new_lead", "is_test"),
     sa.Column("cost_units", sa.BigInteger, nullable=True),
-    sa.Column("captured_at", UTCDateTime(), nullable=False, index=True),
+    *times("captured_at", index=True),
 )
 
 # One row per CRM outcome (deal): a lead may be won more than once.
 conversions = sa.Table(
     "conversions",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
+    lead_id_column(primary_key=True),
     sa.Column("outcome_id", sa.String(200), primary_key=True),
     sa.Column("value_units", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(16), nullable=False),
-    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    *times("occurred_at"),
 )
 
 # Spend posted per channel and day; overrides the config for that day.
@@ -72,5 +71,5 @@ channel_spend = sa.Table(
     sa.Column("amount_units", sa.BigInteger, nullable=False),
     sa.Column("impressions", sa.BigInteger, nullable=True),
     sa.Column("clicks", sa.BigInteger, nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *times("updated_at"),
 )

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import add_plumbing_tables, make_metadata
 from shared.db.rows import row_by_key as get_row
 from shared.db.statements import insert_ignore
-from shared.db.types import JSONType, UTCDateTime
+from shared.db.tables import flags, json_columns, lead_id_column, stamps, times
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -28,28 +28,21 @@ NO_CONSENT, CONSENT_PENDING, CONSENT_GRANTED = "none", "pending", "granted"
 leads = sa.Table(
     "leads",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
+    lead_id_column(primary_key=True),
     sa.Column("email", sa.String(320), nullable=True, index=True),
-    sa.Column("contact", JSONType(), nullable=False),
-    sa.Column("fields", JSONType(), nullable=False),
+    *json_columns("contact", "fields"),
     sa.Column("channel", sa.String(100), nullable=True),
     sa.Column("form_id", sa.String(200), nullable=True),
     sa.Column("form_type", sa.String(100), nullable=True),
     sa.Column("grade", sa.String(8), nullable=True),
     sa.Column("score", sa.Float, nullable=True),
-    sa.Column("sales_ready", sa.Boolean, nullable=False, default=False),
-    sa.Column("disqualified", sa.Boolean, nullable=False, default=False),
-    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
+    *flags("sales_ready", "disqualified", "is_test", default=False),
     sa.Column("consent", sa.String(16), nullable=False, default=NO_CONSENT),
     sa.Column("consent_source", sa.String(16), nullable=True),  # form | double_opt_in
-    sa.Column("consent_at", UTCDateTime(), nullable=True),
+    *stamps("consent_at"),
     sa.Column("consent_ip", sa.String(64), nullable=True),
-    sa.Column("unsubscribed_at", UTCDateTime(), nullable=True),
-    sa.Column("bounced_at", UTCDateTime(), nullable=True),
-    sa.Column("converted_at", UTCDateTime(), nullable=True),
-    sa.Column("erased_at", UTCDateTime(), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *stamps("unsubscribed_at", "bounced_at", "converted_at", "erased_at"),
+    *times("created_at", "updated_at"),
 )
 
 # Addresses never to email again, by a SHA-256 of the lower-cased address, so the
@@ -59,8 +52,8 @@ suppressions = sa.Table(
     metadata,
     sa.Column("email_hash", sa.String(64), primary_key=True),
     sa.Column("reason", sa.String(16), nullable=False),  # unsubscribed | bounced | complaint
-    sa.Column("lead_id", sa.String(64), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
+    lead_id_column(nullable=True),
+    *times("created_at"),
 )
 
 ACTIVE, COMPLETED, EXITED, FAILED_RUN = "active", "completed", "exited", "failed"
@@ -69,13 +62,13 @@ enrollments = sa.Table(
     "enrollments",
     metadata,
     sa.Column("enrollment_id", sa.String(36), primary_key=True),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    lead_id_column(nullable=False, index=True),
     sa.Column("sequence_id", sa.String(100), nullable=False),
     sa.Column("run", sa.Integer, nullable=False),  # 1 for the first time through
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("exit_reason", sa.String(32), nullable=True),
-    sa.Column("enrolled_at", UTCDateTime(), nullable=False),
-    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    *times("enrolled_at"),
+    *stamps("ended_at"),
     sa.UniqueConstraint("lead_id", "sequence_id", "run"),
 )
 
@@ -95,27 +88,24 @@ sends = sa.Table(
     metadata,
     sa.Column("send_id", sa.String(32), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    lead_id_column(nullable=False, index=True),
     sa.Column("enrollment_id", sa.String(36), nullable=True),
     sa.Column("sequence_id", sa.String(100), nullable=True),
     sa.Column("step", sa.Integer, nullable=True),
     sa.Column("step_id", sa.String(100), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("due_at", UTCDateTime(), nullable=False),
+    *times("due_at"),
     # When the scheduler may take it: moved by quiet hours, the frequency cap and retries.
-    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
-    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    *times("next_attempt_at"),
+    *stamps("claimed_until"),
     sa.Column("claims", sa.Integer, nullable=False, default=0),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("message_id", sa.String(300), nullable=True),
     # link id → URL of this email: the only places its click redirect may go.
-    sa.Column("links", JSONType(), nullable=False),
-    sa.Column("clicked_links", JSONType(), nullable=False),
+    *json_columns("links", "clicked_links"),
     sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("sent_at", UTCDateTime(), nullable=True),
-    sa.Column("ended_at", UTCDateTime(), nullable=True),
-    sa.Column("opened_at", UTCDateTime(), nullable=True),
+    *times("created_at"),
+    *stamps("sent_at", "ended_at", "opened_at"),
     sa.Column("opens", sa.Integer, nullable=False, default=0),
     sa.Column("clicks", sa.Integer, nullable=False, default=0),
     sa.UniqueConstraint("enrollment_id", "step"),
@@ -127,8 +117,8 @@ send_state = sa.Table(
     "send_state",
     metadata,
     sa.Column("key", sa.String(100), primary_key=True),
-    sa.Column("sent", JSONType(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *json_columns("sent"),
+    *times("updated_at"),
 )
 
 RATE_KEY = "smtp"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared.db import add_plumbing_tables, make_metadata
-from shared.db.types import JSONType, UTCDateTime
+from shared.db.tables import flags, json_columns, lead_id_column, serial_id, stamps, times
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -18,24 +18,23 @@ outbox, inbox = add_plumbing_tables(metadata)
 lead_scores = sa.Table(
     "lead_scores",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
-    sa.Column("snapshot", JSONType(), nullable=True),
-    sa.Column("memory", JSONType(), nullable=False),
+    lead_id_column(primary_key=True),
+    *json_columns("snapshot", nullable=True),
+    *json_columns("memory"),
     sa.Column("model_version", sa.String(32), nullable=True),
     sa.Column("events", sa.Integer, nullable=False),
     sa.Column("score", sa.Float, nullable=True),
     sa.Column("fit", sa.Float, nullable=True),
     sa.Column("engagement", sa.Float, nullable=True),
     sa.Column("grade", sa.String(8), nullable=True, index=True),
-    sa.Column("sales_ready", sa.Boolean, nullable=False),
-    sa.Column("disqualified", sa.Boolean, nullable=False),
-    sa.Column("reasons", JSONType(), nullable=False),
+    *flags("sales_ready", "disqualified"),
+    *json_columns("reasons"),
     sa.Column("score_version", sa.String(32), nullable=True),
-    sa.Column("scored_at", UTCDateTime(), nullable=True),
+    *stamps("scored_at"),
     # When decay alone changes the grade or sales-readiness: the sweep's work list.
-    sa.Column("regrade_due_at", UTCDateTime(), nullable=True, index=True),
-    sa.Column("erased_at", UTCDateTime(), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *times("regrade_due_at", nullable=True, index=True),
+    *stamps("erased_at"),
+    *times("updated_at"),
 )
 
 # Every event that scored a lead, in order: what replay folds again.
@@ -43,12 +42,11 @@ score_events = sa.Table(
     "score_events",
     metadata,
     sa.Column("event_id", sa.String(200), primary_key=True),
-    sa.Column("lead_id", sa.String(64), nullable=False),
+    lead_id_column(nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("event_type", sa.String(100), nullable=False),
-    sa.Column("payload", JSONType(), nullable=False),
-    sa.Column("occurred_at", UTCDateTime(), nullable=False),
-    sa.Column("received_at", UTCDateTime(), nullable=False),
+    *json_columns("payload"),
+    *times("occurred_at", "received_at"),
     sa.UniqueConstraint("lead_id", "seq"),
 )
 
@@ -56,27 +54,19 @@ score_events = sa.Table(
 score_changes = sa.Table(
     "score_changes",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
-    sa.Column("at", UTCDateTime(), nullable=False),
+    serial_id(),
+    lead_id_column(nullable=False, index=True),
+    *times("at"),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("fit", sa.Float, nullable=False),
     sa.Column("engagement", sa.Float, nullable=False),
     sa.Column("grade", sa.String(8), nullable=False),
     sa.Column("previous_grade", sa.String(8), nullable=True),
-    sa.Column("sales_ready", sa.Boolean, nullable=False),
-    sa.Column("became_sales_ready", sa.Boolean, nullable=False),
-    sa.Column("disqualified", sa.Boolean, nullable=False),
-    sa.Column("published", sa.Boolean, nullable=False),
+    *flags("sales_ready", "became_sales_ready", "disqualified", "published"),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("cause_event_id", sa.String(200), nullable=False),
     sa.Column("cause_type", sa.String(100), nullable=False),
-    sa.Column("reasons", JSONType(), nullable=False),
+    *json_columns("reasons"),
 )
 
 _STATE_COLUMNS = (

@@ -1,6 +1,13 @@
-"""Tables every service has: the outbox (events to publish) and the inbox (events handled)."""
+"""Tables every service has (the outbox of events to publish, the inbox of events handled)
+and the columns every service declares the same way.
+
+The column helpers return new `sa.Column` objects on every call (a column belongs to
+one table), declared exactly as the migrations create them.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,6 +24,41 @@ NAMING_CONVENTION = {
 }
 
 
+def serial_id(name: str = "id") -> sa.Column[Any]:
+    """An auto-incrementing primary key: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite."""
+    return sa.Column(
+        name,
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
+def lead_id_column(length: int = 64, **options: Any) -> sa.Column[Any]:
+    """The lead's id (`primary_key=True`, or `nullable=`/`index=` as the table needs)."""
+    return sa.Column("lead_id", sa.String(length), **options)
+
+
+def times(*names: str, nullable: bool = False, **options: Any) -> list[sa.Column[Any]]:
+    """UTC time columns, required unless `nullable`."""
+    return [sa.Column(name, UTCDateTime(), nullable=nullable, **options) for name in names]
+
+
+def stamps(*names: str) -> list[sa.Column[Any]]:
+    """When something happened to the row: UTC times, empty until it does."""
+    return times(*names, nullable=True)
+
+
+def json_columns(*names: str, nullable: bool = False) -> list[sa.Column[Any]]:
+    """JSON columns (JSONB on PostgreSQL), required unless `nullable`."""
+    return [sa.Column(name, JSONType(), nullable=nullable) for name in names]
+
+
+def flags(*names: str, **options: Any) -> list[sa.Column[Any]]:
+    """Required booleans (`default=False` where inserts may leave them out)."""
+    return [sa.Column(name, sa.Boolean, nullable=False, **options) for name in names]
+
+
 def make_metadata() -> sa.MetaData:
     """A MetaData with leadflow's naming convention (one per service)."""
     return sa.MetaData(naming_convention=NAMING_CONVENTION)
@@ -27,24 +69,19 @@ def add_plumbing_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     outbox = sa.Table(
         "outbox",
         metadata,
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
+        serial_id(),
         sa.Column("event_id", sa.String(64), nullable=False),
         sa.Column("topic", sa.String(200), nullable=False),
         sa.Column("key", sa.String(200), nullable=False),
-        sa.Column("headers", JSONType(), nullable=False),
+        *json_columns("headers"),
         sa.Column("value", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        *times("created_at"),
     )
     inbox = sa.Table(
         "inbox",
         metadata,
         sa.Column("consumer", sa.String(100), primary_key=True),
         sa.Column("event_id", sa.String(200), primary_key=True),
-        sa.Column("handled_at", UTCDateTime(), nullable=False),
+        *times("handled_at"),
     )
     return outbox, inbox

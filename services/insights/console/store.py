@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.insights.store import leads as funnel_leads
 from services.insights.store import metadata
 from shared.db.statements import utc_day
-from shared.db.types import JSONType, UTCDateTime
+from shared.db.tables import json_columns, lead_id_column, stamps, times
 
 profiles = sa.Table(
     "console_leads",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
+    lead_id_column(primary_key=True),
     sa.Column("email", sa.String(320), nullable=True),
     sa.Column("email_lc", sa.String(320), nullable=True, index=True),
     sa.Column("first_name", sa.String(200), nullable=True),
@@ -38,12 +38,11 @@ profiles = sa.Table(
     sa.Column("channel", sa.String(100), nullable=True),
     # How sure the channel is: 2 from a capture's first touch, 1 from a score or a routing.
     sa.Column("channel_rank", sa.SmallInteger, nullable=False, default=0),
-    sa.Column("captured_at", UTCDateTime(), nullable=True),
+    *stamps("captured_at"),
     sa.Column("grade", sa.String(8), nullable=True),
     sa.Column("score", sa.Float, nullable=True),
-    sa.Column("graded_at", UTCDateTime(), nullable=True),
-    sa.Column("erased_at", UTCDateTime(), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *stamps("graded_at", "erased_at"),
+    *times("updated_at"),
     # Keyset pagination newest/oldest first, alone or within a channel or a grade.
     sa.Index("ix_console_leads_captured", "captured_at", "lead_id"),
     sa.Index("ix_console_leads_channel_captured", "channel", "captured_at", "lead_id"),
@@ -54,11 +53,11 @@ profiles = sa.Table(
 timeline = sa.Table(
     "console_timeline",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
+    lead_id_column(primary_key=True),
     sa.Column("event_id", sa.String(200), primary_key=True),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("at", UTCDateTime(), nullable=False),
-    sa.Column("data", JSONType(), nullable=False),
+    *times("at"),
+    *json_columns("data"),
 )
 
 CONTACT_COLUMNS = (

@@ -3,19 +3,11 @@ received outcomes, per-destination rate limits."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
 from shared.db import add_plumbing_tables, make_metadata
 from shared.db.rows import row_by_key as row_by_key
-from shared.db.types import JSONType, UTCDateTime
-
-
-def _stamps(*names: str) -> list[sa.Column[Any]]:
-    """When something happened to the row: UTC times, empty until it does."""
-    return [sa.Column(name, UTCDateTime(), nullable=True) for name in names]
-
+from shared.db.tables import flags, json_columns, lead_id_column, stamps, times
 
 metadata = make_metadata()
 outbox, inbox = add_plumbing_tables(metadata)
@@ -24,19 +16,17 @@ outbox, inbox = add_plumbing_tables(metadata)
 leads = sa.Table(
     "leads",
     metadata,
-    sa.Column("lead_id", sa.String(64), primary_key=True),
+    lead_id_column(primary_key=True),
     sa.Column("email", sa.String(320), nullable=True, index=True),
-    sa.Column("contact", JSONType(), nullable=False),
-    sa.Column("fields", JSONType(), nullable=False),
+    *json_columns("contact", "fields"),
     sa.Column("channel", sa.String(100), nullable=False),
     sa.Column("form_id", sa.String(200), nullable=True),
     sa.Column("form_type", sa.String(100), nullable=True),
     sa.Column("score", sa.Float, nullable=True),
     sa.Column("grade", sa.String(8), nullable=True),
-    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
-    sa.Column("captured_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.Column("erased_at", UTCDateTime(), nullable=True),
+    *flags("is_test", default=False),
+    *times("captured_at", "updated_at"),
+    *stamps("erased_at"),
 )
 
 ACTIVE = ("open", "acknowledged", "queued")
@@ -45,20 +35,20 @@ assignments = sa.Table(
     "assignments",
     metadata,
     sa.Column("assignment_id", sa.String(36), primary_key=True),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    lead_id_column(nullable=False, index=True),
     sa.Column("rep_id", sa.String(100), nullable=True, index=True),
     sa.Column("queue", sa.String(100), nullable=True),
     sa.Column("rule_id", sa.String(100), nullable=False),
     # open → acknowledged | reassigned (SLA breach) | closed (outcome); queued: no rep.
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("reason", JSONType(), nullable=False),
+    *json_columns("reason"),
     sa.Column("reassigned_from", sa.String(36), nullable=True),
     sa.Column("reassignments", sa.Integer, nullable=False, default=0),
     sa.Column("cause_event_id", sa.String(200), nullable=True),
-    sa.Column("captured_at", UTCDateTime(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("sla_due_at", UTCDateTime(), nullable=True, index=True),
-    *_stamps("acknowledged_at", "breached_at", "delivered_at", "closed_at"),
+    *times("captured_at"),
+    *times("created_at", index=True),
+    *times("sla_due_at", nullable=True, index=True),
+    *stamps("acknowledged_at", "breached_at", "delivered_at", "closed_at"),
 )
 
 # Strategy state per rule (round-robin cursor, weighted credits) and the routing lock row.
@@ -66,8 +56,8 @@ routing_state = sa.Table(
     "routing_state",
     metadata,
     sa.Column("key", sa.String(100), primary_key=True),
-    sa.Column("state", JSONType(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *json_columns("state"),
+    *times("updated_at"),
 )
 
 PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
@@ -78,23 +68,23 @@ deliveries = sa.Table(
     metadata,
     sa.Column("delivery_id", sa.String(36), primary_key=True),
     sa.Column("assignment_id", sa.String(36), nullable=False, index=True),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    lead_id_column(nullable=False, index=True),
     sa.Column("destination", sa.String(100), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("purpose", sa.String(16), nullable=False),  # assigned | reassigned | escalation
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("claims", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
-    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    *times("next_attempt_at"),
+    *stamps("claimed_until"),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("last_status", sa.Integer, nullable=True),
     sa.Column("external_id", sa.String(200), nullable=True, index=True),
     # Progress of multi-step destinations (Pipedrive: the person id once created).
-    sa.Column("progress", JSONType(), nullable=False),
+    *json_columns("progress"),
     sa.Column("redrives", sa.Integer, nullable=False, default=0),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    *_stamps("delivered_at", "failed_at"),
+    *times("created_at"),
+    *stamps("delivered_at", "failed_at"),
     sa.UniqueConstraint("assignment_id", "destination", "purpose"),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
 )
@@ -104,18 +94,18 @@ destination_state = sa.Table(
     "destination_state",
     metadata,
     sa.Column("destination", sa.String(100), primary_key=True),
-    sa.Column("sent", JSONType(), nullable=False),
-    sa.Column("paused_until", UTCDateTime(), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *json_columns("sent"),
+    *stamps("paused_until"),
+    *times("updated_at"),
 )
 
 outcomes = sa.Table(
     "outcomes",
     metadata,
     sa.Column("outcome_id", sa.String(200), primary_key=True),
-    sa.Column("lead_id", sa.String(64), nullable=False, index=True),
+    lead_id_column(nullable=False, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("received_at", UTCDateTime(), nullable=False),
+    *times("received_at"),
 )
 
 LOCK_KEY = "__routing_lock__"
