@@ -15,41 +15,48 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class RecordOpen:
-    """The open pixel of a send was fetched."""
+class SendMessage:
+    """A message about one email of the send queue."""
 
     send_id: str
 
 
 @dataclass(frozen=True)
-class RecordClick:
+class RecordOpen(SendMessage):
+    """The open pixel of a send was fetched."""
+
+
+@dataclass(frozen=True)
+class RecordClick(SendMessage):
     """A tracked link of a send was followed."""
 
-    send_id: str
     link_id: str
 
 
 @dataclass(frozen=True)
-class Unsubscribe:
-    """The person asked for no more email (`method`: one_click or page)."""
+class RedriveSend(SendMessage):
+    """An operator sends a failed email again."""
+
+
+@dataclass(frozen=True)
+class LeadMessage:
+    """A message about one lead."""
 
     lead_id: str
+
+
+@dataclass(frozen=True)
+class Unsubscribe(LeadMessage):
+    """The person asked for no more email (`method`: one_click or page)."""
+
     method: str
 
 
 @dataclass(frozen=True)
-class ConfirmConsent:
+class ConfirmConsent(LeadMessage):
     """The person clicked the double opt-in link (from `ip`)."""
 
-    lead_id: str
     ip: str | None
-
-
-@dataclass(frozen=True)
-class RedriveSend:
-    """An operator sends a failed email again."""
-
-    send_id: str
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,15 @@ class Unsuppress:
 
 
 @dataclass(frozen=True)
-class ClaimDueSends:
-    """The scheduler takes the emails that may go out at `now` (its first transaction)."""
+class DueAt:
+    """A message about the emails that may go out at `now`."""
 
     now: datetime
+
+
+@dataclass(frozen=True)
+class ClaimDueSends(DueAt):
+    """The scheduler takes the emails that may go out at `now` (its first transaction)."""
 
 
 @dataclass(frozen=True)
@@ -82,24 +94,18 @@ class RecordSendResults:
 
 
 @dataclass(frozen=True)
-class GetLead:
+class GetLead(LeadMessage):
     """The lead as nurture keeps it, or None."""
 
-    lead_id: str
-
 
 @dataclass(frozen=True)
-class GetLeadEnrollments:
+class GetLeadEnrollments(LeadMessage):
     """The lead (or None) with its enrollments and their emails."""
 
-    lead_id: str
-
 
 @dataclass(frozen=True)
-class GetLeadConfirmations:
+class GetLeadConfirmations(LeadMessage):
     """The lead (or None) with its double opt-in emails."""
-
-    lead_id: str
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,5 @@ class NextDueAt:
 
 
 @dataclass(frozen=True)
-class CountDue:
+class CountDue(DueAt):
     """How many scheduled emails may go out at `now`."""
-
-    now: datetime

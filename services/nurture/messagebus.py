@@ -14,12 +14,6 @@ from services.nurture import claiming, engagement, handlers, queries, send_resul
 from services.nurture.commands import (
     ClaimDueSends,
     ConfirmConsent,
-    CountDue,
-    GetLead,
-    GetLeadConfirmations,
-    GetLeadEnrollments,
-    ListSends,
-    NextDueAt,
     RecordClick,
     RecordOpen,
     RecordSendResults,
@@ -34,20 +28,11 @@ from shared.clock import Clock, utc_now
 from shared.db.uow import UnitOfWork
 from shared.messagebus import Handler, MessageBus
 
-QUERIES: dict[type, Handler] = {
-    GetLead: queries.get_lead,
-    GetLeadEnrollments: queries.get_lead_enrollments,
-    GetLeadConfirmations: queries.get_lead_confirmations,
-    ListSends: queries.list_sends,
-    NextDueAt: queries.next_due_at,
-    CountDue: queries.count_due,
-}
-
 
 def operator_handlers(clock: Clock = utc_now) -> dict[type, Handler]:
     """What the `leadflow nurture` commands need: no config, no templates."""
     return {
-        **QUERIES,
+        **queries.QUERIES,
         RedriveSend: functools.partial(send_results.handle_redrive, clock=clock),
         Unsuppress: functools.partial(handlers.handle_unsuppress, clock=clock),
     }

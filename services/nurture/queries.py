@@ -19,6 +19,7 @@ from services.nurture.commands import (
     NextDueAt,
 )
 from shared.db.uow import UnitOfWork
+from shared.messagebus import Handler
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,14 @@ async def next_due_at(_query: NextDueAt, uow: UnitOfWork) -> datetime | None:
 
 async def count_due(query: CountDue, uow: UnitOfWork) -> int:
     return await send_queue.due_count(uow.session, query.now)
+
+
+#: Query type → handler (the bus runs them read-only).
+QUERIES: dict[type, Handler] = {
+    GetLead: get_lead,
+    GetLeadEnrollments: get_lead_enrollments,
+    GetLeadConfirmations: get_lead_confirmations,
+    ListSends: list_sends,
+    NextDueAt: next_due_at,
+    CountDue: count_due,
+}

@@ -20,32 +20,40 @@ OutcomeKind = Literal["converted", "disqualified"]
 
 
 @dataclass(frozen=True)
-class AcknowledgeAssignment:
-    """The rep took the lead: stop the speed-to-lead clock."""
+class AssignmentMessage:
+    """A message about one assignment."""
 
     assignment_id: str
 
 
 @dataclass(frozen=True)
-class CheckSla:
-    """Reassign and escalate open assignments past their SLA at `now`."""
-
-    now: datetime
-    limit: int = 100
+class AcknowledgeAssignment(AssignmentMessage):
+    """The rep took the lead: stop the speed-to-lead clock."""
 
 
 @dataclass(frozen=True)
-class RedriveDelivery:
-    """Queue a failed delivery again with a fresh attempt budget."""
+class DeliveryMessage:
+    """A message about one delivery."""
 
     delivery_id: str
 
 
 @dataclass(frozen=True)
-class RecordOutcome:
-    """The CRM says the lead converted or will not buy."""
+class RedriveDelivery(DeliveryMessage):
+    """Queue a failed delivery again with a fresh attempt budget."""
+
+
+@dataclass(frozen=True)
+class LeadMessage:
+    """A message about one lead."""
 
     lead_id: str
+
+
+@dataclass(frozen=True)
+class RecordOutcome(LeadMessage):
+    """The CRM says the lead converted or will not buy."""
+
     outcome: OutcomeKind
     outcome_id: str
     occurred_at: datetime
@@ -55,10 +63,22 @@ class RecordOutcome:
 
 
 @dataclass(frozen=True)
-class ClaimDueDeliveries:
-    """A delivery round's first step: take the due deliveries that may go out now."""
+class RoundMessage:
+    """A worker round's message: what is due at `now`."""
 
     now: datetime
+
+
+@dataclass(frozen=True)
+class CheckSla(RoundMessage):
+    """Reassign and escalate open assignments past their SLA at `now`."""
+
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class ClaimDueDeliveries(RoundMessage):
+    """A delivery round's first step: take the due deliveries that may go out now."""
 
 
 @dataclass(frozen=True)
@@ -74,22 +94,24 @@ class RecordDeliveryResults:
 
 
 @dataclass(frozen=True)
-class GetAssignment:
-    assignment_id: str
+class GetAssignment(AssignmentMessage):
+    """The assignment (or None) with its deliveries."""
 
 
 @dataclass(frozen=True)
-class LeadAssignments:
-    lead_id: str
+class LeadAssignments(LeadMessage):
+    """Every assignment of the lead, oldest first, each with its deliveries."""
 
 
 @dataclass(frozen=True)
-class GetDelivery:
-    delivery_id: str
+class GetDelivery(DeliveryMessage):
+    """The delivery, or None."""
 
 
 @dataclass(frozen=True)
 class ListDeliveries:
+    """Deliveries, newest first, by status, destination and lead."""
+
     status: str | None = None
     destination: str | None = None
     lead_id: str | None = None
