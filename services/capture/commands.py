@@ -57,17 +57,20 @@ class NotReleasable(Exception):
 
 
 @dataclass(frozen=True)
-class ReleaseSubmission:
-    """Let a quarantined submission through: the normal capture path, on the same row."""
+class SubmissionCommand:
+    """A command about one stored submission."""
 
     submission_id: str
 
 
 @dataclass(frozen=True)
-class RejectSubmission:
-    """Drop a quarantined submission for good: spam keeps no personal data."""
+class ReleaseSubmission(SubmissionCommand):
+    """Let a quarantined submission through: the normal capture path, on the same row."""
 
-    submission_id: str
+
+@dataclass(frozen=True)
+class RejectSubmission(SubmissionCommand):
+    """Drop a quarantined submission for good: spam keeps no personal data."""
 
 
 @dataclass(frozen=True)
@@ -90,59 +93,71 @@ class CreateApiKey:
 
 
 @dataclass(frozen=True)
-class QueueRetrievals:
-    """Meta or LinkedIn notified these lead ids: a retrieval job for each one not seen yet."""
+class PlatformCommand:
+    """A command about an ad platform's leads (the platform: meta, linkedin...)."""
 
     platform: str
+
+
+@dataclass(frozen=True)
+class QueueRetrievals(PlatformCommand):
+    """Meta or LinkedIn notified these lead ids: a retrieval job for each one not seen yet."""
+
     notifications: Mapping[str, Mapping[str, Any]]  # platform lead id → notification
 
 
 @dataclass(frozen=True)
-class ForgetPlatformLead:
+class ForgetPlatformLead(PlatformCommand):
     """The platform reports the person deleted this lead: stop fetching, scrub its answers."""
 
-    platform: str
     external_id: str
 
 
 @dataclass(frozen=True)
-class ClaimRetrieval:
-    """Take a due retrieval job for one attempt (only if nobody took it since it was read)."""
+class RetrievalCommand:
+    """A command about one retrieval job."""
 
     retrieval_id: str
+
+
+@dataclass(frozen=True)
+class ClaimRetrieval(RetrievalCommand):
+    """Take a due retrieval job for one attempt (only if nobody took it since it was read)."""
+
     attempts: int
     lease_until: datetime
 
 
 @dataclass(frozen=True)
-class CaptureRetrievedLead:
+class CaptureRetrievedLead(RetrievalCommand):
     """The platform answered: capture the lead and close its retrieval job together."""
 
-    retrieval_id: str
     command: CaptureLead
 
 
 @dataclass(frozen=True)
-class SkipRetrievedLead:
+class SkipRetrievedLead(RetrievalCommand):
     """The platform answered with a test lead that is not accepted: close the job."""
-
-    retrieval_id: str
 
 
 @dataclass(frozen=True)
-class RetryRetrieval:
+class RetryRetrieval(RetrievalCommand):
     """An attempt failed: try again at `next_at`."""
 
-    retrieval_id: str
     next_at: datetime
     error: str
 
 
 @dataclass(frozen=True)
-class DueRetrievals:
-    """Query: the pending jobs due now, oldest first."""
+class LimitedQuery:
+    """Query: at most `limit` rows."""
 
     limit: int
+
+
+@dataclass(frozen=True)
+class DueRetrievals(LimitedQuery):
+    """Query: the pending jobs due now, oldest first."""
 
 
 @dataclass(frozen=True)
@@ -151,10 +166,9 @@ class RetrievalBacklog:
 
 
 @dataclass(frozen=True)
-class ListQuarantined:
+class ListQuarantined(LimitedQuery):
     """Query: held-back submissions, newest first, received before `before`."""
 
-    limit: int
     before: datetime | None = None
     form_id: str | None = None
     reason: str | None = None
