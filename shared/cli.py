@@ -39,6 +39,13 @@ def run_with_uows(
     return asyncio.run(main())
 
 
+def redrive_ids(named: list[str] | None, all_failed: bool, what: str) -> list[str]:
+    """The ids a re-drive command names; without any, it must say `--all-failed`."""
+    if not named and not all_failed:
+        raise typer.BadParameter(f"give {what} ids or --all-failed")
+    return list(named or [])
+
+
 async def redrive_each(
     ids: Iterable[str],
     redrive: Callable[[str], Awaitable[Any]],

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         """The port a service listens on."""
         return self.ports.get(service, DEFAULT_PORTS[service])
 
+    def public_base_of(self, service: str, configured: str | None = None) -> str:
+        """Where a service's links point (no trailing slash): the service's configured
+        URL, else LEADFLOW_PUBLIC_URL, else http://host:port of the service."""
+        base = configured or self.public_url
+        return (base or f"http://{self.host}:{self.port_of(service)}").rstrip("/")
+
     def database_url_for(self, service: str) -> str:
         """This service's database URL."""
         return self.database_url.format(service=service, var_dir=self.var_dir.as_posix())

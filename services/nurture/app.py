@@ -17,17 +17,11 @@ SERVICE = "nurture"
 VERSION = "0.1.0"
 
 
-def public_base(settings: Settings, config: nurture_settings.NurtureConfig) -> str:
-    """Where links in emails point: the config, LEADFLOW_PUBLIC_URL, or host:port."""
-    base = config.public_url or settings.public_url
-    return (base or f"http://{settings.host}:{settings.port_of(SERVICE)}").rstrip("/")
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The nurture service."""
     runtime, config = configure(SERVICE, settings, nurture_settings.load, store.outbox, store.inbox)
     secret = runtime.settings.secret_key.get_secret_value()
-    tracking = Tracking(public_base(runtime.settings, config), secret)
+    tracking = Tracking(runtime.settings.public_base_of(SERVICE, config.public_url), secret)
     templates = Templates(config)
     scheduler = Scheduler(
         runtime.uow, config, templates, tracking, Mailer(config.smtp, config.sender)

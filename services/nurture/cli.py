@@ -17,7 +17,6 @@ from rich.table import Table
 
 from services.nurture import settings as nurture_settings
 from services.nurture import store
-from services.nurture.app import public_base
 from services.nurture.commands import ListSends, RedriveSend, Unsuppress
 from services.nurture.messagebus import operator_bus
 from services.nurture.rendering import (
@@ -29,7 +28,7 @@ from services.nurture.rendering import (
     to_bytes,
 )
 from services.nurture.send_results import RedriveError
-from shared.cli import redrive_each, report_redrive, run_with_uows
+from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows
 from shared.config import ConfigError, load_config
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
@@ -92,7 +91,8 @@ def preview(
         raise typer.BadParameter(
             f"the sequence has steps 1 to {len(chosen.steps)}", param_hint="--step"
         )
-    tracking = Tracking(public_base(settings, nurture), settings.secret_key.get_secret_value())
+    base = settings.public_base_of("nurture", nurture.public_url)
+    tracking = Tracking(base, settings.secret_key.get_secret_value())
     send_id = uuid.uuid4().hex
     rendered = Templates(nurture).render_step(
         sequence, step, SAMPLE_LEAD, send_id=send_id, tracking=tracking
@@ -148,14 +148,11 @@ def redrive(
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed one.")] = False,
 ) -> None:
     """Send failed emails again with a fresh attempt budget; their sequences resume."""
-    if not send_ids and not all_failed:
-        raise typer.BadParameter("give send ids or --all-failed")
+    ids = redrive_ids(send_ids, all_failed, "send")
 
     async def work(bus: MessageBus) -> tuple[int, list[str]]:
-        ids = list(send_ids or [])
-        if all_failed:
-            rows = await bus.query(ListSends(store.FAILED, None, 100_000))
-            ids += [r.send_id for r in rows]
+        failed = await bus.query(ListSends(store.FAILED, None, 100_000)) if all_failed else []
+        ids.extend(row.send_id for row in failed)
         return await redrive_each(ids, lambda i: bus.handle(RedriveSend(i)), RedriveError, "email")
 
     done, problems = _run(work)

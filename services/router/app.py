@@ -17,19 +17,14 @@ SERVICE = "router"
 VERSION = "0.1.0"
 
 
-def public_base(settings: Settings, config: router_settings.RoutingConfig) -> str:
-    """Where acknowledgement links point: the config, LEADFLOW_PUBLIC_URL, or host:port."""
-    base = config.public_url or settings.public_url
-    return (base or f"http://{settings.host}:{settings.port_of(SERVICE)}").rstrip("/")
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The router service."""
     runtime, config = configure(SERVICE, settings, router_settings.load, store.outbox, store.inbox)
     client = transport.client(config.delivery.timeout_seconds)
     destinations = build_destinations(config, client)
     secret = runtime.settings.secret_key.get_secret_value()
-    base = public_base(runtime.settings, config)
+    # Where acknowledgement links point.
+    base = runtime.settings.public_base_of(SERVICE, config.public_url)
 
     def ack_url(assignment_id: str) -> str:
         token = domain.ack_token(secret, assignment_id)

@@ -18,7 +18,7 @@ from rich.table import Table
 from services.router import messagebus, store
 from services.router.commands import GetDelivery, ListDeliveries, RedriveDelivery
 from services.router.handlers import Refused
-from shared.cli import redrive_each, report_redrive, run_with_uows
+from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
 
@@ -96,14 +96,12 @@ def redrive(
     ] = None,
 ) -> None:
     """Queue failed deliveries again with a fresh attempt budget (after fixing the config)."""
-    if not delivery_ids and not all_failed:
-        raise typer.BadParameter("give delivery ids or --all-failed")
+    ids = redrive_ids(delivery_ids, all_failed, "delivery")
+    failed = ListDeliveries(status=store.FAILED, destination=destination, limit=100_000)
 
     async def work(bus: MessageBus) -> tuple[int, list[str]]:
-        ids = list(delivery_ids or [])
         if all_failed:
-            failed = ListDeliveries(status=store.FAILED, destination=destination, limit=100_000)
-            ids += [r.delivery_id for r in await bus.query(failed)]
+            ids.extend(row.delivery_id for row in await bus.query(failed))
         return await redrive_each(
             ids, lambda i: bus.handle(RedriveDelivery(i)), Refused, "delivery"
         )

@@ -73,12 +73,7 @@ class UnitOfWork:
         self._gate = self.db.write_gate()
         await self._gate.__aenter__()
         self._session = self.db.session()
-        self._pending_events.clear()
-        self._pending_inbox.clear()
-        self._before_commit.clear()
-        self._after_commit.clear()
-        self._once_keys.clear()
-        self._cache.clear()
+        self._forget_pending()
         self._committed = False
         self._wrote_events = False
         return self
@@ -234,6 +229,10 @@ class UnitOfWork:
 
     async def rollback(self) -> None:
         await self.session.rollback()
+        self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        """Drop what was queued for the transaction: rows, commit hooks, cached objects."""
         self._pending_events.clear()
         self._pending_inbox.clear()
         self._before_commit.clear()

@@ -14,6 +14,7 @@ import logging
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -37,25 +38,16 @@ from shared.kafka.handling import (
 log = logging.getLogger("shared.kafka.consumer")
 
 
+@dataclass(kw_only=True)
 class EventByEvent:
     """The consumer's fallback road: savepoints, bounded retries, dead letters."""
 
-    def __init__(
-        self,
-        *,
-        service: str,
-        name: str,
-        handlers: dict[str, Handler],
-        uow_factory: UowFactory,
-        max_attempts: int,
-        retry_delay: float,
-    ) -> None:
-        self.service = service
-        self.name = name
-        self.handlers = handlers
-        self.uow_factory = uow_factory
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
+    service: str
+    name: str
+    handlers: dict[str, Handler]
+    uow_factory: UowFactory
+    max_attempts: int
+    retry_delay: float
 
     async def process(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Each event in its own savepoint, bounded retries, dead letters; one transaction."""
