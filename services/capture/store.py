@@ -13,12 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import add_plumbing_tables, make_metadata
 from shared.db.statements import insert_ignore
-from shared.db.tables import flags, json_columns, lead_id_column, stamps, times
+from shared.db.tables import flags, json_columns, lead_id_column, service_metadata, stamps, times
 
-metadata = make_metadata()
-outbox, inbox = add_plumbing_tables(metadata)
+metadata, outbox, inbox = service_metadata()
 
 leads = sa.Table(
     "leads",

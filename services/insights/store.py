@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from shared.db import add_plumbing_tables, make_metadata
-from shared.db.tables import flags, lead_id_column, stamps, times
+from shared.db.tables import flags, lead_id_column, service_metadata, stamps, times
 
-metadata = make_metadata()
-outbox, inbox = add_plumbing_tables(metadata)
+metadata, outbox, inbox = service_metadata()
 
 leads = sa.Table(
     "leads",

@@ -13,13 +13,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import add_plumbing_tables, make_metadata
 from shared.db.rows import row_by_key as get_row
+from shared.db.rows import rows_by_key
 from shared.db.statements import insert_ignore
-from shared.db.tables import flags, json_columns, lead_id_column, stamps, times
+from shared.db.tables import (
+    flags,
+    json_columns,
+    lead_contact_columns,
+    lead_id_column,
+    service_metadata,
+    stamps,
+    times,
+)
 
-metadata = make_metadata()
-outbox, inbox = add_plumbing_tables(metadata)
+metadata, outbox, inbox = service_metadata()
 
 # Consent: none → pending (double opt-in asked, not confirmed) → granted.
 NO_CONSENT, CONSENT_PENDING, CONSENT_GRANTED = "none", "pending", "granted"
@@ -29,8 +36,7 @@ leads = sa.Table(
     "leads",
     metadata,
     lead_id_column(primary_key=True),
-    sa.Column("email", sa.String(320), nullable=True, index=True),
-    *json_columns("contact", "fields"),
+    *lead_contact_columns(),
     sa.Column("channel", sa.String(100), nullable=True),
     sa.Column("form_id", sa.String(200), nullable=True),
     sa.Column("form_type", sa.String(100), nullable=True),
@@ -219,12 +225,8 @@ async def unsuppress(session: AsyncSession, email_hash: str) -> bool:
 
 
 async def lead_enrollments(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:
-    rows = await session.execute(
-        sa.select(enrollments)
-        .where(enrollments.c.lead_id == lead_id)
-        .order_by(enrollments.c.enrolled_at, enrollments.c.run)
-    )
-    return list(rows.all())
+    e = enrollments.c
+    return await rows_by_key(session, e.lead_id, lead_id, e.enrolled_at, e.run)
 
 
 async def get_enrollment(session: AsyncSession, enrollment_id: str) -> sa.Row[Any] | None:

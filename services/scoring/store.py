@@ -1,18 +1,26 @@
 """Scoring's tables: per-lead state, the event log, the history of changes.
 
-The column tuples name each table's columns in the order the bulk writes of
-`lead_cache.py` (and the lead rows of `lead_rows.py`) take them.
+The column tuples name each table's columns (in declaration order, less the key
+the writes leave out) in the order the bulk writes of `lead_cache.py` (and the
+lead rows of `lead_rows.py`) take them.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from shared.db import add_plumbing_tables, make_metadata
-from shared.db.tables import flags, json_columns, lead_id_column, serial_id, stamps, times
+from shared.db.tables import (
+    column_names,
+    flags,
+    json_columns,
+    lead_id_column,
+    serial_id,
+    service_metadata,
+    stamps,
+    times,
+)
 
-metadata = make_metadata()
-outbox, inbox = add_plumbing_tables(metadata)
+metadata, outbox, inbox = service_metadata()
 
 # One row per lead: the snapshot, the model's memory and the last score.
 lead_scores = sa.Table(
@@ -69,47 +77,6 @@ score_changes = sa.Table(
     *json_columns("reasons"),
 )
 
-_STATE_COLUMNS = (
-    "snapshot",
-    "memory",
-    "model_version",
-    "events",
-    "score",
-    "fit",
-    "engagement",
-    "grade",
-    "sales_ready",
-    "disqualified",
-    "reasons",
-    "score_version",
-    "scored_at",
-    "regrade_due_at",
-    "erased_at",
-    "updated_at",
-)
-_EVENT_COLUMNS = (
-    "event_id",
-    "lead_id",
-    "seq",
-    "event_type",
-    "payload",
-    "occurred_at",
-    "received_at",
-)
-_CHANGE_COLUMNS = (
-    "lead_id",
-    "at",
-    "score",
-    "fit",
-    "engagement",
-    "grade",
-    "previous_grade",
-    "sales_ready",
-    "became_sales_ready",
-    "disqualified",
-    "published",
-    "model_version",
-    "cause_event_id",
-    "cause_type",
-    "reasons",
-)
+_STATE_COLUMNS = column_names(lead_scores, without=("lead_id",))
+_EVENT_COLUMNS = column_names(score_events)
+_CHANGE_COLUMNS = column_names(score_changes, without=("id",))

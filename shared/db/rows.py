@@ -1,4 +1,4 @@
-"""Reading one row of a table by its key."""
+"""Reading the rows of a table by a key."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ async def row_by_key(
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).first()
+
+
+async def rows_by_key(
+    session: AsyncSession, key: sa.Column[Any], value: Any, *order_by: sa.ColumnElement[Any]
+) -> list[sa.Row[Any]]:
+    """The rows of `key`'s table whose `key` is `value`, in `order_by` order."""
+    query = sa.select(key.table).where(key == value).order_by(*order_by)
+    return list((await session.execute(query)).all())

@@ -39,6 +39,14 @@ def lead_id_column(length: int = 64, **options: Any) -> sa.Column[Any]:
     return sa.Column("lead_id", sa.String(length), **options)
 
 
+def lead_contact_columns() -> list[sa.Column[Any]]:
+    """A lead as `lead.scored` carries it: its (indexed) email, contact and form fields."""
+    return [
+        sa.Column("email", sa.String(320), nullable=True, index=True),
+        *json_columns("contact", "fields"),
+    ]
+
+
 def times(*names: str, nullable: bool = False, **options: Any) -> list[sa.Column[Any]]:
     """UTC time columns, required unless `nullable`."""
     return [sa.Column(name, UTCDateTime(), nullable=nullable, **options) for name in names]
@@ -59,9 +67,20 @@ def flags(*names: str, **options: Any) -> list[sa.Column[Any]]:
     return [sa.Column(name, sa.Boolean, nullable=False, **options) for name in names]
 
 
+def column_names(table: sa.Table, *, without: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The table's column names in declaration order, less `without` (bulk-write orders)."""
+    return tuple(column.name for column in table.columns if column.name not in without)
+
+
 def make_metadata() -> sa.MetaData:
     """A MetaData with leadflow's naming convention (one per service)."""
     return sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def service_metadata() -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    """A service's MetaData (`make_metadata`) holding its outbox and inbox tables."""
+    metadata = make_metadata()
+    return (metadata, *add_plumbing_tables(metadata))
 
 
 def add_plumbing_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.insights.store import leads as funnel_leads
 from services.insights.store import metadata
 from shared.db.statements import utc_day
-from shared.db.tables import json_columns, lead_id_column, stamps, times
+from shared.db.tables import column_names, json_columns, lead_id_column, stamps, times
 
 profiles = sa.Table(
     "console_leads",
@@ -72,19 +72,8 @@ CONTACT_COLUMNS = (
     "phone",
     "country",
 )
-PROFILE_COLUMNS = (
-    "lead_id",
-    *CONTACT_COLUMNS,
-    "channel",
-    "channel_rank",
-    "captured_at",
-    "grade",
-    "score",
-    "graded_at",
-    "erased_at",
-    "updated_at",
-)
-TIMELINE_COLUMNS: tuple[str, ...] = ("lead_id", "event_id", "kind", "at", "data")
+PROFILE_COLUMNS = column_names(profiles)
+TIMELINE_COLUMNS = column_names(timeline)
 
 # Queries ---------------------------------------------------------------------------------
 

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from shared.db import add_plumbing_tables, make_metadata
 from shared.db.rows import row_by_key as row_by_key
-from shared.db.tables import flags, json_columns, lead_id_column, stamps, times
+from shared.db.tables import (
+    flags,
+    json_columns,
+    lead_contact_columns,
+    lead_id_column,
+    service_metadata,
+    stamps,
+    times,
+)
 
-metadata = make_metadata()
-outbox, inbox = add_plumbing_tables(metadata)
+metadata, outbox, inbox = service_metadata()
 
 # The lead as the router last saw it (from lead.scored): what destinations are sent.
 leads = sa.Table(
     "leads",
     metadata,
     lead_id_column(primary_key=True),
-    sa.Column("email", sa.String(320), nullable=True, index=True),
-    *json_columns("contact", "fields"),
+    *lead_contact_columns(),
     sa.Column("channel", sa.String(100), nullable=False),
     sa.Column("form_id", sa.String(200), nullable=True),
     sa.Column("form_type", sa.String(100), nullable=True),
