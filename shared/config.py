@@ -4,22 +4,36 @@ Each service validates its own section with its own pydantic model; this
 module only loads the file, keeps the line of every value and turns pydantic
 errors into `file:line: path: problem` messages. The `channels` section is
 read by capture (attribution) and insights (spend), so its model lives here.
+It is over 300 lines because what every section shares lives with the loader:
+the line-keeping reader, cross-checked sections (`load_checked`) and time zones.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 M = TypeVar("M", bound=BaseModel)
+KeyPath = tuple[str | int, ...]
+Found = list[tuple[KeyPath, str]]
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SECTIONS = ("forms", "channels", "scoring", "nurture", "routing")
@@ -73,6 +87,20 @@ class RawConfig:
             return model.model_validate(self.section(name))
         except ValidationError as exc:
             raise ConfigError(self.problems_from(exc, prefix=(name,))) from None
+
+    def problems_at(
+        self, section: str, found: Iterable[tuple[KeyPath, str]]
+    ) -> list[ConfigProblem]:
+        """Mistakes found in `section` (path under it, message), each at its line."""
+        return [
+            ConfigProblem(
+                self.file,
+                self.line_of((section, *path)),
+                ".".join(str(p) for p in (section, *path)),
+                message,
+            )
+            for path, message in found
+        ]
 
     def problems_from(
         self, exc: ValidationError, prefix: tuple[str | int, ...] = ()
@@ -209,6 +237,65 @@ class StrictModel(BaseModel):
     """Base of config models: unknown fields are mistakes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_timezone(value: str) -> str:
+    """`value`, once it names a known IANA time zone."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
+
+
+class CrossCheckedModel(StrictModel):
+    """A section whose fields refer to each other: `problems()` lists what pydantic can't see.
+
+    Validated on its own the model refuses those mistakes in one message;
+    `load_checked` validates it with the check put off, then reports each
+    mistake at its own line.
+    """
+
+    def problems(self) -> Found:
+        """Mistakes across fields, as (path in the section, message)."""
+        return []
+
+    @model_validator(mode="after")
+    def _cross_checked(self, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("checked_later"):
+            return self
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+        return self
+
+
+def load_checked(
+    raw: RawConfig,
+    section: str,
+    model: type[M],
+    *,
+    reword: Callable[[ConfigProblem], ConfigProblem] | None = None,
+    more: Callable[[M], Found] | None = None,
+) -> M:
+    """Validate `section` with `model`; every mistake, field or cross-field, names its line.
+
+    `reword` may rewrite pydantic's problems; `more` adds mistakes that need more
+    than the model (another section, the file system).
+    """
+    try:
+        config = model.model_validate(raw.section(section), context={"checked_later": True})
+    except ValidationError as exc:
+        problems = raw.problems_from(exc, prefix=(section,))
+        raise ConfigError([reword(p) for p in problems] if reword else problems) from None
+    found = config.problems() if isinstance(config, CrossCheckedModel) else []
+    found += more(config) if more else []
+    if found:
+        raise ConfigError(raw.problems_at(section, found))
+    return config
 
 
 class AttributionRule(StrictModel):

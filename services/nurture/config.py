@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from services.nurture.config_types import ClockTime, Duration, check_keys, check_timezone
+from services.nurture.config_types import ClockTime, Duration, check_keys
 from services.nurture.sequence_config import DoubleOptIn, SequenceConfig
-from shared.config import StrictModel
+from shared.config import StrictModel, TimeZoneName, check_timezone
 
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -51,17 +51,14 @@ class QuietHours(StrictModel):
 
     start: ClockTime
     end: ClockTime
-    default_timezone: str = Field(default="UTC", description="For leads whose country is unknown.")
+    default_timezone: TimeZoneName = Field(
+        default="UTC", description="For leads whose country is unknown."
+    )
     countries: dict[str, str] = Field(
         default_factory=dict,
         description="Country (ISO 3166-1 alpha-2) → time zone, overriding the built-in map "
         "(which takes the most populous zone of countries that span several).",
     )
-
-    @field_validator("default_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return check_timezone(value)
 
     @field_validator("countries")
     @classmethod

@@ -1,11 +1,10 @@
-"""Field types of the `nurture` section: durations, clock times, time zones, names."""
+"""Field types of the `nurture` section: durations, clock times, names."""
 
 from __future__ import annotations
 
 import re
 from datetime import time, timedelta
 from typing import Annotated, Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, PlainSerializer
 
@@ -50,14 +49,6 @@ def parse_clock_time(value: Any) -> Any:
 
 
 ClockTime = Annotated[time, BeforeValidator(parse_clock_time)]
-
-
-def check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
 
 
 def check_name(value: str, what: str) -> str:

@@ -9,10 +9,7 @@ line instead of failing at send time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from services.nurture.config import (
     PACKAGED_TEMPLATES,
@@ -27,7 +24,6 @@ from services.nurture.config_types import (
     ClockTime,
     Duration,
     check_name,
-    check_timezone,
     parse_clock_time,
     parse_duration,
 )
@@ -43,7 +39,7 @@ from services.nurture.sequence_config import (
     Step,
 )
 from services.nurture.template_check import template_problems
-from shared.config import ConfigError, ConfigProblem, RawConfig
+from shared.config import ConfigError, RawConfig, check_timezone, load_checked
 
 __all__ = [
     "ALWAYS_EXIT",
@@ -74,34 +70,15 @@ __all__ = [
 
 def load(raw: RawConfig) -> NurtureConfig:
     """Validate nurture's section of the config file; every mistake names its line."""
-    section = raw.section("nurture")
-    try:
-        config = NurtureConfig.model_validate(section)
-    except ValidationError as exc:
-        raise ConfigError(raw.problems_from(exc, prefix=("nurture",))) from None
+    config = load_checked(raw, "nurture", NurtureConfig)
     if config.templates_dir:
         base = Path(raw.file).resolve().parent
         resolved = (base / config.templates_dir).resolve()
         config = config.model_copy(update={"templates_dir": str(resolved)})
         if not resolved.is_dir():
             missing = (("templates_dir",), f"no such directory: {resolved}")
-            raise ConfigError(_problems(raw, [missing]))
-    problems = _problems(raw, template_problems(config))
+            raise ConfigError(raw.problems_at("nurture", [missing]))
+    problems = raw.problems_at("nurture", template_problems(config))
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def _problems(
-    raw: RawConfig, found: Iterable[tuple[tuple[str | int, ...], str]]
-) -> list[ConfigProblem]:
-    """Mistakes found in the section (path under `nurture`, message), each at its line."""
-    return [
-        ConfigProblem(
-            raw.file,
-            raw.line_of(("nurture", *path)),
-            ".".join(str(p) for p in ("nurture", *path)),
-            message,
-        )
-        for path, message in found
-    ]

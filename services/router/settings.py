@@ -9,22 +9,20 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from shared.config import ConfigError, ConfigProblem, RawConfig, StrictModel
+from shared.config import (
+    CrossCheckedModel,
+    Found,
+    RawConfig,
+    StrictModel,
+    TimeZoneName,
+    load_checked,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Strategy = Literal["round_robin", "weighted", "capacity"]
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
 
 
 class WorkingHours(StrictModel):
@@ -60,7 +58,7 @@ class Rep(StrictModel):
     max_open_per_day: int | None = Field(
         default=None, ge=1, description="At most this many leads a day (capacity)."
     )
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     working_hours: WorkingHours | None = Field(
         default=None, description="None: the rep takes leads at any time."
     )
@@ -70,11 +68,6 @@ class Rep(StrictModel):
         description="destination name → the rep's user id there (HubSpot owner, Salesforce "
         "OwnerId, Pipedrive user id, Slack member id).",
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        return _check_timezone(value)
 
 
 class Range(StrictModel):
@@ -273,7 +266,7 @@ class Outcomes(StrictModel):
     lost_stages: list[str] = Field(default_factory=lambda: ["closedlost"])
 
 
-class RoutingConfig(StrictModel):
+class RoutingConfig(CrossCheckedModel):
     """The `routing` section."""
 
     public_url: str = Field(
@@ -289,14 +282,9 @@ class RoutingConfig(StrictModel):
     delivery: Delivery = Field(default_factory=Delivery)
     outcomes: Outcomes = Field(default_factory=Outcomes)
 
-    @model_validator(mode="after")
-    def _references_exist(self, info: ValidationInfo) -> RoutingConfig:
-        if info.context and info.context.get("references_checked_later"):
-            return self
-        problems = reference_problems(self)
-        if problems:
-            raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
-        return self
+    def problems(self) -> Found:
+        """Names used but not defined (reps, destinations, territories)."""
+        return reference_problems(self)
 
     def destination_enabled(self, name: str) -> bool:
         """Configured, switched on, and (for URL destinations) given a URL."""
@@ -348,21 +336,4 @@ def reference_problems(config: RoutingConfig) -> list[tuple[tuple[str | int, ...
 
 def load(raw: RawConfig) -> RoutingConfig:
     """Validate the router's section of the config file; every mistake names its line."""
-    try:
-        config = RoutingConfig.model_validate(
-            raw.section("routing"), context={"references_checked_later": True}
-        )
-    except ValidationError as exc:
-        raise ConfigError(raw.problems_from(exc, prefix=("routing",))) from None
-    problems = [
-        ConfigProblem(
-            raw.file,
-            raw.line_of(("routing", *path)),
-            ".".join(str(p) for p in ("routing", *path)),
-            message,
-        )
-        for path, message in reference_problems(config)
-    ]
-    if problems:
-        raise ConfigError(problems)
-    return config
+    return load_checked(raw, "routing", RoutingConfig)

@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 import orjson
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, model_validator
 
 from services.scoring.rule_settings import (
     EVENT_FACTS,
@@ -28,7 +28,14 @@ from services.scoring.rule_settings import (
     condition_problems,
 )
 from services.scoring.scores import Grade
-from shared.config import ConfigError, ConfigProblem, RawConfig, StrictModel
+from shared.config import (
+    ConfigProblem,
+    CrossCheckedModel,
+    Found,
+    RawConfig,
+    StrictModel,
+    load_checked,
+)
 
 
 class Grades(StrictModel):
@@ -73,7 +80,7 @@ class Decay(StrictModel):
     sweep_batch: int = Field(default=500, ge=1, description="Leads re-scored per transaction.")
 
 
-class ScoringConfig(StrictModel):
+class ScoringConfig(CrossCheckedModel):
     """The `scoring` section."""
 
     grades: Grades = Field(default_factory=Grades)
@@ -84,14 +91,9 @@ class ScoringConfig(StrictModel):
     fit: list[FitRule] = Field(default_factory=list)
     engagement: list[EngagementRule] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> ScoringConfig:
-        if info.context and info.context.get("checked_later"):
-            return self
-        problems = model_problems(self)
-        if problems:
-            raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
-        return self
+    def problems(self) -> Found:
+        """Rules that contradict each other or the grades."""
+        return model_problems(self)
 
     @property
     def model_version(self) -> str:
@@ -233,43 +235,27 @@ UNKNOWN_KEY_HINT = (
 )
 
 
+def _reworded(problem: ConfigProblem) -> ConfigProblem:
+    """Pydantic's problem in the words of docs/scoring.md."""
+    parts = problem.path.split(".")
+    message = problem.message
+    if (
+        message.startswith("unknown field")
+        and len(parts) == 4
+        and parts[1] in ("fit", "engagement")
+    ):
+        message = UNKNOWN_KEY_HINT.format(key=parts[-1])
+    elif message.startswith("Value error, "):
+        message = message[13:]
+    return ConfigProblem(problem.file, problem.line, problem.path, message)
+
+
 def load(raw: RawConfig) -> ScoringConfig:
     """Validate the `scoring` section of the config file; every mistake names its line."""
-    section = raw.section("scoring")
-    try:
-        config = ScoringConfig.model_validate(section, context={"checked_later": True})
-    except ValidationError as exc:
-        problems = []
-        for problem in raw.problems_from(exc, prefix=("scoring",)):
-            parts = problem.path.split(".")
-            if (
-                problem.message.startswith("unknown field")
-                and len(parts) == 4
-                and parts[1] in ("fit", "engagement")
-            ):
-                problem = ConfigProblem(
-                    problem.file,
-                    problem.line,
-                    problem.path,
-                    UNKNOWN_KEY_HINT.format(key=parts[-1]),
-                )
-            elif problem.message.startswith("Value error, "):
-                problem = ConfigProblem(
-                    problem.file, problem.line, problem.path, problem.message[13:]
-                )
-            problems.append(problem)
-        raise ConfigError(problems) from None
-    found = model_problems(config) + form_type_problems(config, raw.section("forms"))
-    if found:
-        raise ConfigError(
-            [
-                ConfigProblem(
-                    raw.file,
-                    raw.line_of(("scoring", *path)),
-                    ".".join(str(p) for p in ("scoring", *path)),
-                    message,
-                )
-                for path, message in found
-            ]
-        )
-    return config
+    return load_checked(
+        raw,
+        "scoring",
+        ScoringConfig,
+        reword=_reworded,
+        more=lambda config: form_type_problems(config, raw.section("forms")),
+    )
