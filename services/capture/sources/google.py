@@ -22,22 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.capture.sources.common import (
-    InboundLead,
-    SourceError,
-    bool_or_none,
-    build_fields,
-    compact,
-    datetime_from_iso,
-    id_or_none,
-    loads_exact,
-    require_id,
-    require_list,
-    require_object,
-    secrets_equal,
-    slugify,
-    text_or_none,
-)
+from services.capture.sources import common
 
 # LeadFormFieldUserInputType values with a standard key (others use their column_name slug).
 COLUMN_KEYS: Mapping[str, str] = {
@@ -60,36 +45,38 @@ COLUMN_KEYS: Mapping[str, str] = {
 
 def parse_google_lead(
     raw_body: bytes, expected_key_for_form: Callable[[str], str | None]
-) -> InboundLead:
+) -> common.InboundLead:
     """Authenticate (google_key per form_id) and parse one Google Ads lead form webhook."""
-    payload = require_object(loads_exact(raw_body), "body")
+    payload = common.require_object(common.loads_exact(raw_body), "body")
     _check_google_key(payload, expected_key_for_form)
 
     pairs: list[tuple[str, str | None]] = []
     columns = payload.get("user_column_data")
-    for index, column in enumerate(require_list(columns or [], "user_column_data")):
-        column = require_object(column, f"user_column_data[{index}]")
+    for index, column in enumerate(common.require_list(columns or [], "user_column_data")):
+        column = common.require_object(column, f"user_column_data[{index}]")
         key = _column_key(column)
         if key:
-            pairs.append((key, text_or_none(column.get("string_value"))))
+            pairs.append((key, common.text_or_none(column.get("string_value"))))
 
-    return InboundLead(
+    return common.InboundLead(
         source="google",
-        external_id=require_id(payload.get("lead_id"), "lead_id"),
-        fields=build_fields(pairs),
-        form_id=id_or_none(payload.get("form_id"), "form_id"),
-        campaign_id=id_or_none(payload.get("campaign_id"), "campaign_id"),
-        ad_id=id_or_none(payload.get("creative_id"), "creative_id"),
-        adgroup_id=id_or_none(payload.get("adgroup_id"), "adgroup_id"),
-        is_test=bool_or_none(payload.get("is_test"), "is_test") or False,
-        created_at=datetime_from_iso(payload.get("lead_submit_time"), "lead_submit_time"),
-        raw_platform=compact(
+        external_id=common.require_id(payload.get("lead_id"), "lead_id"),
+        fields=common.build_fields(pairs),
+        form_id=common.id_or_none(payload.get("form_id"), "form_id"),
+        campaign_id=common.id_or_none(payload.get("campaign_id"), "campaign_id"),
+        ad_id=common.id_or_none(payload.get("creative_id"), "creative_id"),
+        adgroup_id=common.id_or_none(payload.get("adgroup_id"), "adgroup_id"),
+        is_test=common.bool_or_none(payload.get("is_test"), "is_test") or False,
+        created_at=common.datetime_from_iso(payload.get("lead_submit_time"), "lead_submit_time"),
+        raw_platform=common.compact(
             {
-                "gcl_id": text_or_none(payload.get("gcl_id")),
-                "api_version": text_or_none(payload.get("api_version")),
-                "creative_id": id_or_none(payload.get("creative_id"), "creative_id"),
-                "asset_group_id": id_or_none(payload.get("asset_group_id"), "asset_group_id"),
-                "lead_stage": text_or_none(payload.get("lead_stage")),
+                "gcl_id": common.text_or_none(payload.get("gcl_id")),
+                "api_version": common.text_or_none(payload.get("api_version")),
+                "creative_id": common.id_or_none(payload.get("creative_id"), "creative_id"),
+                "asset_group_id": common.id_or_none(
+                    payload.get("asset_group_id"), "asset_group_id"
+                ),
+                "lead_stage": common.text_or_none(payload.get("lead_stage")),
             }
         ),
     )
@@ -100,32 +87,32 @@ def _check_google_key(
 ) -> None:
     # One answer for every failure (unknown form, no key, wrong key) so a caller
     # probing the endpoint cannot tell which forms exist.
-    refused = SourceError(
+    refused = common.SourceError(
         "google_key does not match the key configured for this form",
         status=403,
         code="bad_google_key",
         field="google_key",
     )
     try:
-        form_id = id_or_none(payload.get("form_id"), "form_id")
-    except SourceError:
+        form_id = common.id_or_none(payload.get("form_id"), "form_id")
+    except common.SourceError:
         raise refused from None
     given = payload.get("google_key")
     if form_id is None or not isinstance(given, str) or not given:
         raise refused
     expected = expected_key_for_form(form_id)
-    if not expected or not secrets_equal(given, expected):
+    if not expected or not common.secrets_equal(given, expected):
         raise refused
 
 
 def _column_key(column: Mapping[str, Any]) -> str:
-    column_id = text_or_none(column.get("column_id"))
+    column_id = common.text_or_none(column.get("column_id"))
     if column_id and column_id.upper() in COLUMN_KEYS:
         return COLUMN_KEYS[column_id.upper()]
     # Older payloads carry only column_name ("Full Name"), whose slug is the standard key.
-    name = text_or_none(column.get("column_name"))
+    name = common.text_or_none(column.get("column_name"))
     if name:
-        slug = slugify(name)
+        slug = common.slugify(name)
         if slug:
             return slug
-    return slugify(column_id) if column_id else ""
+    return common.slugify(column_id) if column_id else ""

@@ -46,27 +46,13 @@ from urllib.parse import quote
 
 import httpx
 
+from services.capture.sources import common
 from services.capture.sources.api_client import (
     ClientOptions,
     PlatformApiClient,
     error_body,
     refused,
     unexpected_response,
-)
-from services.capture.sources.common import (
-    InboundLead,
-    RetrievalError,
-    SourceError,
-    bool_or_none,
-    build_fields,
-    compact,
-    datetime_from_epoch,
-    id_or_none,
-    loads_exact,
-    require_list,
-    require_object,
-    slugify,
-    text_or_none,
 )
 from services.capture.sources.signatures import (
     require_header,
@@ -127,12 +113,12 @@ class LinkedInLeadNotification:
 def challenge_response(params: Mapping[str, str], client_secret: str) -> dict[str, str]:
     """The JSON body answering a webhook validation GET (?challengeCode=...)."""
     if not client_secret:
-        raise SourceError(
+        raise common.SourceError(
             "LinkedIn client secret is not configured", status=403, code="not_configured"
         )
     code = params.get("challengeCode", "")
     if not code or len(code) > 256:
-        raise SourceError(
+        raise common.SourceError(
             "challengeCode is missing or malformed", code="bad_challenge", field="challengeCode"
         )
     digest = hmac.new(client_secret.encode(), code.encode(), hashlib.sha256).hexdigest()
@@ -156,19 +142,19 @@ def verify_signature(raw_body: bytes, header: str | None, client_secret: str) ->
 
 def parse_notifications(raw_body: bytes) -> list[LinkedInLeadNotification]:
     """Parse a lead notification body (one object or an array) into notifications."""
-    payload = loads_exact(raw_body)
-    items = payload if isinstance(payload, list) else [require_object(payload, "body")]
+    payload = common.loads_exact(raw_body)
+    items = payload if isinstance(payload, list) else [common.require_object(payload, "body")]
     notifications: list[LinkedInLeadNotification] = []
     for index, item in enumerate(items):
         path = "body" if not isinstance(payload, list) else f"[{index}]"
-        item = require_object(item, path)
+        item = common.require_object(item, path)
         if item.get("type") != "LEAD_ACTION":
             continue
         prefix = "" if path == "body" else f"{path}."
-        urn = text_or_none(item.get("leadGenFormResponse"))
+        urn = common.text_or_none(item.get("leadGenFormResponse"))
         response_id = response_id_from_urn(urn or "", f"{prefix}leadGenFormResponse")
-        form_id, form_version = _form_ids(text_or_none(item.get("leadGenForm")))
-        action = text_or_none(item.get("leadAction")) or "CREATED"
+        form_id, form_version = _form_ids(common.text_or_none(item.get("leadGenForm")))
+        action = common.text_or_none(item.get("leadAction")) or "CREATED"
         notifications.append(
             LinkedInLeadNotification(
                 response_id=response_id,
@@ -176,9 +162,9 @@ def parse_notifications(raw_body: bytes) -> list[LinkedInLeadNotification]:
                 action=action.upper(),
                 form_id=form_id,
                 form_version=form_version,
-                lead_type=text_or_none(item.get("leadType")),
+                lead_type=common.text_or_none(item.get("leadType")),
                 owner_urn=_first_urn(item.get("owner")),
-                occurred_at=datetime_from_epoch(
+                occurred_at=common.datetime_from_epoch(
                     item.get("occurredAt"), f"{prefix}occurredAt", millis=True
                 ),
             )
@@ -189,7 +175,7 @@ def parse_notifications(raw_body: bytes) -> list[LinkedInLeadNotification]:
 def response_id_from_urn(urn: str, path: str = "leadGenFormResponse") -> str:
     """The form response id inside ``urn:li:leadGenFormResponse:<id>``."""
     if not urn.startswith(_RESPONSE_URN) or not _RESPONSE_ID.fullmatch(urn[len(_RESPONSE_URN) :]):
-        raise SourceError(
+        raise common.SourceError(
             f"{path} must be a urn:li:leadGenFormResponse URN", code="invalid_urn", field=path
         )
     return urn[len(_RESPONSE_URN) :]
@@ -197,7 +183,7 @@ def response_id_from_urn(urn: str, path: str = "leadGenFormResponse") -> str:
 
 def lead_from_form_response(
     payload: Mapping[str, Any], form: Mapping[str, Any] | None = None
-) -> InboundLead:
+) -> common.InboundLead:
     """Map a leadFormResponses element (plus its form's questions) to an InboundLead."""
     form = form if form is not None else _mapping(payload.get("form"))
     questions = {
@@ -205,43 +191,51 @@ def lead_from_form_response(
         for q in _list(_mapping(form.get("content")).get("questions"))
         if isinstance(q, dict) and q.get("questionId") is not None
     }
-    form_response = require_object(payload.get("formResponse") or {}, "formResponse")
+    form_response = common.require_object(payload.get("formResponse") or {}, "formResponse")
     pairs: list[tuple[str, str | None]] = []
-    for index, answer in enumerate(require_list(form_response.get("answers") or [], "answers")):
-        answer = require_object(answer, f"formResponse.answers[{index}]")
+    for index, answer in enumerate(
+        common.require_list(form_response.get("answers") or [], "answers")
+    ):
+        answer = common.require_object(answer, f"formResponse.answers[{index}]")
         question_id = str(answer.get("questionId"))
         question = questions.get(question_id, {})
         pairs.append((_question_key(question, question_id), _answer_text(answer, question)))
 
     raw: dict[str, str | None] = {
-        "lead_type": text_or_none(payload.get("leadType")),
+        "lead_type": common.text_or_none(payload.get("leadType")),
         "owner": _first_urn(payload.get("owner")),
         "associated_entity": _first_urn(payload.get("associatedEntity")),
     }
     for hidden in _list(form.get("hiddenFields")):
-        if isinstance(hidden, dict) and text_or_none(hidden.get("name")):
-            raw[f"hidden_{slugify(str(hidden['name']))}"] = text_or_none(hidden.get("value"))
+        if isinstance(hidden, dict) and common.text_or_none(hidden.get("name")):
+            raw[f"hidden_{common.slugify(str(hidden['name']))}"] = common.text_or_none(
+                hidden.get("value")
+            )
     for consent in _list(form_response.get("consentResponses")):
         if isinstance(consent, dict) and consent.get("consentId") is not None:
             accepted = consent.get("accepted")
             raw[f"consent_{consent['consentId']}"] = "true" if accepted is True else "false"
 
-    form_id, form_version = _form_ids(text_or_none(payload.get("versionedLeadGenFormUrn")))
+    form_id, form_version = _form_ids(common.text_or_none(payload.get("versionedLeadGenFormUrn")))
     raw["form_version"] = form_version
-    campaign_urn = text_or_none(
+    campaign_urn = common.text_or_none(
         _mapping(_mapping(payload.get("leadMetadata")).get("sponsoredLeadMetadata")).get("campaign")
     )
-    creative_urn = text_or_none(_mapping(payload.get("associatedEntity")).get("associatedCreative"))
-    return InboundLead(
+    creative_urn = common.text_or_none(
+        _mapping(payload.get("associatedEntity")).get("associatedCreative")
+    )
+    return common.InboundLead(
         source="linkedin",
-        external_id=id_or_none(payload.get("id"), "id"),
-        fields=build_fields(pairs),
+        external_id=common.id_or_none(payload.get("id"), "id"),
+        fields=common.build_fields(pairs),
         form_id=form_id,
         campaign_id=_urn_id(campaign_urn),
         ad_id=_urn_id(creative_urn),
-        is_test=bool_or_none(payload.get("testLead"), "testLead") or False,
-        created_at=datetime_from_epoch(payload.get("submittedAt"), "submittedAt", millis=True),
-        raw_platform=compact(raw),
+        is_test=common.bool_or_none(payload.get("testLead"), "testLead") or False,
+        created_at=common.datetime_from_epoch(
+            payload.get("submittedAt"), "submittedAt", millis=True
+        ),
+        raw_platform=common.compact(raw),
     )
 
 
@@ -266,10 +260,10 @@ class LeadSyncClient(PlatformApiClient):
         }
         super().__init__(headers, **options)
 
-    async def fetch_form_response(self, response_id: str) -> InboundLead:
+    async def fetch_form_response(self, response_id: str) -> common.InboundLead:
         """GET /leadFormResponses/{id} (with question definitions) and map it to an InboundLead."""
         if not _RESPONSE_ID.fullmatch(response_id):
-            raise RetrievalError(
+            raise common.RetrievalError(
                 "response id is not a LinkedIn form response id", retryable=False, code="invalid_id"
             )
         payload = await self._get_json(
@@ -277,12 +271,12 @@ class LeadSyncClient(PlatformApiClient):
         )
         form = _mapping(payload.get("form"))
         if not _list(_mapping(form.get("content")).get("questions")):
-            form_id, _ = _form_ids(text_or_none(payload.get("versionedLeadGenFormUrn")))
+            form_id, _ = _form_ids(common.text_or_none(payload.get("versionedLeadGenFormUrn")))
             if form_id is not None:
                 form = await self._get_json(f"leadForms/{form_id}", None)
         try:
             return lead_from_form_response(payload, form)
-        except SourceError as exc:
+        except common.SourceError as exc:
             raise unexpected_response("LinkedIn response", exc) from exc
 
     async def _get_json(self, path: str, params: dict[str, str] | None) -> dict[str, Any]:
@@ -290,33 +284,37 @@ class LeadSyncClient(PlatformApiClient):
         if response.status_code != 200:
             raise _linkedin_error(response)
         try:
-            return require_object(loads_exact(response.content, what="LinkedIn response"), "body")
-        except SourceError as exc:
+            return common.require_object(
+                common.loads_exact(response.content, what="LinkedIn response"), "body"
+            )
+        except common.SourceError as exc:
             raise unexpected_response("LinkedIn response", exc) from exc
 
 
-def _linkedin_error(response: httpx.Response) -> RetrievalError:
+def _linkedin_error(response: httpx.Response) -> common.RetrievalError:
     body = error_body(response, "LinkedIn error")
-    service_code = text_or_none(body.get("serviceErrorCode")) or text_or_none(body.get("code"))
+    service_code = common.text_or_none(body.get("serviceErrorCode")) or common.text_or_none(
+        body.get("code")
+    )
     detail = f" (serviceErrorCode {service_code})" if service_code else ""
     return refused(response, f"LinkedIn API answered {response.status_code}{detail}")
 
 
 def _question_key(question: Mapping[str, Any], question_id: str) -> str:
-    predefined = text_or_none(question.get("predefinedField"))
+    predefined = common.text_or_none(question.get("predefinedField"))
     if predefined:
-        return PREDEFINED_KEYS.get(predefined.upper(), slugify(predefined))
-    for label in (text_or_none(question.get("name")), _localized(question.get("question"))):
-        if label and slugify(label):
-            return slugify(label)
-    return f"question_{slugify(question_id) or 'unknown'}"
+        return PREDEFINED_KEYS.get(predefined.upper(), common.slugify(predefined))
+    for label in (common.text_or_none(question.get("name")), _localized(question.get("question"))):
+        if label and common.slugify(label):
+            return common.slugify(label)
+    return f"question_{common.slugify(question_id) or 'unknown'}"
 
 
 def _answer_text(answer: Mapping[str, Any], question: Mapping[str, Any]) -> str | None:
     details = _mapping(answer.get("answerDetails"))
     text = _mapping(details.get("textQuestionAnswer"))
     if "answer" in text:
-        return text_or_none(text.get("answer"))
+        return common.text_or_none(text.get("answer"))
     choice = _mapping(details.get("multipleChoiceAnswer"))
     if "options" in choice:
         option_details = _mapping(

@@ -42,29 +42,13 @@ from urllib.parse import quote
 
 import httpx
 
+from services.capture.sources import common
 from services.capture.sources.api_client import (
     ClientOptions,
     PlatformApiClient,
     error_body,
     refused,
     unexpected_response,
-)
-from services.capture.sources.common import (
-    FIELD_ALIASES,
-    InboundLead,
-    RetrievalError,
-    SourceError,
-    bool_or_none,
-    build_fields,
-    compact,
-    datetime_from_any,
-    id_or_none,
-    loads_exact,
-    require_id,
-    require_list,
-    require_object,
-    secrets_equal,
-    slugify,
 )
 from services.capture.sources.signatures import (
     malformed,
@@ -102,13 +86,15 @@ class MetaLeadNotification:
 def verify_handshake(params: Mapping[str, str], verify_token: str) -> str:
     """Check a subscription verification GET and return the hub.challenge to echo back."""
     if not verify_token:
-        raise SourceError("Meta verify token is not configured", status=403, code="not_configured")
+        raise common.SourceError(
+            "Meta verify token is not configured", status=403, code="not_configured"
+        )
     if params.get("hub.mode") != "subscribe":
-        raise SourceError(
+        raise common.SourceError(
             "hub.mode must be 'subscribe'", status=403, code="bad_handshake", field="hub.mode"
         )
-    if not secrets_equal(params.get("hub.verify_token", ""), verify_token):
-        raise SourceError(
+    if not common.secrets_equal(params.get("hub.verify_token", ""), verify_token):
+        raise common.SourceError(
             "hub.verify_token does not match",
             status=403,
             code="bad_verify_token",
@@ -117,7 +103,7 @@ def verify_handshake(params: Mapping[str, str], verify_token: str) -> str:
     challenge = params.get("hub.challenge", "")
     # Meta sends an integer; refusing anything else keeps the echo free of markup.
     if not _CHALLENGE.fullmatch(challenge):
-        raise SourceError(
+        raise common.SourceError(
             "hub.challenge is missing or malformed",
             code="bad_challenge",
             field="hub.challenge",
@@ -144,24 +130,24 @@ def verify_signature(raw_body: bytes, header: str | None, app_secret: str) -> No
 
 def parse_notifications(raw_body: bytes) -> list[MetaLeadNotification]:
     """Extract every leadgen change from a (possibly batched) Page webhook body."""
-    payload = require_object(loads_exact(raw_body), "body")
+    payload = common.require_object(common.loads_exact(raw_body), "body")
     if payload.get("object") != "page":
-        raise SourceError(
+        raise common.SourceError(
             "only Page webhooks (object = 'page') are accepted",
             code="unsupported_object",
             field="object",
         )
     notifications: list[MetaLeadNotification] = []
     seen: set[str] = set()
-    for e_index, entry in enumerate(require_list(payload.get("entry"), "entry")):
+    for e_index, entry in enumerate(common.require_list(payload.get("entry"), "entry")):
         entry_path = f"entry[{e_index}]"
-        entry = require_object(entry, entry_path)
+        entry = common.require_object(entry, entry_path)
         changes = entry.get("changes")
         if changes is None:
             continue  # other Page events (e.g. messaging) carry no changes
-        for c_index, change in enumerate(require_list(changes, f"{entry_path}.changes")):
+        for c_index, change in enumerate(common.require_list(changes, f"{entry_path}.changes")):
             change_path = f"{entry_path}.changes[{c_index}]"
-            change = require_object(change, change_path)
+            change = common.require_object(change, change_path)
             if change.get("field") != "leadgen":
                 continue
             notification = _notification(
@@ -174,27 +160,27 @@ def parse_notifications(raw_body: bytes) -> list[MetaLeadNotification]:
 
 
 def _notification(value: Any, path: str, entry_id: Any, entry_id_path: str) -> MetaLeadNotification:
-    value = require_object(value, path)
+    value = common.require_object(value, path)
     return MetaLeadNotification(
-        leadgen_id=require_id(value.get("leadgen_id"), f"{path}.leadgen_id"),
+        leadgen_id=common.require_id(value.get("leadgen_id"), f"{path}.leadgen_id"),
         # The entry id is the Page id, used when the change value leaves it out.
-        page_id=id_or_none(value.get("page_id"), f"{path}.page_id")
-        or id_or_none(entry_id, entry_id_path),
-        form_id=id_or_none(value.get("form_id"), f"{path}.form_id"),
-        ad_id=id_or_none(value.get("ad_id"), f"{path}.ad_id"),
-        adgroup_id=id_or_none(value.get("adgroup_id"), f"{path}.adgroup_id"),
-        created_at=datetime_from_any(value.get("created_time"), f"{path}.created_time"),
+        page_id=common.id_or_none(value.get("page_id"), f"{path}.page_id")
+        or common.id_or_none(entry_id, entry_id_path),
+        form_id=common.id_or_none(value.get("form_id"), f"{path}.form_id"),
+        ad_id=common.id_or_none(value.get("ad_id"), f"{path}.ad_id"),
+        adgroup_id=common.id_or_none(value.get("adgroup_id"), f"{path}.adgroup_id"),
+        created_at=common.datetime_from_any(value.get("created_time"), f"{path}.created_time"),
     )
 
 
 def lead_from_graph(
     payload: Mapping[str, Any], notification: MetaLeadNotification | None = None
-) -> InboundLead:
+) -> common.InboundLead:
     """Map a Graph API lead object (``field_data`` [{name, values}]) to an InboundLead."""
     pairs: list[tuple[str, str | None]] = []
     field_data = payload.get("field_data")
-    for index, item in enumerate(require_list(field_data or [], "field_data")):
-        item = require_object(item, f"field_data[{index}]")
+    for index, item in enumerate(common.require_list(field_data or [], "field_data")):
+        item = common.require_object(item, f"field_data[{index}]")
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             continue
@@ -205,19 +191,19 @@ def lead_from_graph(
             answer = str(values).strip() if values is not None else ""
         pairs.append((_meta_field_key(name), answer))
 
-    leadgen_id = id_or_none(payload.get("id"), "id") or (
+    leadgen_id = common.id_or_none(payload.get("id"), "id") or (
         notification.leadgen_id if notification else None
     )
-    ad_id = id_or_none(payload.get("ad_id"), "ad_id")
-    form_id = id_or_none(payload.get("form_id"), "form_id")
-    is_organic = bool_or_none(payload.get("is_organic"), "is_organic")
+    ad_id = common.id_or_none(payload.get("ad_id"), "ad_id")
+    form_id = common.id_or_none(payload.get("form_id"), "form_id")
+    is_organic = common.bool_or_none(payload.get("is_organic"), "is_organic")
     platform = payload.get("platform")
-    created_at = datetime_from_any(payload.get("created_time"), "created_time")
+    created_at = common.datetime_from_any(payload.get("created_time"), "created_time")
     if notification is not None:
         ad_id = ad_id or notification.ad_id
         form_id = form_id or notification.form_id
         created_at = created_at or notification.created_at
-    raw = compact(
+    raw = common.compact(
         {
             "page_id": notification.page_id if notification else None,
             "meta_adgroup_id": notification.adgroup_id if notification else None,
@@ -225,14 +211,14 @@ def lead_from_graph(
             "is_organic": None if is_organic is None else str(is_organic).lower(),
         }
     )
-    return InboundLead(
+    return common.InboundLead(
         source="meta",
         external_id=leadgen_id,
-        fields=build_fields(pairs),
+        fields=common.build_fields(pairs),
         form_id=form_id,
-        campaign_id=id_or_none(payload.get("campaign_id"), "campaign_id"),
+        campaign_id=common.id_or_none(payload.get("campaign_id"), "campaign_id"),
         ad_id=ad_id,
-        adgroup_id=id_or_none(payload.get("adset_id"), "adset_id"),
+        adgroup_id=common.id_or_none(payload.get("adset_id"), "adset_id"),
         is_test=False,
         created_at=created_at,
         raw_platform=raw,
@@ -241,7 +227,7 @@ def lead_from_graph(
 
 def _meta_field_key(name: str) -> str:
     # Standard questions map to the shared keys; custom questions keep Meta's key as given.
-    return FIELD_ALIASES.get(slugify(name)) or name.strip()
+    return common.FIELD_ALIASES.get(common.slugify(name)) or name.strip()
 
 
 class GraphApiClient(PlatformApiClient):
@@ -267,10 +253,10 @@ class GraphApiClient(PlatformApiClient):
         *,
         notification: MetaLeadNotification | None = None,
         access_token: str | None = None,
-    ) -> InboundLead:
+    ) -> common.InboundLead:
         """GET /{leadgen_id} and map it; raises RetrievalError (retryable or not) on failure."""
         if not _GRAPH_ID.fullmatch(leadgen_id):
-            raise RetrievalError(
+            raise common.RetrievalError(
                 "leadgen_id must be a numeric Graph id", retryable=False, code="invalid_id"
             )
         token = access_token or self._access_token
@@ -289,15 +275,17 @@ class GraphApiClient(PlatformApiClient):
         if response.status_code != 200:
             raise _graph_error(response)
         try:
-            payload = require_object(loads_exact(response.content, what="Graph response"), "body")
+            payload = common.require_object(
+                common.loads_exact(response.content, what="Graph response"), "body"
+            )
             if "field_data" not in payload:
-                raise SourceError("field_data missing", field="field_data")
+                raise common.SourceError("field_data missing", field="field_data")
             return lead_from_graph(payload, notification)
-        except SourceError as exc:
+        except common.SourceError as exc:
             raise unexpected_response("Graph API response", exc) from exc
 
 
-def _graph_error(response: httpx.Response) -> RetrievalError:
+def _graph_error(response: httpx.Response) -> common.RetrievalError:
     error = error_body(response, "Graph error").get("error")
     if not isinstance(error, dict):
         error = {}

@@ -21,20 +21,7 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
-from services.capture.sources.common import (
-    InboundLead,
-    SourceError,
-    bool_or_none,
-    build_fields,
-    datetime_from_any,
-    id_or_none,
-    loads_exact,
-    normalize_key,
-    require_list,
-    require_object,
-    secrets_equal,
-    text_or_none,
-)
+from services.capture.sources import common
 from services.capture.sources.signatures import (
     bad_signature,
     malformed,
@@ -76,7 +63,7 @@ def verify(
     matched = False
     for given in signatures:
         for digest in expected:
-            matched |= secrets_equal(given, digest)
+            matched |= common.secrets_equal(given, digest)
     if not matched:
         raise bad_signature(SIGNATURE_HEADER)
 
@@ -114,15 +101,17 @@ def _parse_header(header: str) -> tuple[str, list[str]]:
     return timestamp, signatures
 
 
-def parse_generic(raw_body: bytes, *, max_leads: int = MAX_LEADS_PER_REQUEST) -> list[InboundLead]:
+def parse_generic(
+    raw_body: bytes, *, max_leads: int = MAX_LEADS_PER_REQUEST
+) -> list[common.InboundLead]:
     """Parse one lead object or {"leads": [...]} into InboundLead values (source "webhook")."""
-    payload = require_object(loads_exact(raw_body), "body")
+    payload = common.require_object(common.loads_exact(raw_body), "body")
     if "leads" in payload:
-        items = require_list(payload["leads"], "leads")
+        items = common.require_list(payload["leads"], "leads")
         if not items:
-            raise SourceError("leads must not be empty", code="empty_batch", field="leads")
+            raise common.SourceError("leads must not be empty", code="empty_batch", field="leads")
         if len(items) > max_leads:
-            raise SourceError(
+            raise common.SourceError(
                 f"at most {max_leads} leads per request",
                 status=413,
                 code="too_many_leads",
@@ -132,22 +121,24 @@ def parse_generic(raw_body: bytes, *, max_leads: int = MAX_LEADS_PER_REQUEST) ->
     return [_lead(payload, "body")]
 
 
-def _lead(item: Any, path: str) -> InboundLead:
-    item = require_object(item, path)
+def _lead(item: Any, path: str) -> common.InboundLead:
+    item = common.require_object(item, path)
     prefix = "" if path == "body" else f"{path}."
-    external_id = id_or_none(item.get("external_id"), f"{prefix}external_id") or id_or_none(
-        item.get("id"), f"{prefix}id"
-    )
+    external_id = common.id_or_none(
+        item.get("external_id"), f"{prefix}external_id"
+    ) or common.id_or_none(item.get("id"), f"{prefix}id")
     raw_platform: dict[str, str] = {}
     if "raw_platform" in item:
-        for key, value in require_object(item["raw_platform"], f"{prefix}raw_platform").items():
-            text = text_or_none(value)
+        for key, value in common.require_object(
+            item["raw_platform"], f"{prefix}raw_platform"
+        ).items():
+            text = common.text_or_none(value)
             if text is not None:
                 raw_platform[str(key)] = text
 
     pairs: list[tuple[str, str | None]] = []
     if "fields" in item:
-        answers = require_object(item["fields"], f"{prefix}fields")
+        answers = common.require_object(item["fields"], f"{prefix}fields")
         answers_prefix = f"{prefix}fields."
     else:
         answers = {
@@ -157,33 +148,35 @@ def _lead(item: Any, path: str) -> InboundLead:
         }
         answers_prefix = prefix
     for name, value in answers.items():
-        key = normalize_key(str(name))
+        key = common.normalize_key(str(name))
         if isinstance(value, dict | list):
-            raise SourceError(
+            raise common.SourceError(
                 f"{answers_prefix}{name} must be a string, number or boolean",
                 code="invalid_type",
                 field=f"{answers_prefix}{name}",
             )
         # Attribution parameters are ids about the click, not answers from the person.
         if key.startswith("utm_") or key in _CLICK_IDS:
-            text = text_or_none(value)
+            text = common.text_or_none(value)
             if text is not None:
                 raw_platform.setdefault(key, text)
             continue
-        pairs.append((key, text_or_none(value)))
+        pairs.append((key, common.text_or_none(value)))
 
-    fields = build_fields(pairs)
+    fields = common.build_fields(pairs)
     if not fields:
-        raise SourceError(f"{path} has no answers", code="no_fields", field=f"{prefix}fields")
-    return InboundLead(
+        raise common.SourceError(
+            f"{path} has no answers", code="no_fields", field=f"{prefix}fields"
+        )
+    return common.InboundLead(
         source="webhook",
         external_id=external_id,
         fields=fields,
-        form_id=id_or_none(item.get("form_id"), f"{prefix}form_id"),
-        campaign_id=id_or_none(item.get("campaign_id"), f"{prefix}campaign_id"),
-        ad_id=id_or_none(item.get("ad_id"), f"{prefix}ad_id"),
-        adgroup_id=id_or_none(item.get("adgroup_id"), f"{prefix}adgroup_id"),
-        is_test=bool_or_none(item.get("is_test"), f"{prefix}is_test") or False,
-        created_at=datetime_from_any(item.get("created_at"), f"{prefix}created_at"),
+        form_id=common.id_or_none(item.get("form_id"), f"{prefix}form_id"),
+        campaign_id=common.id_or_none(item.get("campaign_id"), f"{prefix}campaign_id"),
+        ad_id=common.id_or_none(item.get("ad_id"), f"{prefix}ad_id"),
+        adgroup_id=common.id_or_none(item.get("adgroup_id"), f"{prefix}adgroup_id"),
+        is_test=common.bool_or_none(item.get("is_test"), f"{prefix}is_test") or False,
+        created_at=common.datetime_from_any(item.get("created_at"), f"{prefix}created_at"),
         raw_platform=raw_platform,
     )

@@ -35,19 +35,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from services.capture.sources.common import (
-    InboundLead,
-    SourceError,
-    bool_or_none,
-    build_fields,
-    compact,
-    datetime_from_any,
-    id_or_none,
-    loads_exact,
-    normalize_key,
-    require_object,
-    text_or_none,
-)
+from services.capture.sources import common
 from services.capture.sources.signatures import (
     malformed,
     require_fresh,
@@ -97,18 +85,18 @@ def verify_signature(
     require_match(given, expected, SIGNATURE_HEADER)
 
 
-def parse_leads(raw_body: bytes) -> list[InboundLead]:
+def parse_leads(raw_body: bytes) -> list[common.InboundLead]:
     """Parse a TikTok lead webhook body into InboundLead values (empty for non-lead events)."""
-    payload = require_object(loads_exact(raw_body), "body")
+    payload = common.require_object(common.loads_exact(raw_body), "body")
     envelope: dict[str, Any] = {}
     if "content" in payload and ("event" in payload or "client_key" in payload):
         envelope = payload
-        event = text_or_none(payload.get("event"))
+        event = common.text_or_none(payload.get("event"))
         if event in _NON_LEAD_EVENTS:
             return []
         content = payload.get("content")
-        payload = require_object(
-            loads_exact(content, what="content") if isinstance(content, str) else content,
+        payload = common.require_object(
+            common.loads_exact(content, what="content") if isinstance(content, str) else content,
             "content",
         )
     leads = [
@@ -116,7 +104,7 @@ def parse_leads(raw_body: bytes) -> list[InboundLead]:
         for path, item in _lead_objects(payload, "content" if envelope else "body")
     ]
     if not leads:
-        raise SourceError("no lead found in the payload", code="no_lead", field="body")
+        raise common.SourceError("no lead found in the payload", code="no_lead", field="body")
     return leads
 
 
@@ -128,44 +116,48 @@ def _lead_objects(payload: dict[str, Any], path: str) -> list[tuple[str, dict[st
         items = payload.get(wrapper)
         if isinstance(items, list):
             return [
-                (f"{path}.{wrapper}[{i}]", require_object(item, f"{path}.{wrapper}[{i}]"))
+                (f"{path}.{wrapper}[{i}]", common.require_object(item, f"{path}.{wrapper}[{i}]"))
                 for i, item in enumerate(items)
             ]
     return [(path, payload)]
 
 
-def _lead(item: dict[str, Any], path: str, envelope: Mapping[str, Any]) -> InboundLead:
+def _lead(item: dict[str, Any], path: str, envelope: Mapping[str, Any]) -> common.InboundLead:
     pairs: list[tuple[str, str | None]] = []
     for container in _ANSWER_CONTAINERS:
         if container in item:
             pairs.extend(_answers(item[container], f"{path}.{container}"))
-    external_id = id_or_none(item.get("lead_id"), f"{path}.lead_id") or id_or_none(
+    external_id = common.id_or_none(item.get("lead_id"), f"{path}.lead_id") or common.id_or_none(
         item.get("id"), f"{path}.id"
     )
-    fields = build_fields(pairs)
+    fields = common.build_fields(pairs)
     if external_id is None and not fields:
-        raise SourceError(f"{path} has neither a lead id nor answers", code="no_lead", field=path)
+        raise common.SourceError(
+            f"{path} has neither a lead id nor answers", code="no_lead", field=path
+        )
     created = item.get("create_time", item.get("created_time"))
-    return InboundLead(
+    return common.InboundLead(
         source="tiktok",
         external_id=external_id,
         fields=fields,
-        form_id=id_or_none(item.get("page_id"), f"{path}.page_id")
-        or id_or_none(item.get("form_id"), f"{path}.form_id"),
-        campaign_id=id_or_none(item.get("campaign_id"), f"{path}.campaign_id"),
-        ad_id=id_or_none(item.get("ad_id"), f"{path}.ad_id"),
-        adgroup_id=id_or_none(item.get("adgroup_id"), f"{path}.adgroup_id"),
+        form_id=common.id_or_none(item.get("page_id"), f"{path}.page_id")
+        or common.id_or_none(item.get("form_id"), f"{path}.form_id"),
+        campaign_id=common.id_or_none(item.get("campaign_id"), f"{path}.campaign_id"),
+        ad_id=common.id_or_none(item.get("ad_id"), f"{path}.ad_id"),
+        adgroup_id=common.id_or_none(item.get("adgroup_id"), f"{path}.adgroup_id"),
         is_test=bool(
-            bool_or_none(item.get("is_test"), f"{path}.is_test")
-            or bool_or_none(item.get("test_lead"), f"{path}.test_lead")
+            common.bool_or_none(item.get("is_test"), f"{path}.is_test")
+            or common.bool_or_none(item.get("test_lead"), f"{path}.test_lead")
         ),
-        created_at=datetime_from_any(created, f"{path}.create_time")
-        or datetime_from_any(envelope.get("create_time"), "create_time"),
-        raw_platform=compact(
+        created_at=common.datetime_from_any(created, f"{path}.create_time")
+        or common.datetime_from_any(envelope.get("create_time"), "create_time"),
+        raw_platform=common.compact(
             {
-                "advertiser_id": id_or_none(item.get("advertiser_id"), f"{path}.advertiser_id"),
-                "ttclid": text_or_none(item.get("ttclid")),
-                "event": text_or_none(envelope.get("event")),
+                "advertiser_id": common.id_or_none(
+                    item.get("advertiser_id"), f"{path}.advertiser_id"
+                ),
+                "ttclid": common.text_or_none(item.get("ttclid")),
+                "event": common.text_or_none(envelope.get("event")),
             }
         ),
     )
@@ -173,23 +165,27 @@ def _lead(item: dict[str, Any], path: str, envelope: Mapping[str, Any]) -> Inbou
 
 def _answers(value: Any, path: str) -> list[tuple[str, str | None]]:
     if isinstance(value, dict):
-        return [(normalize_key(str(name)), _joined(answer)) for name, answer in value.items()]
+        return [
+            (common.normalize_key(str(name)), _joined(answer)) for name, answer in value.items()
+        ]
     if not isinstance(value, list):
-        raise SourceError(f"{path} must be an array or object", code="invalid_type", field=path)
+        raise common.SourceError(
+            f"{path} must be an array or object", code="invalid_type", field=path
+        )
     pairs: list[tuple[str, str | None]] = []
     for index, entry in enumerate(value):
-        entry = require_object(entry, f"{path}[{index}]")
-        names = (text_or_none(entry.get(key)) for key in _NAME_KEYS)
+        entry = common.require_object(entry, f"{path}[{index}]")
+        names = (common.text_or_none(entry.get(key)) for key in _NAME_KEYS)
         name = next((n for n in names if n), None)
         if name is None:
             continue
         answer = next((entry[k] for k in _VALUE_KEYS if k in entry), None)
-        pairs.append((normalize_key(name), _joined(answer)))
+        pairs.append((common.normalize_key(name), _joined(answer)))
     return pairs
 
 
 def _joined(answer: Any) -> str | None:
     if isinstance(answer, list):
-        parts = [text for text in (text_or_none(a) for a in answer) if text]
+        parts = [text for text in (common.text_or_none(a) for a in answer) if text]
         return ", ".join(parts) or None
-    return text_or_none(answer)
+    return common.text_or_none(answer)
