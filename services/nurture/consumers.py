@@ -10,17 +10,9 @@ from services.nurture import handlers as use_cases
 from services.nurture.config import NurtureConfig
 from services.nurture.enrollment import Wake
 from services.nurture.lead_cache import LeadCache
+from shared import events
 from shared.clock import Clock, utc_now
 from shared.db.uow import UnitOfWork
-from shared.events import (
-    Envelope,
-    LeadConverted,
-    LeadDisqualified,
-    LeadEngaged,
-    LeadErased,
-    LeadScored,
-    LeadUnsubscribed,
-)
 from shared.events.topics import LEADS_ENGAGEMENT, LEADS_ERASURE, LEADS_OUTCOMES, LEADS_SCORED
 from shared.kafka.consumer import Handler
 from shared.service import ServiceRuntime
@@ -28,9 +20,9 @@ from shared.service import ServiceRuntime
 TOPICS = (LEADS_SCORED, LEADS_ENGAGEMENT, LEADS_OUTCOMES, LEADS_ERASURE)
 
 
-async def load_leads(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
+async def load_leads(uow: UnitOfWork, batch: Sequence[events.Envelope[Any]]) -> None:
     """The batch's leads, their enrollments and suppressions, one query each (its cache)."""
-    await LeadCache.load(uow, events)
+    await LeadCache.load(uow, batch)
 
 
 def handlers(
@@ -39,12 +31,12 @@ def handlers(
     """Event type → handler, bound to the config and the clock."""
     at: dict[str, Any] = {"config": config, "clock": clock}
     return {
-        LeadScored.TYPE: functools.partial(use_cases.handle_lead_scored, wake=wake, **at),
-        LeadEngaged.TYPE: functools.partial(use_cases.handle_lead_engaged, **at),
-        LeadUnsubscribed.TYPE: functools.partial(use_cases.handle_lead_unsubscribed, **at),
-        LeadConverted.TYPE: functools.partial(use_cases.handle_lead_converted, **at),
-        LeadDisqualified.TYPE: functools.partial(use_cases.handle_lead_disqualified, **at),
-        LeadErased.TYPE: functools.partial(use_cases.handle_lead_erased, **at),
+        events.LeadScored.TYPE: functools.partial(use_cases.handle_lead_scored, wake=wake, **at),
+        events.LeadEngaged.TYPE: functools.partial(use_cases.handle_lead_engaged, **at),
+        events.LeadUnsubscribed.TYPE: functools.partial(use_cases.handle_lead_unsubscribed, **at),
+        events.LeadConverted.TYPE: functools.partial(use_cases.handle_lead_converted, **at),
+        events.LeadDisqualified.TYPE: functools.partial(use_cases.handle_lead_disqualified, **at),
+        events.LeadErased.TYPE: functools.partial(use_cases.handle_lead_erased, **at),
     }
 
 

@@ -13,20 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import tables
 from shared.db.rows import row_by_key as get_row
 from shared.db.rows import rows_by_key
 from shared.db.statements import insert_ignore
-from shared.db.tables import (
-    flags,
-    json_columns,
-    lead_contact_columns,
-    lead_id_column,
-    service_metadata,
-    stamps,
-    times,
-)
 
-metadata, outbox, inbox = service_metadata()
+metadata, outbox, inbox = tables.service_metadata()
 
 # Consent: none → pending (double opt-in asked, not confirmed) → granted.
 NO_CONSENT, CONSENT_PENDING, CONSENT_GRANTED = "none", "pending", "granted"
@@ -35,20 +27,20 @@ NO_CONSENT, CONSENT_PENDING, CONSENT_GRANTED = "none", "pending", "granted"
 leads = sa.Table(
     "leads",
     metadata,
-    lead_id_column(primary_key=True),
-    *lead_contact_columns(),
+    tables.lead_id_column(primary_key=True),
+    *tables.lead_contact_columns(),
     sa.Column("channel", sa.String(100), nullable=True),
     sa.Column("form_id", sa.String(200), nullable=True),
     sa.Column("form_type", sa.String(100), nullable=True),
     sa.Column("grade", sa.String(8), nullable=True),
     sa.Column("score", sa.Float, nullable=True),
-    *flags("sales_ready", "disqualified", "is_test", default=False),
+    *tables.flags("sales_ready", "disqualified", "is_test", default=False),
     sa.Column("consent", sa.String(16), nullable=False, default=NO_CONSENT),
     sa.Column("consent_source", sa.String(16), nullable=True),  # form | double_opt_in
-    *stamps("consent_at"),
+    *tables.stamps("consent_at"),
     sa.Column("consent_ip", sa.String(64), nullable=True),
-    *stamps("unsubscribed_at", "bounced_at", "converted_at", "erased_at"),
-    *times("created_at", "updated_at"),
+    *tables.stamps("unsubscribed_at", "bounced_at", "converted_at", "erased_at"),
+    *tables.times("created_at", "updated_at"),
 )
 
 # Addresses never to email again, by a SHA-256 of the lower-cased address, so the
@@ -58,8 +50,8 @@ suppressions = sa.Table(
     metadata,
     sa.Column("email_hash", sa.String(64), primary_key=True),
     sa.Column("reason", sa.String(16), nullable=False),  # unsubscribed | bounced | complaint
-    lead_id_column(nullable=True),
-    *times("created_at"),
+    tables.lead_id_column(nullable=True),
+    *tables.times("created_at"),
 )
 
 ACTIVE, COMPLETED, EXITED, FAILED_RUN = "active", "completed", "exited", "failed"
@@ -68,13 +60,13 @@ enrollments = sa.Table(
     "enrollments",
     metadata,
     sa.Column("enrollment_id", sa.String(36), primary_key=True),
-    lead_id_column(nullable=False, index=True),
+    tables.lead_id_column(nullable=False, index=True),
     sa.Column("sequence_id", sa.String(100), nullable=False),
     sa.Column("run", sa.Integer, nullable=False),  # 1 for the first time through
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("exit_reason", sa.String(32), nullable=True),
-    *times("enrolled_at"),
-    *stamps("ended_at"),
+    *tables.times("enrolled_at"),
+    *tables.stamps("ended_at"),
     sa.UniqueConstraint("lead_id", "sequence_id", "run"),
 )
 
@@ -94,24 +86,24 @@ sends = sa.Table(
     metadata,
     sa.Column("send_id", sa.String(32), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    lead_id_column(nullable=False, index=True),
+    tables.lead_id_column(nullable=False, index=True),
     sa.Column("enrollment_id", sa.String(36), nullable=True),
     sa.Column("sequence_id", sa.String(100), nullable=True),
     sa.Column("step", sa.Integer, nullable=True),
     sa.Column("step_id", sa.String(100), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
-    *times("due_at"),
+    *tables.times("due_at"),
     # When the scheduler may take it: moved by quiet hours, the frequency cap and retries.
-    *times("next_attempt_at"),
-    *stamps("claimed_until"),
+    *tables.times("next_attempt_at"),
+    *tables.stamps("claimed_until"),
     sa.Column("claims", sa.Integer, nullable=False, default=0),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("message_id", sa.String(300), nullable=True),
     # link id → URL of this email: the only places its click redirect may go.
-    *json_columns("links", "clicked_links"),
+    *tables.json_columns("links", "clicked_links"),
     sa.Column("last_error", sa.Text, nullable=True),
-    *times("created_at"),
-    *stamps("sent_at", "ended_at", "opened_at"),
+    *tables.times("created_at"),
+    *tables.stamps("sent_at", "ended_at", "opened_at"),
     sa.Column("opens", sa.Integer, nullable=False, default=0),
     sa.Column("clicks", sa.Integer, nullable=False, default=0),
     sa.UniqueConstraint("enrollment_id", "step"),
@@ -123,8 +115,8 @@ send_state = sa.Table(
     "send_state",
     metadata,
     sa.Column("key", sa.String(100), primary_key=True),
-    *json_columns("sent"),
-    *times("updated_at"),
+    *tables.json_columns("sent"),
+    *tables.times("updated_at"),
 )
 
 RATE_KEY = "smtp"
