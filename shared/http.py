@@ -14,12 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import field_validator
 
 from shared import metrics
 from shared.http_edge import EdgeMiddleware
 from shared.http_errors import ERROR_RESPONSES, install_error_handlers
 from shared.http_errors import ApiError as ApiError
 from shared.http_errors import error_response as error_response
+from shared.messagebus import MessageBus
 from shared.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
@@ -31,6 +33,32 @@ async def get_settings(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A route dependency answering `app.state.<name>` (set by the app factory)."""
+
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    get.__name__ = f"get_{name}"
+    return get
+
+
+get_bus = app_state("bus")
+BusDep = Annotated[MessageBus, Depends(get_bus)]
+
+
+def no_nul(value: str | None) -> str | None:
+    """`value`, refused when it holds NUL: no database stores NUL in text (PostgreSQL refuses)."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def refuse_nul(*fields: str) -> Any:
+    """A request model's validator refusing NUL characters in `fields`."""
+    return field_validator(*fields)(staticmethod(no_nul))
 
 
 def bearer_token(request: Request) -> str | None:

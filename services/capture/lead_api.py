@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.capture import openapi, store
 from services.capture.accounts import hash_api_key
@@ -35,7 +35,7 @@ from services.capture.http import (
 )
 from services.capture.settings import CaptureConfig
 from shared import metrics
-from shared.http import ApiError
+from shared.http import ApiError, refuse_nul
 from shared.service import ServiceRuntime
 
 router = APIRouter()
@@ -250,12 +250,7 @@ class ErasureIn(BaseModel):
     phone: str | None = Field(default=None, examples=["+14155550123"])
     lead_id: str | None = Field(default=None, examples=[openapi.LEAD_ID])
 
-    @field_validator("email", "phone", "lead_id")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
+    _no_nul = refuse_nul("email", "phone", "lead_id")
 
 
 @_accepting(

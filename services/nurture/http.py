@@ -27,8 +27,7 @@ from services.nurture.pages import NO_STORE, either, error_page, page, wants_htm
 from services.nurture.queries import LeadRecord
 from services.nurture.views import enrollment_view, iso, send_view
 from shared.clock import utc_now
-from shared.http import AdminDep, ApiError, SettingsDep
-from shared.messagebus import MessageBus
+from shared.http import AdminDep, ApiError, BusDep, SettingsDep, app_state
 from shared.settings import Settings
 
 router = APIRouter()
@@ -37,16 +36,7 @@ router = APIRouter()
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
-async def get_bus(request: Request) -> MessageBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
-
-
-async def get_config(request: Request) -> NurtureConfig:
-    return request.app.state.config  # type: ignore[no-any-return]
-
-
-BusDep = Annotated[MessageBus, Depends(get_bus)]
-ConfigDep = Annotated[NurtureConfig, Depends(get_config)]
+ConfigDep = Annotated[NurtureConfig, Depends(app_state("config"))]
 
 
 def _secret(settings: Settings) -> str:

@@ -17,23 +17,14 @@ from services.router.documents import iso
 from services.router.handlers import Refused
 from services.router.settings import RoutingConfig
 from services.router.views import assignment_view
-from shared.http import ApiError, bearer_token, is_admin
+from shared.http import ApiError, BusDep, app_state, bearer_token, is_admin
 from shared.messagebus import MessageBus
 from shared.settings import Settings
 
 router = APIRouter()
 
 
-async def get_bus(request: Request) -> MessageBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
-
-
-async def get_config(request: Request) -> RoutingConfig:
-    return request.app.state.config  # type: ignore[no-any-return]
-
-
-BusDep = Annotated[MessageBus, Depends(get_bus)]
-ConfigDep = Annotated[RoutingConfig, Depends(get_config)]
+ConfigDep = Annotated[RoutingConfig, Depends(app_state("config"))]
 
 
 @router.get(

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from services.router import store
 from services.router.commands import (
@@ -18,11 +18,10 @@ from services.router.commands import (
     RedriveDelivery,
 )
 from services.router.handlers import Refused
-from services.router.http import BusDep
 from services.router.views import delivery_view
 from shared.clock import utc_now
 from shared.events.topics import TOPICS, dlq_topic
-from shared.http import ADMIN_ERRORS, AdminDep, ApiError, SettingsDep
+from shared.http import ADMIN_ERRORS, AdminDep, ApiError, BusDep, SettingsDep, refuse_nul
 from shared.kafka.dlq import read_dead_letters
 
 router = APIRouter()
@@ -50,13 +49,7 @@ class OutcomeIn(BaseModel):
     )
     occurred_at: datetime | None = None
 
-    @field_validator("lead_id", "email", "currency", "reason", "outcome_id")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        # No database stores NUL in text (PostgreSQL refuses it).
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
+    _no_nul = refuse_nul("lead_id", "email", "currency", "reason", "outcome_id")
 
     @model_validator(mode="after")
     def _who(self) -> OutcomeIn:

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Header, Request
 
 from services.router import outcomes
 from services.router.commands import FindLeadByCrmContacts, RecordOutcome
-from services.router.http import BusDep, ConfigDep
+from services.router.http import ConfigDep
 from services.router.settings import HubSpotDestination
 from shared.clock import utc_now
-from shared.http import ApiError
+from shared.http import ApiError, BusDep
 from shared.settings import Settings
 
 router = APIRouter()
