@@ -25,6 +25,7 @@ from services.nurture.store import (
     send_state,
     sends,
 )
+from shared.db.rows import newest_rows
 from shared.db.statements import insert_ignore
 
 
@@ -170,14 +171,7 @@ async def list_sends(
     limit: int = 100,
 ) -> list[sa.Row[Any]]:
     """The newest emails first, of those matching every filter given."""
-    filters = {"status": status, "lead_id": lead_id}
-    query = (
-        sa.select(sends)
-        .where(*(sends.c[name] == value for name, value in filters.items() if value))
-        .order_by(sends.c.created_at.desc())
-        .limit(limit)
-    )
-    return list((await session.execute(query)).all())
+    return await newest_rows(session, sends.c.created_at, limit, status=status, lead_id=lead_id)
 
 
 # Send-rate window ----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reading the rows of a table by a key."""
+"""Reading the rows of a table: by a key, or the newest that match some filters."""
 
 from __future__ import annotations
 
@@ -23,4 +23,22 @@ async def rows_by_key(
 ) -> list[sa.Row[Any]]:
     """The rows of `key`'s table whose `key` is `value`, in `order_by` order."""
     query = sa.select(key.table).where(key == value).order_by(*order_by)
+    return list((await session.execute(query)).all())
+
+
+async def newest_rows(
+    session: AsyncSession, created: sa.Column[Any], limit: int, **filters: Any
+) -> list[sa.Row[Any]]:
+    """At most `limit` rows of `created`'s table, newest `created` first.
+
+    Only rows whose column equals each filter's value; a filter left empty
+    (None or "") does not filter.
+    """
+    table = created.table
+    query = (
+        sa.select(table)
+        .where(*(table.c[name] == value for name, value in filters.items() if value))
+        .order_by(created.desc())
+        .limit(limit)
+    )
     return list((await session.execute(query)).all())

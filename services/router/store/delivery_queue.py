@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.store.tables import DELIVERED, PENDING, assignments, deliveries, row_by_key
+from shared.db.rows import newest_rows
 
 
 async def enqueue_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -49,19 +50,15 @@ async def list_deliveries(
     limit: int = 100,
 ) -> list[sa.Row[Any]]:
     """The newest deliveries first, of those matching every filter given."""
-    filters = {
-        "status": status,
-        "lead_id": lead_id,
-        "assignment_id": assignment_id,
-        "destination": destination,
-    }
-    query = (
-        sa.select(deliveries)
-        .where(*(deliveries.c[name] == value for name, value in filters.items() if value))
-        .order_by(deliveries.c.created_at.desc())
-        .limit(limit)
+    return await newest_rows(
+        session,
+        deliveries.c.created_at,
+        limit,
+        status=status,
+        lead_id=lead_id,
+        assignment_id=assignment_id,
+        destination=destination,
     )
-    return list((await session.execute(query)).all())
 
 
 async def lead_of_external_id(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.store.tables import ACTIVE, LOCK_KEY, assignments, routing_state, row_by_key
+from shared.db.rows import rows_by_key
 from shared.db.statements import insert_ignore
 
 _UPDATE_STATE = sa.update(routing_state).where(routing_state.c.key == sa.bindparam("key_"))
@@ -105,12 +106,14 @@ async def get_assignment(
 
 
 async def lead_assignments(session: AsyncSession, lead_id: str) -> list[sa.Row[Any]]:
-    rows = await session.execute(
-        sa.select(assignments)
-        .where(assignments.c.lead_id == lead_id)
-        .order_by(assignments.c.created_at, assignments.c.reassignments)
+    """The lead's assignments, oldest first."""
+    return await rows_by_key(
+        session,
+        assignments.c.lead_id,
+        lead_id,
+        assignments.c.created_at,
+        assignments.c.reassignments,
     )
-    return list(rows.all())
 
 
 async def update_assignment(session: AsyncSession, assignment_id: str, **values: Any) -> int:
