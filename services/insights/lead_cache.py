@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insights.lead_facts import LeadFacts
-from services.insights.per_transaction import per_transaction
 from services.insights.store import conversions, leads, touches
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
@@ -157,7 +156,7 @@ class LeadCache:
     @classmethod
     def of(cls, uow: UnitOfWork) -> LeadCache:
         """The cache of this unit of work's transaction."""
-        return per_transaction(uow, cls)
+        return uow.cache("insights_lead_cache", cls)
 
     async def load(self, lead_ids: Iterable[str]) -> None:
         """Read, create if new, and lock the rows of the leads not read yet.

@@ -11,14 +11,6 @@ T = TypeVar("T")
 
 
 def per_transaction(uow: UnitOfWork, make: Callable[[UnitOfWork], T]) -> T:
-    """The `make(uow)` of this unit of work's current transaction, made on first use.
-
-    The session is new for every `async with uow:`, so its `info` lives exactly as
-    long as the transaction.
-    """
-    info = uow.session.info
-    key = ("insights", make)
-    found = info.get(key)
-    if found is None:
-        found = info[key] = make(uow)
-    return found  # type: ignore[no-any-return]
+    """The `make(uow)` of this unit of work's current transaction, made on first use
+    (`UnitOfWork.cache` keyed by `make`)."""
+    return uow.cache(make, make)

@@ -25,7 +25,7 @@ from services.nurture.lead_repository import LeadRepository
 from shared.db import UnitOfWork
 from shared.events import Envelope, LeadScored
 
-_INFO_KEY = "nurture_lead_cache"
+_CACHE_KEY = "nurture_lead_cache"
 _CHUNK = 500
 
 
@@ -61,8 +61,7 @@ class LeadCache(LeadRepository):
     @classmethod
     async def load(cls, uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> LeadCache:
         """Start the cache of this transaction with what `events` will need."""
-        cache = cls(uow)
-        uow.session.info[_INFO_KEY] = cache
+        cache = uow.cache(_CACHE_KEY, cls)
         lead_ids = list(dict.fromkeys(e.data.lead_id for e in events))
         await cache._load_leads(lead_ids)
         addresses = {_address(e.data.contact.email) for e in events if type(e.data) is LeadScored}
@@ -206,8 +205,7 @@ class LeadCache(LeadRepository):
 
 def leads_of(uow: UnitOfWork) -> LeadRepository:
     """The repository for this unit of work: its cache, when the consumer started one."""
-    session = uow.session
-    cache = session.info.get(_INFO_KEY)
-    if cache is None or session.in_nested_transaction():
+    cache: LeadCache | None = uow.cached(_CACHE_KEY)
+    if cache is None or uow.session.in_nested_transaction():
         return LeadRepository(uow)
-    return cache  # type: ignore[no-any-return]
+    return cache

@@ -30,7 +30,7 @@ from shared.db import UnitOfWork
 from shared.db.bulk import BulkStatement
 from shared.db.types import UTCDateTime
 
-_INFO_KEY = "router_routing_cache"
+_CACHE_KEY = "router_routing_cache"
 
 # What lead.scored gives of a lead: every column but when it was erased.
 LEAD_COLUMNS = tuple(c.name for c in store.leads.columns if c.name != "erased_at")
@@ -117,7 +117,7 @@ class RoutingCache:
     @classmethod
     def of(cls, uow: UnitOfWork) -> RoutingCache | None:
         """The cache of this transaction, or None where handlers work directly."""
-        cache: RoutingCache | None = uow.session.info.get(_INFO_KEY)
+        cache: RoutingCache | None = uow.cached(_CACHE_KEY)
         if cache is None or uow.session.in_nested_transaction():
             return None
         return cache
@@ -125,8 +125,7 @@ class RoutingCache:
     @classmethod
     async def start(cls, uow: UnitOfWork, lead_ids: Iterable[str], now: datetime) -> RoutingCache:
         """Lock routing and read what routing these leads needs, in one query each."""
-        cache = cls(uow)
-        uow.session.info[_INFO_KEY] = cache
+        cache = uow.cache(_CACHE_KEY, cls)
         await store.lock_routing(cache.session, cache.dialect, now)
         await cache._load(list(dict.fromkeys(lead_ids)))
         return cache

@@ -92,11 +92,7 @@ class LeadCache:
     @classmethod
     def of(cls, uow: UnitOfWork) -> LeadCache:
         """The lead cache of this unit of work's transaction."""
-        info = uow.session.info
-        cache = info.get("scoring_lead_cache")
-        if cache is None:
-            cache = info["scoring_lead_cache"] = cls(uow)
-        return cache  # type: ignore[no-any-return]
+        return uow.cache("scoring_lead_cache", cls)
 
     @property
     def one_by_one(self) -> bool:
