@@ -115,7 +115,7 @@ async def track_click(token: str, bus: BusDep, settings: SettingsDep) -> Respons
     summary="Unsubscribe page",
     tags=["unsubscribe"],
     response_class=HTMLResponse,
-    responses={403: {"description": "Bad token (a page)", "content": {"text/html": {}}}},
+    responses={403: either("Bad token (a page)")},
 )
 async def unsubscribe_page(
     token: str, request: Request, bus: BusDep, settings: SettingsDep
@@ -162,10 +162,7 @@ async def unsubscribe(token: str, request: Request, bus: BusDep, settings: Setti
     summary="Double opt-in confirmation page",
     tags=["double opt-in"],
     response_class=HTMLResponse,
-    responses={
-        403: {"description": "Bad token (a page)", "content": {"text/html": {}}},
-        410: {"description": "Expired link (a page)", "content": {"text/html": {}}},
-    },
+    responses={403: either("Bad token (a page)"), 410: either("Expired link (a page)")},
 )
 async def confirm_page(token: str, config: ConfigDep, settings: SettingsDep) -> Response:
     """Asks to confirm with a button: link scanners fetch GETs, so a GET changes nothing."""
