@@ -77,7 +77,9 @@ def leadflow_up(tmp_path: Path, **extra_env: str) -> Iterator[tuple[dict[str, st
     ).start()
     try:
         _wait_for(
-            lambda: any("leadflow is up" in line for line in output) or process.poll() is not None,
+            # The banner is read line by line: wait for its console line, which follows
+            # "leadflow is up".
+            lambda: any("/console" in line for line in output) or process.poll() is not None,
             90,
             "start-up",
         )
