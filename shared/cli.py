@@ -4,7 +4,7 @@ re-driving failed work by id with a report of what could not be."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -37,6 +37,15 @@ def run_with_uows(
             await db.dispose()
 
     return asyncio.run(main())
+
+
+def status_filter(status: str, statuses: Sequence[str]) -> str | None:
+    """A list command's `--status`: one of `statuses` (that status), or 'all' (None)."""
+    if status == "all":
+        return None
+    if status not in statuses:
+        raise typer.BadParameter(f"one of {', '.join(statuses)} or all", param_hint="--status")
+    return status
 
 
 def redrive_ids(named: list[str] | None, all_failed: bool, what: str) -> list[str]:

@@ -18,6 +18,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored time as ISO 8601 in UTC (None stays None)."""
+    return value.astimezone(UTC).isoformat() if value else None
+
+
 class FixedClock:
     """A clock that says what it is told: `clock.now = ...` or `clock.advance(seconds)`."""
 

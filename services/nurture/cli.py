@@ -28,7 +28,7 @@ from services.nurture.rendering import (
     to_bytes,
 )
 from services.nurture.send_results import RedriveError
-from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows
+from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows, status_filter
 from shared.config import ConfigError, load_config
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
@@ -120,11 +120,10 @@ def list_sends(
     limit: int = 100,
 ) -> None:
     """Emails (by default the failed ones), newest first."""
-    if status != "all" and status not in STATUSES:
-        raise typer.BadParameter(f"one of {', '.join(STATUSES)} or all", param_hint="--status")
+    only = status_filter(status, STATUSES)
 
     async def work(bus: MessageBus) -> list[Any]:
-        return await bus.query(ListSends(None if status == "all" else status, lead_id, limit))  # type: ignore[no-any-return]
+        return await bus.query(ListSends(only, lead_id, limit))  # type: ignore[no-any-return]
 
     table = Table(title=f"emails ({status})")
     for column in ("send id", "lead id", "sequence", "step", "status", "attempts", "last error"):

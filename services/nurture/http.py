@@ -25,8 +25,8 @@ from services.nurture.commands import (
 from services.nurture.config import NurtureConfig
 from services.nurture.pages import NO_STORE, either, error_page, page, wants_html
 from services.nurture.queries import LeadRecord
-from services.nurture.views import enrollment_view, iso, send_view
-from shared.clock import utc_now
+from services.nurture.views import enrollment_view, send_view
+from shared.clock import iso, utc_now
 from shared.http import AdminDep, ApiError, BusDep, SettingsDep, app_state
 from shared.settings import Settings
 

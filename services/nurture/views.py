@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from services.nurture import store
 from services.nurture.config import NurtureConfig
 from services.nurture.enrollment import OPEN_RUNS
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
+from shared.clock import iso
 
 
 def send_view(row: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from rich.table import Table
 from services.router import messagebus, store
 from services.router.commands import GetDelivery, ListDeliveries, RedriveDelivery
 from services.router.handlers import Refused
-from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows
+from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows, status_filter
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
 
@@ -50,11 +50,10 @@ def list_deliveries(
     limit: int = 100,
 ) -> None:
     """Deliveries (by default the failed ones), newest first."""
-    if status != "all" and status not in STATUSES:
-        raise typer.BadParameter(f"one of {', '.join(STATUSES)} or all", param_hint="--status")
+    only = status_filter(status, STATUSES)
 
     query = ListDeliveries(
-        status=None if status == "all" else status,
+        status=only,
         destination=destination,
         lead_id=lead_id,
         limit=limit,

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from services.router import domain
 from services.router.settings import RoutingConfig
+from shared.clock import iso
 
 EVENTS = {
     "assigned": "lead.routed",
     "reassigned": "lead.reassigned",
     "escalation": "lead.sla_breached",
 }
-
-
-def iso(value: datetime | None) -> str | None:
-    """A stored time as ISO 8601 in UTC (None stays None)."""
-    return value.astimezone(UTC).isoformat() if value else None
 
 
 def build_document(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.router import store
-from services.router.documents import iso
+from shared.clock import iso
 
 
 def delivery_view(row: Any) -> dict[str, Any]:
