@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.scoring import messagebus, store
-from services.scoring.commands import CountLeads, CountUnsentEvents, ReplayNextPage
+from services.scoring import messagebus, store, views
+from services.scoring.commands import ReplayNextPage
 from services.scoring.model import RuleModel
 from services.scoring.settings import load
 from shared.clock import utc_now
@@ -107,7 +107,7 @@ async def _replay(
             return UnitOfWork(db, store.outbox, store.inbox, source="leadflow/scoring")
 
         bus = messagebus.bus(uow, model)
-        total = await bus.query(CountLeads())
+        total = await views.count_leads(uow)
         columns = (
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -155,4 +155,4 @@ async def _drain_outbox(settings: Settings, db: Database, bus: MessageBus, timeo
     finally:
         if relay.producer is not None:
             await relay.producer.stop()
-    return int(await bus.query(CountUnsentEvents()))
+    return await views.count_unsent(bus.uow_factory)

@@ -1,7 +1,7 @@
 """The messages scoring's doors hand to its bus, besides the events it consumes.
 
-Commands change state (the decay sweep's rounds, replay's pages); queries only read
-(a lead's explanation, counts the CLI shows).
+Commands change state (the decay sweep's rounds, replay's pages); reads are plain
+functions in views.py.
 """
 
 from __future__ import annotations
@@ -30,22 +30,3 @@ class ReplayNextPage(RescoreRun):
 
     after: str
     dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class ExplainScore:
-    """Why a lead has its score, as of `now`, with at most `limit` history rows."""
-
-    lead_id: str
-    now: datetime
-    limit: int
-
-
-@dataclass(frozen=True)
-class CountLeads:
-    """How many leads (not erased) scoring keeps."""
-
-
-@dataclass(frozen=True)
-class CountUnsentEvents:
-    """How many events wait in scoring's outbox."""

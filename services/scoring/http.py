@@ -8,9 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.scoring.commands import ExplainScore
+from services.scoring import views
 from services.scoring.scores import Reason
-from services.scoring.views import Explanation
 from shared.clock import utc_now
 from shared.http import ApiError
 from shared.messagebus import MessageBus
@@ -120,6 +119,7 @@ def _view(source: Any, names: tuple[str, ...] = VERDICT) -> dict[str, Any]:
     responses={404: {"description": "Scoring has not scored this lead"}},
 )
 async def explain_score(
+    request: Request,
     bus: BusDep,
     lead_id: Annotated[
         str,
@@ -136,8 +136,8 @@ async def explain_score(
 ) -> ScoreExplanation:
     """Every fit and engagement rule that fired with its points (they add up to the score),
     the score as of now after decay, and each change with the event that caused it."""
-    found: Explanation | None = await bus.query(
-        ExplainScore(lead_id=lead_id, now=utc_now(), limit=history_limit)
+    found = await views.explain(
+        bus.uow_factory, lead_id, utc_now(), history_limit, model=request.app.state.model
     )
     if found is None:
         raise ApiError(404, "not_found", "scoring has not scored this lead", field="lead_id")

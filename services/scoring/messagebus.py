@@ -1,9 +1,9 @@
 """Scoring's message → handler tables, bound once to the model and the clock.
 
 Events (consumed by the Kafka consumer runtime, which dispatches them by type and
-commits once per batch) and commands and queries (handed to `bus(...)` by the decay
-sweep, the CLI and the HTTP routes) reach the handlers of `handlers.py` and
-`views.py` the same way: handler(message, uow), never committing.
+commits once per batch) and commands (handed to `bus(...)` by the decay sweep and
+the CLI) reach the handlers of `handlers.py` the same way: handler(message, uow),
+never committing. Reads need no bus: the doors call `views.py` directly.
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from services.scoring.commands import (
-    CountLeads,
-    CountUnsentEvents,
-    ExplainScore,
-    ReplayNextPage,
-    SweepDecay,
-)
+from services.scoring.commands import ReplayNextPage, SweepDecay
 from services.scoring.domain import ScoringModel
 from services.scoring.handlers import (
     handle_decay_sweep,
@@ -27,7 +21,6 @@ from services.scoring.handlers import (
     handle_lead_unsubscribed,
     handle_replay_page,
 )
-from services.scoring.views import handle_count_leads, handle_count_unsent, handle_explain
 from shared.clock import Clock, utc_now
 from shared.db.uow import UnitOfWork
 from shared.events import LeadCaptured, LeadEngaged, LeadErased, LeadUnsubscribed
@@ -49,13 +42,10 @@ def event_handlers(model: ScoringModel, clock: Clock = utc_now) -> dict[str, Han
 
 
 def command_handlers(model: ScoringModel) -> dict[type, MessageHandler]:
-    """Command and query type → handler."""
+    """Command type → handler."""
     return {
         SweepDecay: functools.partial(handle_decay_sweep, model=model),
         ReplayNextPage: functools.partial(handle_replay_page, model=model),
-        ExplainScore: functools.partial(handle_explain, model=model),
-        CountLeads: handle_count_leads,
-        CountUnsentEvents: handle_count_unsent,
     }
 
 

@@ -7,12 +7,12 @@ import uuid
 from datetime import timedelta
 
 from services.scoring import messagebus, store
-from services.scoring.commands import ExplainScore, ReplayNextPage
+from services.scoring.commands import ReplayNextPage
 from services.scoring.decay import DecayWorker
 from services.scoring.domain import DECAY_CAUSE, REPLAY_CAUSE
 from services.scoring.handlers import handle_replay_page
 from services.scoring.model import RuleModel
-from services.scoring.views import handle_explain
+from services.scoring.views import explain
 from tests.conftest import eventually
 from tests.integration.scoring.support import (
     consumer,
@@ -53,10 +53,7 @@ async def test_decay_lowers_a_stale_lead_and_the_sweep_publishes_only_changes(
         assert await sweep.sweep() == 1
         assert await sweep.sweep() == 0
         scored = (await scored_in_outbox(uows))[before:]
-        async with uows() as uow:
-            explained = await handle_explain(
-                ExplainScore(stale.lead_id, now=now["t"], limit=10), uow, model=MODEL
-            )
+        explained = await explain(uows, stale.lead_id, now["t"], 10, model=MODEL)
 
     decayed = [e for e in scored if e.cause_type == DECAY_CAUSE]
     assert [(e.lead_id, e.previous_grade, e.grade) for e in decayed] == [
