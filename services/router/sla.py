@@ -4,6 +4,7 @@ in time are reassigned (or kept with their rep) and escalated."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.router import messagebus
@@ -14,22 +15,20 @@ from shared.db.uow import UnitOfWork
 from shared.runtime.worker import PollingWorker
 
 
+@dataclass(eq=False)
 class SlaWorker(PollingWorker):
     """Looks for unacknowledged assignments past their SLA every `sla.check_seconds`."""
 
     name = "sla"
 
-    def __init__(
-        self,
-        uow_factory: Callable[[], UnitOfWork],
-        config: RoutingConfig,
-        on_breach: Callable[[], None],
-        clock: Clock = utc_now,
-    ) -> None:
-        super().__init__(clock)
-        self.config = config
-        self.on_breach = on_breach
-        self.bus = messagebus.bus(uow_factory, config, clock=clock)
+    uow_factory: Callable[[], UnitOfWork]
+    config: RoutingConfig
+    on_breach: Callable[[], None]
+    clock: Clock = utc_now
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.bus = messagebus.bus(self.uow_factory, self.config, clock=self.clock)
 
     async def check(self, now: datetime | None = None) -> list[str]:
         """One check at `now`: reassign and escalate what breached; returns their ids."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import KW_ONLY, dataclass
 
 from services.scoring.commands import SweepDecay
 from shared.clock import Clock, utc_now
@@ -13,23 +14,17 @@ from shared.runtime.worker import PollingWorker
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class DecayWorker(PollingWorker):
     """The periodic sweep: leads whose engagement has faded past a threshold are regraded."""
 
     name = "decay sweep"
 
-    def __init__(
-        self,
-        bus: MessageBus,
-        *,
-        interval_seconds: float,
-        batch_size: int,
-        clock: Clock = utc_now,
-    ) -> None:
-        super().__init__(clock)
-        self.bus = bus
-        self.interval_seconds = interval_seconds
-        self.batch_size = batch_size
+    bus: MessageBus
+    _: KW_ONLY
+    interval_seconds: float
+    batch_size: int
+    clock: Clock = utc_now
 
     async def round(self) -> float:
         """One full sweep, then wait for the next."""

@@ -7,9 +7,10 @@ thing is due or someone calls `wake()`; on an error, log it and back off
 (0.2 s doubling to 10 s) without dying; stop when the service stops, after the round
 in hand.
 
-A job subclasses `PollingWorker` and implements `round()`, which returns how long to
-wait before the next round (0: at once). `min_interval` caps how often rounds start
-under load, so bursts of wake-ups coalesce into one round.
+A job subclasses `PollingWorker` (often as a dataclass of its dependencies) and
+implements `round()`, which returns how long to wait before the next round (0: at once).
+`min_interval` caps how often rounds start under load, so bursts of wake-ups coalesce
+into one round.
 
 `retry_while_transient` keeps storing what a round learned outside the database
 (a relay's or a CRM's answers) through a database blip, until a deadline.
@@ -68,9 +69,17 @@ class PollingWorker:
     #: At most one round per this many seconds, however often `wake()` is called.
     min_interval = 0.0
 
+    #: The time, for the job's rounds.
+    clock: Clock
+
     def __init__(self, clock: Clock = utc_now) -> None:
-        #: The time, for the job's rounds.
         self.clock = clock
+        PollingWorker.__post_init__(self)
+
+    def __post_init__(self) -> None:
+        """The loop's own state. A job that declares its dependencies as a
+        `@dataclass(eq=False)` (with a `clock: Clock = utc_now` field) gets it here,
+        after the dataclass's `__init__`; its own `__post_init__` calls this one first."""
         self._wake = asyncio.Event()
         #: After a failed round: how long the worker waits before the next (for logs).
         self.retry_in = self.backoff_start
