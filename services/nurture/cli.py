@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.nurture import queries, store
 from services.nurture import settings as nurture_settings
-from services.nurture import store
-from services.nurture.commands import ListSends, RedriveSend, Unsuppress
+from services.nurture.commands import RedriveSend, Unsuppress
 from services.nurture.messagebus import operator_bus
 from services.nurture.rendering import (
     SAMPLE_LEAD,
@@ -123,7 +123,7 @@ def list_sends(
     only = status_filter(status, STATUSES)
 
     async def work(bus: MessageBus) -> list[Any]:
-        return await bus.query(ListSends(only, lead_id, limit))  # type: ignore[no-any-return]
+        return await queries.list_sends(bus.uow_factory, only, lead_id, limit)
 
     table = Table(title=f"emails ({status})")
     for column in ("send id", "lead id", "sequence", "step", "status", "attempts", "last error"):
@@ -150,7 +150,11 @@ def redrive(
     ids = redrive_ids(send_ids, all_failed, "send")
 
     async def work(bus: MessageBus) -> tuple[int, list[str]]:
-        failed = await bus.query(ListSends(store.FAILED, None, 100_000)) if all_failed else []
+        failed = (
+            await queries.list_sends(bus.uow_factory, store.FAILED, None, 100_000)
+            if all_failed
+            else []
+        )
         ids.extend(row.send_id for row in failed)
         return await redrive_each(ids, lambda i: bus.handle(RedriveSend(i)), RedriveError, "email")
 

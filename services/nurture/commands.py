@@ -1,4 +1,4 @@
-"""The messages nurture's doors hand to its bus: commands (change something) and queries.
+"""The commands nurture's doors hand to its bus (reads are plain functions: queries.py).
 
 HTTP routes, CLI commands and the scheduler's rounds each build one of these and
 call the bus (messagebus.py); the Kafka consumer hands over event envelopes instead.
@@ -10,8 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-# Commands -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -67,15 +65,10 @@ class Unsuppress:
 
 
 @dataclass(frozen=True)
-class DueAt:
-    """A message about the emails that may go out at `now`."""
+class ClaimDueSends:
+    """The scheduler takes the emails that may go out at `now` (its first transaction)."""
 
     now: datetime
-
-
-@dataclass(frozen=True)
-class ClaimDueSends(DueAt):
-    """The scheduler takes the emails that may go out at `now` (its first transaction)."""
 
 
 @dataclass(frozen=True)
@@ -88,40 +81,3 @@ class RecordSendResults:
 
     claimed: Sequence[Any]
     results: Mapping[str, Any]
-
-
-# Queries --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GetLead(LeadMessage):
-    """The lead as nurture keeps it, or None."""
-
-
-@dataclass(frozen=True)
-class GetLeadEnrollments(LeadMessage):
-    """The lead (or None) with its enrollments and their emails."""
-
-
-@dataclass(frozen=True)
-class GetLeadConfirmations(LeadMessage):
-    """The lead (or None) with its double opt-in emails."""
-
-
-@dataclass(frozen=True)
-class ListSends:
-    """Emails of the send queue, newest first."""
-
-    status: str | None
-    lead_id: str | None
-    limit: int
-
-
-@dataclass(frozen=True)
-class NextDueAt:
-    """When the earliest scheduled email may go out (None: nothing is scheduled)."""
-
-
-@dataclass(frozen=True)
-class CountDue(DueAt):
-    """How many scheduled emails may go out at `now`."""

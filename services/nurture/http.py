@@ -12,12 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.nurture import engagement, tokens
+from services.nurture import engagement, queries, store, tokens
 from services.nurture.commands import (
     ConfirmConsent,
-    GetLead,
-    GetLeadConfirmations,
-    GetLeadEnrollments,
     RecordClick,
     RecordOpen,
     Unsubscribe,
@@ -125,7 +122,7 @@ async def unsubscribe_page(
         payload = _payload(settings, tokens.UNSUBSCRIBE, token, ("d",))
     except ApiError as exc:
         return page("This link does not work", exc.message, status=exc.status)
-    lead = await bus.query(GetLead(payload["d"]))
+    lead = await queries.get_lead(bus.uow_factory, payload["d"])
     if lead is not None and lead.unsubscribed_at is not None:
         return page("You are unsubscribed", "You will not get any more emails from us.")
     return page("Unsubscribe?", "You will not get any more of these emails.", form="Unsubscribe")
@@ -235,7 +232,7 @@ def _found(record: LeadRecord | None) -> LeadRecord:
 )
 async def lead_enrollments(lead_id: str, bus: BusDep, config: ConfigDep) -> list[dict[str, Any]]:
     """Oldest first; an empty list for a lead that entered no sequence (hot, no consent...)."""
-    found = _found(await bus.query(GetLeadEnrollments(lead_id)))
+    found = _found(await queries.lead_record(bus.uow_factory, lead_id, store.STEP))
     return [enrollment_view(run, found.sends, config) for run in found.enrollments]
 
 
@@ -252,7 +249,7 @@ async def lead_enrollments(lead_id: str, bus: BusDep, config: ConfigDep) -> list
 async def lead_consent(lead_id: str, bus: BusDep, _: AdminDep) -> dict[str, Any]:
     """Consent (none, pending confirmation, granted) with its source, time and IP: the proof
     of a double opt-in. Admin only, as the IP address is personal data."""
-    found = _found(await bus.query(GetLeadConfirmations(lead_id)))
+    found = _found(await queries.lead_record(bus.uow_factory, lead_id, store.CONFIRM))
     lead = found.lead
     return {
         "lead_id": lead_id,

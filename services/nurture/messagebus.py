@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from services.nurture import claiming, engagement, handlers, queries, send_results
+from services.nurture import claiming, engagement, handlers, send_results
 from services.nurture.commands import (
     ClaimDueSends,
     ConfirmConsent,
@@ -32,7 +32,6 @@ from shared.messagebus import Handler, MessageBus
 def operator_handlers(clock: Clock = utc_now) -> dict[type, Handler]:
     """What the `leadflow nurture` commands need: no config, no templates."""
     return {
-        **queries.QUERIES,
         RedriveSend: functools.partial(send_results.handle_redrive, clock=clock),
         Unsuppress: functools.partial(handlers.handle_unsuppress, clock=clock),
     }

@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from services.nurture import messagebus
+from services.nurture import messagebus, queries
 from services.nurture.claiming import Claimed, lease
-from services.nurture.commands import ClaimDueSends, CountDue, NextDueAt, RecordSendResults
+from services.nurture.commands import ClaimDueSends, RecordSendResults
 from services.nurture.config import NurtureConfig
 from services.nurture.mailer import Mailer, SendResult
 from services.nurture.rendering import Templates, Tracking
@@ -112,7 +112,7 @@ class Scheduler(PollingWorker):
 
     async def _idle_seconds(self) -> float:
         poll = self.config.delivery.poll_seconds
-        wait = await self.seconds_until_due(lambda: self.bus.query(NextDueAt()), poll)
+        wait = await self.seconds_until_due(lambda: queries.next_due_at(self.bus.uow_factory), poll)
         if self._throttled_until is not None:
             now = self.clock()
             wait = max(wait, min((self._throttled_until - now).total_seconds(), poll))
@@ -123,4 +123,6 @@ class Scheduler(PollingWorker):
             return
         self._last_gauge = time.monotonic()
         with contextlib.suppress(Exception):
-            metrics.nurture_sends_due.set(await self.bus.query(CountDue(self.clock())))
+            metrics.nurture_sends_due.set(
+                await queries.count_due(self.bus.uow_factory, self.clock())
+            )
