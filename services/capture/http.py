@@ -29,7 +29,7 @@ from services.capture.settings import CaptureConfig, FormConfig
 from services.capture.sources.common import nul_path
 from services.capture.spam import IDEMPOTENCY_FIELD, RateLimiter, control_fields, form_spam_reason
 from shared import metrics
-from shared.http import ApiError, error_response
+from shared.http import ApiError, app_state, error_response
 from shared.service import ServiceRuntime
 
 router = APIRouter()
@@ -38,31 +38,11 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_IDEMPOTENCY_KEY = 200
 
 
-async def get_runtime(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
-
-
-async def get_config(request: Request) -> CaptureConfig:
-    return request.app.state.config  # type: ignore[no-any-return]
-
-
-async def get_limiter(request: Request) -> RateLimiter:
-    return request.app.state.limiter  # type: ignore[no-any-return]
-
-
-async def get_http_client(request: Request) -> httpx.AsyncClient:
-    return request.app.state.http_client  # type: ignore[no-any-return]
-
-
-async def get_bus(request: Request) -> CaptureBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
-
-
-RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
-ConfigDep = Annotated[CaptureConfig, Depends(get_config)]
-LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
-HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
-BusDep = Annotated[CaptureBus, Depends(get_bus)]
+RuntimeDep = Annotated[ServiceRuntime, Depends(app_state("runtime"))]
+ConfigDep = Annotated[CaptureConfig, Depends(app_state("config"))]
+LimiterDep = Annotated[RateLimiter, Depends(app_state("limiter"))]
+HttpClientDep = Annotated[httpx.AsyncClient, Depends(app_state("http_client"))]
+BusDep = Annotated[CaptureBus, Depends(app_state("bus"))]
 
 
 class Accepted(BaseModel):

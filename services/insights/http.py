@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,21 +15,13 @@ from services.insights.report import ChannelReport
 from services.insights.report_csv import to_csv
 from services.insights.window import InvalidWindow
 from shared.db.engine import offload_statements
-from shared.http import AdminDep, ApiError
-from shared.messagebus import MessageBus
+from shared.http import AdminDep, ApiError, BusDep
 
 router = APIRouter()
 
 CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 CSV_MEDIA_TYPE = "text/csv"
 MAX_COUNT = 10**15
-
-
-async def get_bus(request: Request) -> MessageBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
-
-
-BusDep = Annotated[MessageBus, Depends(get_bus)]
 
 
 def wants_csv(accept: str) -> bool:

@@ -5,25 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from services.scoring import views
 from services.scoring.scores import Reason
 from shared.clock import utc_now
-from shared.http import ApiError
-from shared.messagebus import MessageBus
+from shared.http import ApiError, BusDep
 
 router = APIRouter()
 
 Grade = Literal["hot", "warm", "cold"]
-
-
-def get_bus(request: Request) -> MessageBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
-
-
-BusDep = Annotated[MessageBus, Depends(get_bus)]
 
 
 class ReasonOut(BaseModel):
