@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.router import messagebus, store
-from services.router.commands import GetDelivery, ListDeliveries, RedriveDelivery
+from services.router import messagebus, queries, store
+from services.router.commands import RedriveDelivery
 from services.router.handlers import Refused
 from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows, status_filter
 from shared.db.uow import UnitOfWork
@@ -52,13 +52,11 @@ def list_deliveries(
     """Deliveries (by default the failed ones), newest first."""
     only = status_filter(status, STATUSES)
 
-    query = ListDeliveries(
-        status=only,
-        destination=destination,
-        lead_id=lead_id,
-        limit=limit,
+    rows: list[Any] = _run(
+        lambda bus: queries.list_deliveries(
+            bus.uow_factory, status=only, destination=destination, lead_id=lead_id, limit=limit
+        )
     )
-    rows: list[Any] = _run(lambda bus: bus.query(query))
     table = Table(title=f"deliveries ({status})")
     for column in ("delivery id", "lead id", "destination", "status", "attempts", "last error"):
         table.add_column(column)
@@ -77,7 +75,7 @@ def list_deliveries(
 @deliveries_app.command()
 def show(delivery_id: str) -> None:
     """One delivery in full."""
-    row: Any = _run(lambda bus: bus.query(GetDelivery(delivery_id)))
+    row: Any = _run(lambda bus: queries.get_delivery(bus.uow_factory, delivery_id))
     if row is None:
         console.print(f"no delivery {delivery_id}")
         raise typer.Exit(1)
@@ -96,11 +94,13 @@ def redrive(
 ) -> None:
     """Queue failed deliveries again with a fresh attempt budget (after fixing the config)."""
     ids = redrive_ids(delivery_ids, all_failed, "delivery")
-    failed = ListDeliveries(status=store.FAILED, destination=destination, limit=100_000)
 
     async def work(bus: MessageBus) -> tuple[int, list[str]]:
         if all_failed:
-            ids.extend(row.delivery_id for row in await bus.query(failed))
+            failed = await queries.list_deliveries(
+                bus.uow_factory, status=store.FAILED, destination=destination, limit=100_000
+            )
+            ids.extend(row.delivery_id for row in failed)
         return await redrive_each(
             ids, lambda i: bus.handle(RedriveDelivery(i)), Refused, "delivery"
         )

@@ -1,7 +1,7 @@
 """The router's messages: what its doors (routes, CLI, webhook, worker rounds) ask of it.
 
-Commands are imperative and change state (one commit each on the bus); queries only
-read (`MessageBus.query`). Events from Kafka arrive as envelopes, not as these.
+Commands are imperative and change state (one commit each on the bus); reads are plain
+functions (queries.py). Events from Kafka arrive as envelopes, not as these.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ from typing import Literal
 from services.router.destinations import DeliveryResult, Item
 
 OutcomeKind = Literal["converted", "disqualified"]
-
-
-# Commands ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -88,56 +85,3 @@ class RecordDeliveryResults:
     claimed: dict[str, list[Item]]
     results: dict[str, DeliveryResult]
     now: datetime
-
-
-# Queries ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GetAssignment(AssignmentMessage):
-    """The assignment (or None) with its deliveries."""
-
-
-@dataclass(frozen=True)
-class LeadAssignments(LeadMessage):
-    """Every assignment of the lead, oldest first, each with its deliveries."""
-
-
-@dataclass(frozen=True)
-class GetDelivery(DeliveryMessage):
-    """The delivery, or None."""
-
-
-@dataclass(frozen=True)
-class ListDeliveries:
-    """Deliveries, newest first, by status, destination and lead."""
-
-    status: str | None = None
-    destination: str | None = None
-    lead_id: str | None = None
-    limit: int = 100
-
-
-@dataclass(frozen=True)
-class FindLeadByEmail:
-    """The routed lead with this email (its id), for outcomes that name a person."""
-
-    email: str
-
-
-@dataclass(frozen=True)
-class FindLeadByCrmContacts:
-    """The lead whose delivery to `destination` created one of these CRM contacts."""
-
-    destination: str
-    contact_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class NextDueAt:
-    """When the earliest pending delivery is due (None: nothing pending)."""
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """Pending deliveries per destination."""

@@ -24,11 +24,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from services.router import messagebus
+from services.router import messagebus, queries
 from services.router.commands import (
     ClaimDueDeliveries,
-    NextDueAt,
-    QueueDepth,
     RecordDeliveryResults,
 )
 from services.router.delivery_claims import lease_seconds
@@ -110,14 +108,14 @@ class DeliveryWorker(PollingWorker):
 
     async def _idle_seconds(self) -> float:
         poll = self.config.delivery.poll_seconds
-        return await self.seconds_until_due(lambda: self.bus.query(NextDueAt()), poll)
+        return await self.seconds_until_due(lambda: queries.next_due_at(self.bus.uow_factory), poll)
 
     async def _refresh_gauges(self) -> None:
         if time.monotonic() - self._last_gauges < GAUGE_SECONDS:
             return
         self._last_gauges = time.monotonic()
         try:
-            depth = await self.bus.query(QueueDepth())
+            depth = await queries.queue_depth(self.bus.uow_factory)
         except Exception:
             log.debug("queue depth refresh failed", exc_info=True)
             return

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from services.router import domain
-from services.router.commands import AcknowledgeAssignment, GetAssignment, LeadAssignments
+from services.router import domain, queries
+from services.router.commands import AcknowledgeAssignment
 from services.router.documents import iso
 from services.router.handlers import Refused
 from services.router.settings import RoutingConfig
@@ -35,7 +35,7 @@ ConfigDep = Annotated[RoutingConfig, Depends(app_state("config"))]
 )
 async def get_assignment(assignment_id: str, bus: BusDep) -> dict[str, Any]:
     """The decision with its reason (rule, pool, candidates, chosen rep) and its deliveries."""
-    found = await bus.query(GetAssignment(assignment_id))
+    found = await queries.get_assignment(bus.uow_factory, assignment_id)
     if found is None:
         raise ApiError(404, "not_found", "no such assignment", field="assignment_id")
     return assignment_view(*found)
@@ -48,7 +48,7 @@ async def get_assignment(assignment_id: str, bus: BusDep) -> dict[str, Any]:
 )
 async def lead_assignments(lead_id: str, bus: BusDep) -> dict[str, Any]:
     """Assignments and reassignments of one lead, each with its reason and deliveries."""
-    found = await bus.query(LeadAssignments(lead_id))
+    found = await queries.lead_assignments(bus.uow_factory, lead_id)
     return {"lead_id": lead_id, "assignments": [assignment_view(*pair) for pair in found]}
 
 

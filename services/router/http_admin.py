@@ -10,10 +10,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
-from services.router import store
+from services.router import queries, store
 from services.router.commands import (
-    FindLeadByEmail,
-    ListDeliveries,
     RecordOutcome,
     RedriveDelivery,
 )
@@ -71,7 +69,7 @@ async def post_outcome(body: OutcomeIn, bus: BusDep, _: AdminDep) -> dict[str, A
     """Publishes lead.converted or lead.disqualified on leads.outcomes, once per outcome id."""
     lead_id = body.lead_id
     if lead_id is None:
-        lead_id = await bus.query(FindLeadByEmail(body.email or ""))
+        lead_id = await queries.find_lead_by_email(bus.uow_factory, body.email or "")
     if lead_id is None:
         raise ApiError(404, "unknown_lead", "no routed lead has this email", field="email")
     command = RecordOutcome(
@@ -119,10 +117,9 @@ async def list_dlq(
             raise ApiError(422, "invalid_field", f"unknown topic {topic!r}", field="topic")
         letters = await read_dead_letters(settings, name, limit)
         return {"topic": name, "dead_letters": [letter.summary() for letter in letters]}
-    query = ListDeliveries(
-        status=store.FAILED, destination=destination, lead_id=lead_id, limit=limit
+    rows = await queries.list_deliveries(
+        bus.uow_factory, status=store.FAILED, destination=destination, lead_id=lead_id, limit=limit
     )
-    rows = await bus.query(query)
     return {"deliveries": [delivery_view(r) for r in rows]}
 
 

@@ -15,8 +15,8 @@ import httpx
 import orjson
 from fastapi import APIRouter, Header, Request
 
-from services.router import outcomes
-from services.router.commands import FindLeadByCrmContacts, RecordOutcome
+from services.router import outcomes, queries
+from services.router.commands import RecordOutcome
 from services.router.http import ConfigDep
 from services.router.settings import HubSpotDestination
 from shared.clock import utc_now
@@ -99,7 +99,9 @@ async def hubspot_webhook(
                 "HubSpot could not be read; retry",
                 field="body",
             ) from None
-        lead_id = await bus.query(FindLeadByCrmContacts(name, tuple(deal.contact_ids)))
+        lead_id = await queries.find_lead_by_crm_contacts(
+            bus.uow_factory, name, tuple(deal.contact_ids)
+        )
         if lead_id is None:
             unmatched += 1
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from services.router import closed_loop, handlers, queries
+from services.router import closed_loop, handlers
 from services.router.commands import (
     AcknowledgeAssignment,
     CheckSla,
@@ -41,10 +41,9 @@ def bus(
     wake: Callable[[], None] = _nothing,
     clock: Clock = utc_now,
 ) -> MessageBus:
-    """Commands and queries of the router's routes, CLI, webhook and SLA checks (the SLA
+    """Commands of the router's routes, CLI, webhook and SLA checks (the SLA
     checks need the routing `config`; the command line's queue commands do not)."""
     table: dict[type, Handler] = {
-        **queries.QUERIES,
         AcknowledgeAssignment: partial(handlers.handle_acknowledge, clock=clock),
         RedriveDelivery: partial(handlers.handle_redrive, wake=wake, clock=clock),
         RecordOutcome: partial(closed_loop.handle_record_outcome, clock=clock),
@@ -60,7 +59,7 @@ def delivery_bus(
     destinations: dict[str, Destination],
     ack_url: Callable[[str], str],
 ) -> MessageBus:
-    """The delivery rounds' claim and record, and what the worker reads between rounds."""
+    """The delivery rounds' claim and record."""
     return MessageBus(
         uow_factory,
         {
@@ -73,6 +72,5 @@ def delivery_bus(
             RecordDeliveryResults: partial(
                 handle_record_delivery_results, config=config, destinations=destinations
             ),
-            **queries.WORKER_QUERIES,
         },
     )

@@ -1,97 +1,89 @@
-"""The router's read-only handlers (`MessageBus.query`): assignments, deliveries, the queue."""
+"""The router's reads: assignments, deliveries, the queue.
+
+Plain functions, not bus messages: each opens one unit of work on the factory it is
+given, reads, and commits nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from services.router import store
-from services.router.commands import (
-    FindLeadByCrmContacts,
-    FindLeadByEmail,
-    GetAssignment,
-    GetDelivery,
-    LeadAssignments,
-    ListDeliveries,
-    NextDueAt,
-    QueueDepth,
-)
 from shared.db import UnitOfWork
-from shared.messagebus import Handler
+
+UowFactory = Callable[[], UnitOfWork]
 
 #: An assignment row with its deliveries.
 AssignmentWithDeliveries = tuple[Any, list[Any]]
 
 
-async def handle_get_assignment(
-    query: GetAssignment, uow: UnitOfWork
-) -> AssignmentWithDeliveries | None:
+async def get_assignment(uows: UowFactory, assignment_id: str) -> AssignmentWithDeliveries | None:
     """One assignment and its deliveries; None when unknown."""
-    row = await store.get_assignment(uow.session, query.assignment_id)
-    if row is None:
-        return None
-    deliveries = await store.list_deliveries(uow.session, assignment_id=query.assignment_id)
-    return row, deliveries
+    async with uows() as uow:
+        row = await store.get_assignment(uow.session, assignment_id)
+        if row is None:
+            return None
+        deliveries = await store.list_deliveries(uow.session, assignment_id=assignment_id)
+        return row, deliveries
 
 
-async def handle_lead_assignments(
-    query: LeadAssignments, uow: UnitOfWork
-) -> list[AssignmentWithDeliveries]:
+async def lead_assignments(uows: UowFactory, lead_id: str) -> list[AssignmentWithDeliveries]:
     """Every assignment of a lead, oldest first, each with its deliveries."""
-    rows = await store.lead_assignments(uow.session, query.lead_id)
-    deliveries = await store.list_deliveries(uow.session, lead_id=query.lead_id, limit=1000)
+    async with uows() as uow:
+        rows = await store.lead_assignments(uow.session, lead_id)
+        deliveries = await store.list_deliveries(uow.session, lead_id=lead_id, limit=1000)
     return [(row, [d for d in deliveries if d.assignment_id == row.assignment_id]) for row in rows]
 
 
-async def handle_get_delivery(query: GetDelivery, uow: UnitOfWork) -> Any:
-    return await store.get_delivery(uow.session, query.delivery_id)
+async def get_delivery(uows: UowFactory, delivery_id: str) -> Any:
+    """The delivery, or None."""
+    async with uows() as uow:
+        return await store.get_delivery(uow.session, delivery_id)
 
 
-async def handle_list_deliveries(query: ListDeliveries, uow: UnitOfWork) -> list[Any]:
+async def list_deliveries(
+    uows: UowFactory,
+    *,
+    status: str | None = None,
+    destination: str | None = None,
+    lead_id: str | None = None,
+    limit: int = 100,
+) -> list[Any]:
     """Deliveries, newest first, filtered by status, destination and lead."""
-    return await store.list_deliveries(
-        uow.session,
-        status=query.status,
-        destination=query.destination,
-        lead_id=query.lead_id,
-        limit=query.limit,
-    )
+    async with uows() as uow:
+        return await store.list_deliveries(
+            uow.session, status=status, destination=destination, lead_id=lead_id, limit=limit
+        )
 
 
-async def handle_find_lead_by_email(query: FindLeadByEmail, uow: UnitOfWork) -> str | None:
-    row = await store.find_lead_by_email(uow.session, query.email)
+async def find_lead_by_email(uows: UowFactory, email: str) -> str | None:
+    """The routed lead with this email (its id), for outcomes that name a person."""
+    async with uows() as uow:
+        row = await store.find_lead_by_email(uow.session, email)
     return row.lead_id if row is not None else None
 
 
-async def handle_find_lead_by_crm_contacts(
-    query: FindLeadByCrmContacts, uow: UnitOfWork
+async def find_lead_by_crm_contacts(
+    uows: UowFactory, destination: str, contact_ids: Sequence[str]
 ) -> str | None:
-    for contact_id in query.contact_ids:
-        lead_id = await store.lead_of_external_id(uow.session, query.destination, contact_id)
-        if lead_id:
-            return lead_id
+    """The lead whose delivery to `destination` created one of these CRM contacts."""
+    async with uows() as uow:
+        for contact_id in contact_ids:
+            lead_id = await store.lead_of_external_id(uow.session, destination, contact_id)
+            if lead_id:
+                return lead_id
     return None
 
 
-async def handle_next_due_at(query: NextDueAt, uow: UnitOfWork) -> datetime | None:
-    return await store.next_due_at(uow.session)
+async def next_due_at(uows: UowFactory) -> datetime | None:
+    """When the earliest pending delivery is due (None: nothing pending)."""
+    async with uows() as uow:
+        return await store.next_due_at(uow.session)
 
 
-async def handle_queue_depth(query: QueueDepth, uow: UnitOfWork) -> dict[str, int]:
-    return await store.queue_depth(uow.session)
-
-
-#: The queries of the routes and the command line (`messagebus.bus`).
-QUERIES: dict[type, Handler] = {
-    GetAssignment: handle_get_assignment,
-    LeadAssignments: handle_lead_assignments,
-    GetDelivery: handle_get_delivery,
-    ListDeliveries: handle_list_deliveries,
-    FindLeadByEmail: handle_find_lead_by_email,
-    FindLeadByCrmContacts: handle_find_lead_by_crm_contacts,
-}
-#: What the delivery worker reads between rounds (`messagebus.delivery_bus`).
-WORKER_QUERIES: dict[type, Handler] = {
-    NextDueAt: handle_next_due_at,
-    QueueDepth: handle_queue_depth,
-}
+async def queue_depth(uows: UowFactory) -> dict[str, int]:
+    """Pending deliveries per destination."""
+    async with uows() as uow:
+        return await store.queue_depth(uow.session)
