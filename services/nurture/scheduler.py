@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.nurture import messagebus, queries
@@ -45,25 +46,28 @@ log = logging.getLogger(__name__)
 GAUGE_SECONDS = 5.0
 
 
+@dataclass(eq=False)
 class Scheduler(PollingWorker):
     """Runs send rounds; `wake()` starts one at once."""
 
     name = "nurture scheduler"
 
-    def __init__(
-        self,
-        uow_factory: Callable[[], UnitOfWork],
-        config: NurtureConfig,
-        templates: Templates,
-        tracking: Tracking,
-        mailer: Mailer,
-        clock: Clock = utc_now,
-    ) -> None:
-        super().__init__(clock)
-        self.config = config
-        self.mailer = mailer
+    uow_factory: Callable[[], UnitOfWork]
+    config: NurtureConfig
+    templates: Templates
+    tracking: Tracking
+    mailer: Mailer
+    clock: Clock = utc_now
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.bus = messagebus.bus(
-            uow_factory, config, templates, tracking, wake=self.wake, clock=clock
+            self.uow_factory,
+            self.config,
+            self.templates,
+            self.tracking,
+            wake=self.wake,
+            clock=self.clock,
         )
         self._last_gauge = 0.0
         # Set when the send-rate limit held due emails back: no need to look before then.
