@@ -1,8 +1,9 @@
 """Insights' message bus: which handler takes which message, and the `bus(...)` factory.
 
 Events (from the consumer runtime, which commits a batch once) go to
-`EVENT_HANDLERS`; commands (posted spend) and read-only queries (the report, the
-console's pages) go through `bus(...)`: `handle` commits once, `query` never does.
+`EVENT_HANDLERS`; commands (posted spend) and the read-only report go through
+`bus(...)`: `handle` commits once, `query` never does. The console's page reads are
+plain functions (console/queries.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import functools
 from collections.abc import Callable
 
 from services.insights import handlers
-from services.insights.console import queries
-from services.insights.console.store import LeadSearch
 from services.insights.settings import InsightsConfig
 from shared import events
 from shared.clock import Clock, utc_now
@@ -36,7 +35,7 @@ EVENT_HANDLERS: dict[str, Handler] = {
 def bus(
     uow_factory: Callable[[], UnitOfWork], config: InsightsConfig, clock: Clock = utc_now
 ) -> MessageBus:
-    """Commands and queries of the HTTP routes, the console and the CLI."""
+    """Commands and the report query of the HTTP routes, the console and the CLI."""
     return MessageBus(
         uow_factory,
         {
@@ -44,8 +43,5 @@ def bus(
             handlers.ReportQuery: functools.partial(
                 handlers.handle_channel_report, config=config, clock=clock
             ),
-            LeadSearch: queries.handle_search_leads,
-            queries.LeadsPerDay: queries.handle_leads_per_day,
-            queries.LeadPage: queries.handle_lead_page,
         },
     )

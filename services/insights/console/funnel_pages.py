@@ -9,9 +9,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from services.insights.console import charts
+from services.insights.console import charts, queries
 from services.insights.console.pages import Console, PageDep, Refused
-from services.insights.console.queries import LeadsPerDay
 from services.insights.handlers import ReportQuery
 from services.insights.report_csv import to_csv
 from services.insights.window import InvalidWindow
@@ -70,7 +69,7 @@ async def funnel(page: PageDep, asked: AskedDep) -> Response:
             "report": None,
         }
         return page.render("funnel.html", context, status=422)
-    per_day = await console.bus.query(LeadsPerDay(report.since, report.until))
+    per_day = await queries.leads_per_day(console.bus.uow_factory, report.since, report.until)
     rows = report.channels
     bars = charts.channel_bars(
         [(r.label or r.channel, (r.hot, r.warm, r.cold, r.ungraded)) for r in rows if r.leads]

@@ -11,8 +11,8 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from services.insights.console import queries
 from services.insights.console.pages import PageDep, Refused
-from services.insights.console.queries import LeadPage
 from services.insights.console.store import LeadSearch
 from shared.db.engine import offload_statements
 
@@ -71,7 +71,7 @@ async def leads(
         after=_cursor(after),
     )
     with offload_statements():
-        rows = await page.console.bus.query(search)
+        rows = await queries.search_leads(page.console.bus.uow_factory, search)
     more = len(rows) > search.limit
     rows = rows[: search.limit]
     filters = {
@@ -107,7 +107,7 @@ async def lead(lead_id: str, page: PageDep) -> Response:
     if not LEAD_ID.match(lead_id):
         raise Refused(404, "No such lead.")
     console = page.console
-    found = await console.bus.query(LeadPage(lead_id))
+    found = await queries.lead_page(console.bus.uow_factory, lead_id)
     profile, entries = found.profile, found.entries
     if profile is None:
         raise Refused(404, "No such lead (or insights has not seen it yet).")

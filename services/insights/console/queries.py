@@ -1,8 +1,11 @@
-"""The console's questions to the read model, as messages for the bus (read-only)."""
+"""The console's reads of the read model: plain functions, not bus messages.
+
+Each opens one unit of work on the factory it is given, reads, and commits nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,20 +14,7 @@ from services.insights.console import store
 from services.insights.console.store import LeadSearch
 from shared.db import UnitOfWork
 
-
-@dataclass(frozen=True)
-class LeadsPerDay:
-    """New (non-test) leads per UTC day of first capture in [start, end)."""
-
-    start: datetime
-    end: datetime
-
-
-@dataclass(frozen=True)
-class LeadPage:
-    """A lead's profile, funnel facts and timeline."""
-
-    lead_id: str
+UowFactory = Callable[[], UnitOfWork]
 
 
 @dataclass(frozen=True)
@@ -33,16 +23,21 @@ class LeadStory:
     entries: Sequence[Any]
 
 
-async def handle_search_leads(search: LeadSearch, uow: UnitOfWork) -> list[Any]:
+async def search_leads(uows: UowFactory, search: LeadSearch) -> list[Any]:
     """One page of leads (one more row than `limit` tells there is a next page)."""
-    return await store.search_leads(uow.session, search)
+    async with uows() as uow:
+        return await store.search_leads(uow.session, search)
 
 
-async def handle_leads_per_day(query: LeadsPerDay, uow: UnitOfWork) -> dict[str, int]:
-    return await store.leads_per_day(uow.session, query.start, query.end)
+async def leads_per_day(uows: UowFactory, start: datetime, end: datetime) -> dict[str, int]:
+    """New (non-test) leads per UTC day of first capture in [start, end)."""
+    async with uows() as uow:
+        return await store.leads_per_day(uow.session, start, end)
 
 
-async def handle_lead_page(query: LeadPage, uow: UnitOfWork) -> LeadStory:
-    profile = await store.get_profile(uow.session, query.lead_id)
-    entries = await store.lead_timeline(uow.session, query.lead_id)
+async def lead_page(uows: UowFactory, lead_id: str) -> LeadStory:
+    """A lead's profile, funnel facts and timeline."""
+    async with uows() as uow:
+        profile = await store.get_profile(uow.session, lead_id)
+        entries = await store.lead_timeline(uow.session, lead_id)
     return LeadStory(profile, entries)
