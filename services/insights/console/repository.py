@@ -21,7 +21,6 @@ from services.insights.console.store import (
     profiles,
     timeline,
 )
-from services.insights.per_transaction import per_transaction
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.db.bulk import BulkStatement, Values
@@ -101,7 +100,7 @@ class ConsoleRepository:
     @classmethod
     def of(cls, uow: UnitOfWork) -> ConsoleRepository:
         """The repository of this unit of work's transaction."""
-        return per_transaction(uow, cls)
+        return uow.cache("insights_console_repository", cls)
 
     async def add(
         self,
