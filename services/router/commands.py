@@ -70,8 +70,6 @@ class RoundMessage:
 class CheckSla(RoundMessage):
     """Reassign and escalate open assignments past their SLA at `now`."""
 
-    limit: int = 100
-
 
 @dataclass(frozen=True)
 class ClaimDueDeliveries(RoundMessage):

@@ -134,6 +134,10 @@ async def handle_acknowledge(
     return await store.get_assignment(session, assignment_id)
 
 
+#: Assignments one SLA check reassigns and escalates at most (the rest wait for the next).
+SLA_PAGE = 100
+
+
 async def handle_check_sla(
     command: CheckSla, uow: UnitOfWork, *, config: RoutingConfig
 ) -> list[str]:
@@ -142,7 +146,7 @@ async def handle_check_sla(
     Replicas skip each other's rows (FOR UPDATE SKIP LOCKED on PostgreSQL).
     """
     now, session = command.now, uow.session
-    breached = await store.claim_breached(session, now, command.limit)
+    breached = await store.claim_breached(session, now, SLA_PAGE)
     for row in breached:
         uow.after_commit(metrics.sla_breaches_total.labels(row.rule_id).inc)
         lead = await store.get_lead(session, row.lead_id)
