@@ -39,6 +39,11 @@ def run_with_uows(
     return asyncio.run(main())
 
 
+def status_option(statuses: Sequence[str]) -> Any:
+    """A list command's `--status` option: one of `statuses`, or 'all'."""
+    return typer.Option(help=f"One of {', '.join(statuses)}, or 'all'.")
+
+
 def status_filter(status: str, statuses: Sequence[str]) -> str | None:
     """A list command's `--status`: one of `statuses` (that status), or 'all' (None)."""
     if status == "all":

@@ -28,7 +28,14 @@ from services.nurture.rendering import (
     to_bytes,
 )
 from services.nurture.send_results import RedriveError
-from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows, status_filter
+from shared.cli import (
+    redrive_each,
+    redrive_ids,
+    report_redrive,
+    run_with_uows,
+    status_filter,
+    status_option,
+)
 from shared.config import ConfigError, load_config
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
@@ -113,9 +120,7 @@ def preview(
 
 @sends_app.command("list")
 def list_sends(
-    status: Annotated[
-        str, typer.Option(help=f"One of {', '.join(STATUSES)}, or 'all'.")
-    ] = store.FAILED,
+    status: Annotated[str, status_option(STATUSES)] = store.FAILED,
     lead_id: Annotated[str | None, typer.Option(help="Only this lead.")] = None,
     limit: int = 100,
 ) -> None:

@@ -18,7 +18,14 @@ from rich.table import Table
 from services.router import messagebus, queries, store
 from services.router.commands import RedriveDelivery
 from services.router.handlers import Refused
-from shared.cli import redrive_each, redrive_ids, report_redrive, run_with_uows, status_filter
+from shared.cli import (
+    redrive_each,
+    redrive_ids,
+    report_redrive,
+    run_with_uows,
+    status_filter,
+    status_option,
+)
 from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
 
@@ -42,9 +49,7 @@ def _run(work: Callable[[MessageBus], Awaitable[T]]) -> T:
 
 @deliveries_app.command("list")
 def list_deliveries(
-    status: Annotated[
-        str, typer.Option(help=f"One of {', '.join(STATUSES)}, or 'all'.")
-    ] = store.FAILED,
+    status: Annotated[str, status_option(STATUSES)] = store.FAILED,
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
     lead_id: Annotated[str | None, typer.Option(help="Only this lead.")] = None,
     limit: int = 100,
