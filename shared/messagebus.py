@@ -28,6 +28,22 @@ class UnknownMessage(LookupError):
     """No handler is registered for this message type (a wiring bug, not bad input)."""
 
 
+class Refused(Exception):
+    """A handler refuses the command in the row's current state; `status` and `code` are
+    the HTTP answer, `message` the reason shown to the caller."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def refuse_unless_failed(status: str, what: str, refused: type[Refused] = Refused) -> None:
+    """A re-drive takes only failed work: refuse (409 `not_failed`) the `what` in any
+    other `status`."""
+    if status != "failed":
+        raise refused(409, "not_failed", f"the {what} is {status}, not failed")
+
+
 class MessageBus:
     """Message type → handler, each call in one unit of work that commits once."""
 

@@ -21,6 +21,7 @@ from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import LeadUnsubscribed
+from shared.messagebus import Refused, refuse_unless_failed
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +196,8 @@ async def record_interrupted(uow: UnitOfWork, row: Any, now: datetime) -> None:
     await record_failed(uow, row, INTERRUPTED, now, row.attempts)
 
 
-class RedriveError(Exception):
+class RedriveError(Refused):
     """An email that cannot be re-driven: why, with an HTTP-style status and code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 async def handle_redrive(command: RedriveSend, uow: UnitOfWork, *, clock: Clock = utc_now) -> Any:
@@ -210,8 +207,7 @@ async def handle_redrive(command: RedriveSend, uow: UnitOfWork, *, clock: Clock 
     row = await send_queue.get_send(session, send_id, for_update=True)
     if row is None:
         return None
-    if row.status != store.FAILED:
-        raise RedriveError(409, "not_failed", f"the email is {row.status}, not failed")
+    refuse_unless_failed(row.status, "email", RedriveError)
     if row.kind == store.STEP and row.enrollment_id:
         run = await store.get_enrollment(session, row.enrollment_id)
         if run is None or run.status not in OPEN_RUNS:

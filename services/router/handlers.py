@@ -20,21 +20,13 @@ from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import Envelope, LeadErased, LeadScored
+from shared.messagebus import Refused, refuse_unless_failed
 
 log = logging.getLogger(__name__)
 
 Wake = Callable[[], None]
 #: The delivery worker is woken once per transaction, however many leads it routed.
 WAKE_KEY = "router-wake"
-
-
-class Refused(Exception):
-    """Refused in the row's current state: an unknown assignment, one reassigned or
-    closed, a delivery that has not failed; `status` and `code` are the HTTP answer."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 # Routing and erasure (events) ------------------------------------------------------------
@@ -186,8 +178,7 @@ async def handle_redrive(
     row = await store.get_delivery(session, delivery_id, for_update=True)
     if row is None:
         return None
-    if row.status != store.FAILED:
-        raise Refused(409, "not_failed", f"the delivery is {row.status}, not failed")
+    refuse_unless_failed(row.status, "delivery")
     await store.update_delivery(
         session,
         delivery_id,
