@@ -13,6 +13,7 @@ from rich.console import Console
 
 from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
+from shared.messagebus import MessageBus
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -37,6 +38,21 @@ def run_with_uows(
             await db.dispose()
 
     return asyncio.run(main())
+
+
+def run_with_bus(
+    service: str,
+    outbox: sa.Table,
+    inbox: sa.Table,
+    make_bus: Callable[[Uows], MessageBus],
+    work: Callable[[MessageBus], Awaitable[T]],
+) -> T:
+    """Run `work` with `make_bus(units of work)` on `service`'s database (from the environment)."""
+
+    async def on_bus(uows: Uows) -> T:
+        return await work(make_bus(uows))
+
+    return run_with_uows(service, outbox, inbox, on_bus)
 
 
 def status_option(statuses: Sequence[str]) -> Any:

@@ -32,12 +32,11 @@ from shared.cli import (
     redrive_each,
     redrive_ids,
     report_redrive,
-    run_with_uows,
+    run_with_bus,
     status_filter,
     status_option,
 )
 from shared.config import ConfigError, load_config
-from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
 from shared.settings import Settings
 
@@ -64,11 +63,7 @@ STATUSES = (
 
 def _run(work: Callable[[MessageBus], Awaitable[T]]) -> T:
     """Run `work` with the bus of the nurture database named by the environment."""
-
-    async def on_bus(uows: Callable[[], UnitOfWork]) -> T:
-        return await work(operator_bus(uows))
-
-    return run_with_uows("nurture", store.outbox, store.inbox, on_bus)
+    return run_with_bus("nurture", store.outbox, store.inbox, operator_bus, work)
 
 
 @app.command()

@@ -22,11 +22,10 @@ from shared.cli import (
     redrive_each,
     redrive_ids,
     report_redrive,
-    run_with_uows,
+    run_with_bus,
     status_filter,
     status_option,
 )
-from shared.db.uow import UnitOfWork
 from shared.messagebus import MessageBus
 
 T = TypeVar("T")
@@ -40,11 +39,7 @@ STATUSES = (store.PENDING, store.DELIVERED, store.FAILED, store.CANCELLED)
 
 def _run(work: Callable[[MessageBus], Awaitable[T]]) -> T:
     """Run `work` with the router's bus on its database (from the environment)."""
-
-    async def with_bus(uow_factory: Callable[[], UnitOfWork]) -> T:
-        return await work(messagebus.bus(uow_factory))
-
-    return run_with_uows("router", store.outbox, store.inbox, with_bus)
+    return run_with_bus("router", store.outbox, store.inbox, messagebus.bus, work)
 
 
 @deliveries_app.command("list")
