@@ -11,10 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.capture import openapi
+from services.capture import openapi, queries
 from services.capture.commands import (
-    LeadConsents,
-    ListQuarantined,
     NotReleasable,
     RejectSubmission,
     ReleaseSubmission,
@@ -87,7 +85,7 @@ async def list_quarantine(
     ] = None,
 ) -> dict[str, Any]:
     """Newest first; page with `before`."""
-    rows = await bus.query(ListQuarantined(limit, before, form_id, reason))
+    rows = await queries.list_quarantined(bus.uow_factory, limit, before, form_id, reason)
     items = [_held(row) for row in rows]
     next_before = items[-1]["received_at"] if len(items) == limit else None
     return {"items": items, "next_before": next_before}
@@ -151,7 +149,7 @@ async def reject_submission(submission_id: str, bus: BusDep) -> dict[str, str]:
 )
 async def lead_consents(lead_id: str, bus: BusDep) -> dict[str, Any]:
     """Every consent decision with its wording, version, time, IP and source."""
-    rows = await bus.query(LeadConsents(lead_id))
+    rows = await queries.lead_consents(bus.uow_factory, lead_id)
     if not rows:
         raise ApiError(404, "unknown_lead", "no consent recorded for this lead", field="lead_id")
     return {

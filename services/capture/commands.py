@@ -146,36 +146,3 @@ class RetryRetrieval(RetrievalCommand):
 
     next_at: datetime
     error: str
-
-
-@dataclass(frozen=True)
-class LimitedQuery:
-    """Query: at most `limit` rows."""
-
-    limit: int
-
-
-@dataclass(frozen=True)
-class DueRetrievals(LimitedQuery):
-    """Query: the pending jobs due now, oldest first."""
-
-
-@dataclass(frozen=True)
-class RetrievalBacklog:
-    """Query: pending jobs per platform, and when the next one is due."""
-
-
-@dataclass(frozen=True)
-class ListQuarantined(LimitedQuery):
-    """Query: held-back submissions, newest first, received before `before`."""
-
-    before: datetime | None = None
-    form_id: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class LeadConsents:
-    """Query: the consent ledger of one lead, oldest first."""
-
-    lead_id: str

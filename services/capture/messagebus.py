@@ -23,15 +23,11 @@ from services.capture.commands import (
     CaptureRetrievedLead,
     ClaimRetrieval,
     CreateApiKey,
-    DueRetrievals,
     EraseLead,
     ForgetPlatformLead,
-    LeadConsents,
-    ListQuarantined,
     QueueRetrievals,
     RejectSubmission,
     ReleaseSubmission,
-    RetrievalBacklog,
     RetryRetrieval,
     SkipRetrievedLead,
 )
@@ -94,8 +90,6 @@ def handler_table(
         CaptureLeads: bind(handlers.handle_capture_leads, config=config, clock=clock),
         ReleaseSubmission: bind(quarantine.handle_release_submission, config=config, clock=clock),
         RejectSubmission: bind(quarantine.handle_reject_submission),
-        ListQuarantined: bind(quarantine.handle_list_quarantined),
-        LeadConsents: bind(quarantine.handle_lead_consents),
         CaptureRetrievedLead: bind(
             platforms.handle_capture_retrieved_lead, config=config, clock=clock
         ),
@@ -106,8 +100,6 @@ def handler_table(
         ClaimRetrieval: bind(platforms.handle_claim_retrieval, clock=clock),
         SkipRetrievedLead: bind(platforms.handle_skip_retrieved_lead, clock=clock),
         RetryRetrieval: bind(platforms.handle_retry_retrieval, clock=clock),
-        DueRetrievals: bind(platforms.handle_due_retrievals, clock=clock),
-        RetrievalBacklog: bind(platforms.handle_retrieval_backlog),
     }
 
 

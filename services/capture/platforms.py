@@ -17,9 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
-
-import sqlalchemy as sa
 
 from services.capture import store
 from services.capture.commands import (
@@ -28,10 +25,8 @@ from services.capture.commands import (
     CaptureLeads,
     CaptureRetrievedLead,
     ClaimRetrieval,
-    DueRetrievals,
     ForgetPlatformLead,
     QueueRetrievals,
-    RetrievalBacklog,
     RetryRetrieval,
     SkipRetrievedLead,
 )
@@ -167,19 +162,6 @@ async def handle_retry_retrieval(
     await store.reschedule_retrieval(
         uow.session, message.retrieval_id, message.next_at, message.error, clock()
     )
-
-
-async def handle_due_retrievals(
-    message: DueRetrievals, uow: UnitOfWork, clock: Clock = utc_now
-) -> list[sa.Row[Any]]:
-    return await store.due_retrievals(uow.session, clock(), message.limit)
-
-
-async def handle_retrieval_backlog(
-    message: RetrievalBacklog, uow: UnitOfWork
-) -> tuple[dict[str, int], datetime | None]:
-    """Pending jobs per platform, and when the next one is due (None: none pending)."""
-    return await store.pending_retrievals(uow.session), await store.next_retrieval_at(uow.session)
 
 
 async def handle_capture_retrieved_lead(

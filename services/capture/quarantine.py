@@ -4,14 +4,11 @@ consent ledger's reads."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from services.capture import store
 from services.capture.commands import (
     Captured,
     CaptureLead,
-    LeadConsents,
-    ListQuarantined,
     NotReleasable,
     RejectSubmission,
     ReleaseSubmission,
@@ -21,7 +18,6 @@ from services.capture.handlers import accept_submission
 from services.capture.repository import CaptureUnitOfWork
 from services.capture.settings import CaptureConfig
 from shared.clock import Clock, utc_now
-from shared.db import UnitOfWork
 
 
 async def handle_release_submission(
@@ -67,17 +63,3 @@ async def handle_reject_submission(message: RejectSubmission, uow: CaptureUnitOf
     if row is None or row.status != "quarantined":
         raise NotReleasable(message.submission_id, row.status if row else None)
     await store.delete_submission(uow.session, message.submission_id)
-
-
-async def handle_list_quarantined(message: ListQuarantined, uow: UnitOfWork) -> list[Any]:
-    return await store.list_quarantined(
-        uow.session,
-        limit=message.limit,
-        before=message.before,
-        form_id=message.form_id,
-        reason=message.reason,
-    )
-
-
-async def handle_lead_consents(message: LeadConsents, uow: UnitOfWork) -> list[Any]:
-    return await store.list_consents(uow.session, message.lead_id)

@@ -16,11 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from services.capture import queries
 from services.capture.commands import (
     CaptureRetrievedLead,
     ClaimRetrieval,
-    DueRetrievals,
-    RetrievalBacklog,
     RetryRetrieval,
     SkipRetrievedLead,
 )
@@ -58,10 +57,11 @@ class RetrievalWorker(PollingWorker):
 
     async def round(self) -> float:
         """Attempt the due jobs; wait until the next is due (at most the poll interval)."""
-        jobs = await self.bus.query(DueRetrievals(self.config.platforms.retrieval.batch_size))
+        batch_size = self.config.platforms.retrieval.batch_size
+        jobs = await queries.due_retrievals(self.bus.uow_factory, batch_size, self.clock)
         for job in jobs:
             await self._attempt(job)
-        pending, next_at = await self.bus.query(RetrievalBacklog())
+        pending, next_at = await queries.retrieval_backlog(self.bus.uow_factory)
         for platform in RETRIEVAL_PLATFORMS:
             metrics.webhook_retrievals_pending.labels(platform).set(pending.get(platform, 0))
         poll_seconds = self.config.platforms.retrieval.poll_seconds

@@ -129,9 +129,8 @@ def _fail(response: httpx.Response) -> None:
 
 
 def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
-    from services.insights import messagebus, store
+    from services.insights import queries, store
     from services.insights import settings as insights_settings
-    from services.insights.handlers import ReportQuery
     from services.insights.report_csv import to_csv
     from services.insights.window import InvalidWindow
     from shared.config import ConfigError, load_config
@@ -153,10 +152,12 @@ def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
             schema=settings.schema_for("insights"),
         )
         try:
-            reports = messagebus.bus(
-                lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"), config
+            return await queries.channel_report(
+                lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"),
+                config,
+                since,
+                until,
             )
-            return await reports.query(ReportQuery(since, until))
         finally:
             await db.dispose()
 

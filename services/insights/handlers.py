@@ -1,4 +1,4 @@
-"""Insights' use cases: fold every lead event into the read model; record spend; report.
+"""Insights' use cases: fold every lead event into the read model; record spend.
 
 Handlers never commit: the consumer runtime commits a batch of events with its
 inbox marks, the message bus (messagebus.py) commits a command.
@@ -13,15 +13,11 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from services.insights import report_queries
 from services.insights.lead_cache import LeadCache
 from services.insights.lead_facts import LeadFacts
 from services.insights.money import to_units
-from services.insights.report import ChannelReport, build_report
-from services.insights.settings import InsightsConfig
 from services.insights.spend import DaySpend
 from services.insights.spend_repository import SpendRepository
-from services.insights.window import make_window
 from shared import events
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
@@ -130,22 +126,3 @@ async def handle_record_spend(
     """Store the day's spend; it overrides the config for that day."""
     spend = DaySpend(command.day, Fraction(command.amount), command.impressions, command.clicks)
     await SpendRepository(uow, clock).put(command.channel, spend)
-
-
-@dataclass(frozen=True)
-class ReportQuery:
-    """The channel report of leads captured between `since` and `until`."""
-
-    since: str | None = None
-    until: str | None = None
-
-
-async def handle_channel_report(
-    query: ReportQuery, uow: UnitOfWork, config: InsightsConfig, clock: Clock = utc_now
-) -> ChannelReport:
-    """Build the per-channel funnel (raises InvalidWindow for a bad since/until)."""
-    today = clock().date()
-    window = make_window(query.since, query.until, today)
-    facts = await report_queries.channel_facts(uow.session, window, config.channels.currency)
-    posted = await SpendRepository(uow, clock).posted(window.first_day, window.last_day)
-    return build_report(window, config.channels, facts, posted, today)

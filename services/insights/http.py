@@ -10,7 +10,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.insights.handlers import RecordSpend, ReportQuery
+from services.insights import queries
+from services.insights.handlers import RecordSpend
 from services.insights.report import ChannelReport
 from services.insights.report_csv import to_csv
 from services.insights.window import InvalidWindow
@@ -82,7 +83,9 @@ async def channel_report(
     # A report over a long window can read for a while: off the event loop's thread.
     with offload_statements():
         try:
-            report = await bus.query(ReportQuery(since, until))
+            report = await queries.channel_report(
+                bus.uow_factory, request.app.state.config, since, until
+            )
         except InvalidWindow as exc:
             raise ApiError(422, "invalid_field", exc.message, field=exc.field) from None
     as_csv = format == "csv" or (format is None and wants_csv(request.headers.get("accept", "")))

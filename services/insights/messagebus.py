@@ -1,9 +1,8 @@
 """Insights' message bus: which handler takes which message, and the `bus(...)` factory.
 
 Events (from the consumer runtime, which commits a batch once) go to
-`EVENT_HANDLERS`; commands (posted spend) and the read-only report go through
-`bus(...)`: `handle` commits once, `query` never does. The console's page reads are
-plain functions (console/queries.py).
+`EVENT_HANDLERS`; commands (posted spend) go through `bus(...)`, whose `handle`
+commits once. Reads are plain functions (queries.py, console/queries.py).
 """
 
 from __future__ import annotations
@@ -35,13 +34,10 @@ EVENT_HANDLERS: dict[str, Handler] = {
 def bus(
     uow_factory: Callable[[], UnitOfWork], config: InsightsConfig, clock: Clock = utc_now
 ) -> MessageBus:
-    """Commands and the report query of the HTTP routes, the console and the CLI."""
+    """Commands of the HTTP routes, the console and the CLI."""
     return MessageBus(
         uow_factory,
         {
             handlers.RecordSpend: functools.partial(handlers.handle_record_spend, clock=clock),
-            handlers.ReportQuery: functools.partial(
-                handlers.handle_channel_report, config=config, clock=clock
-            ),
         },
     )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from services.insights import queries as reports
 from services.insights.console import charts, queries
 from services.insights.console.pages import Console, PageDep, Refused
-from services.insights.handlers import ReportQuery
 from services.insights.report_csv import to_csv
 from services.insights.window import InvalidWindow
 from shared.db.engine import offload_statements
@@ -19,20 +19,29 @@ from shared.db.engine import offload_statements
 router = APIRouter()
 
 
+class AskedWindow(NamedTuple):
+    """The report's window as the page asks for it; None when unset."""
+
+    since: str | None
+    until: str | None
+
+
 def asked_window(
     since: Annotated[str | None, Query(max_length=40)] = None,
     until: Annotated[str | None, Query(max_length=40)] = None,
-) -> ReportQuery:
+) -> AskedWindow:
     """The report the page asks for: its window from the query (empty means unset)."""
-    return ReportQuery(since or None, until or None)
+    return AskedWindow(since or None, until or None)
 
 
-AskedDep = Annotated[ReportQuery, Depends(asked_window)]
+AskedDep = Annotated[AskedWindow, Depends(asked_window)]
 
 
-async def _report(console: Console, asked: ReportQuery) -> Any:
+async def _report(console: Console, asked: AskedWindow) -> Any:
     with offload_statements():
-        return await console.bus.query(asked)
+        return await reports.channel_report(
+            console.bus.uow_factory, console.config, asked.since, asked.until
+        )
 
 
 def _days(report: Any, counts: dict[str, int]) -> list[tuple[str, int]]:

@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 from aiokafka.structs import ConsumerRecord
 
-from services.insights import consumers, handlers, messagebus, store
+from services.insights import consumers, messagebus, queries, store
 from services.insights import settings as insights_settings
-from services.insights.handlers import RecordSpend, ReportQuery
+from services.insights.handlers import RecordSpend
 from services.insights.settings import InsightsConfig
 from shared.config import load_config
 from shared.db import Database, UnitOfWork
@@ -102,7 +102,7 @@ class Replica:
                 ),
             }
             rows = {name: (await uow.session.execute(q)).all() for name, q in tables.items()}
-            report = await handlers.handle_channel_report(ReportQuery(SINCE, UNTIL), uow, config)
+            report = await queries.build_channel_report(uow, config, SINCE, UNTIL)
         return {**rows, "report": report.model_dump(mode="json")}
 
 
