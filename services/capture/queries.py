@@ -6,7 +6,6 @@ given, reads, and commits nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +13,7 @@ import sqlalchemy as sa
 
 from services.capture import store
 from shared.clock import Clock, utc_now
-from shared.db import UnitOfWork
-
-UowFactory = Callable[[], UnitOfWork]
+from shared.db.uow import UowFactory
 
 
 async def list_quarantined(

@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SERVICE, settings, insights_settings.load, store.outbox, store.inbox
     )
     consumers.register(runtime)
-    bus = messagebus.bus(runtime.uow, config)
+    bus = messagebus.bus(runtime.uow)
     app = service_app(
         runtime,
         title="leadflow insights",

@@ -8,13 +8,11 @@ commits once. Reads are plain functions (queries.py, console/queries.py).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 from services.insights import handlers
-from services.insights.settings import InsightsConfig
 from shared import events
 from shared.clock import Clock, utc_now
-from shared.db import UnitOfWork
+from shared.db.uow import UowFactory
 from shared.kafka.consumer import Handler
 from shared.messagebus import MessageBus
 
@@ -31,9 +29,7 @@ EVENT_HANDLERS: dict[str, Handler] = {
 }
 
 
-def bus(
-    uow_factory: Callable[[], UnitOfWork], config: InsightsConfig, clock: Clock = utc_now
-) -> MessageBus:
+def bus(uow_factory: UowFactory, clock: Clock = utc_now) -> MessageBus:
     """Commands of the HTTP routes, the console and the CLI."""
     return MessageBus(
         uow_factory,

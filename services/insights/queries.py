@@ -6,8 +6,6 @@ given, reads, and commits nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.insights import report_queries
 from services.insights.report import ChannelReport, build_report
 from services.insights.settings import InsightsConfig
@@ -15,8 +13,7 @@ from services.insights.spend_repository import SpendRepository
 from services.insights.window import make_window
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
-
-UowFactory = Callable[[], UnitOfWork]
+from shared.db.uow import UowFactory
 
 
 async def channel_report(

@@ -6,15 +6,12 @@ given, reads, and commits nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from services.nurture import send_queue, store
-from shared.db.uow import UnitOfWork
-
-UowFactory = Callable[[], UnitOfWork]
+from shared.db.uow import UowFactory
 
 
 @dataclass(frozen=True)

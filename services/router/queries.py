@@ -6,14 +6,12 @@ given, reads, and commits nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from services.router import store
-from shared.db import UnitOfWork
-
-UowFactory = Callable[[], UnitOfWork]
+from shared.db.uow import UowFactory
 
 #: An assignment row with its deliveries.
 AssignmentWithDeliveries = tuple[Any, list[Any]]

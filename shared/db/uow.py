@@ -277,3 +277,7 @@ def _handled_statement(inbox: sa.Table, dialect: str) -> Any:
         inbox.c.consumer == sa.bindparam("consumer"),
         inbox.c.event_id.in_(sa.bindparam("ids", expanding=True)),
     )
+
+
+#: What builds a fresh unit of work (a service runtime's `uow`): doors and reads take one.
+UowFactory = Callable[[], UnitOfWork]

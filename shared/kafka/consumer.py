@@ -32,13 +32,13 @@ from aiokafka.structs import OffsetAndMetadata
 
 from shared import metrics
 from shared.db.engine import is_transient_db_error
+from shared.db.uow import UowFactory
 from shared.events.envelope import Envelope, decode
 from shared.kafka.event_by_event import EventByEvent
 from shared.kafka.handling import DLQ_HEADERS as DLQ_HEADERS
 from shared.kafka.handling import REDRIVE_HEADER as REDRIVE_HEADER
 from shared.kafka.handling import BatchHook as BatchHook
 from shared.kafka.handling import Handler as Handler
-from shared.kafka.handling import UowFactory as UowFactory
 from shared.kafka.handling import handler_name, record_event_id
 from shared.settings import Settings
 

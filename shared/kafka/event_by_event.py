@@ -22,13 +22,12 @@ from aiokafka import ConsumerRecord
 from shared import metrics
 from shared.clock import utc_now
 from shared.db.engine import is_transient_db_error
-from shared.db.uow import UnitOfWork
+from shared.db.uow import UnitOfWork, UowFactory
 from shared.events.envelope import InvalidEnvelope, decode, header_map
 from shared.events.topics import dlq_topic
 from shared.kafka.handling import (
     DLQ_HEADERS,
     Handler,
-    UowFactory,
     dead_letter_key,
     handler_name,
     record_event_id,

@@ -13,7 +13,6 @@ from shared.db.uow import UnitOfWork
 from shared.events.envelope import Envelope
 
 Handler = Callable[[Envelope[Any], UnitOfWork], Awaitable[None]]
-UowFactory = Callable[[], UnitOfWork]
 # Called once per batch, before its handlers, with the batch's decoded events.
 BatchHook = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
 

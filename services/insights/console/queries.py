@@ -5,16 +5,14 @@ Each opens one unit of work on the factory it is given, reads, and commits nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.insights.console import store
 from services.insights.console.store import LeadSearch
-from shared.db import UnitOfWork
-
-UowFactory = Callable[[], UnitOfWork]
+from shared.db.uow import UowFactory
 
 
 @dataclass(frozen=True)

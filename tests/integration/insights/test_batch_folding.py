@@ -25,7 +25,6 @@ from aiokafka.structs import ConsumerRecord
 from services.insights import consumers, messagebus, queries, store
 from services.insights import settings as insights_settings
 from services.insights.handlers import RecordSpend
-from services.insights.settings import InsightsConfig
 from shared.config import load_config
 from shared.db import Database, UnitOfWork
 from shared.events import Envelope, Event, encode
@@ -143,7 +142,7 @@ async def replica_factory(
                 impressions=body.get("impressions"),
                 clicks=body.get("clicks"),
             )
-            await messagebus.bus(replica.uow, InsightsConfig()).handle(spend)
+            await messagebus.bus(replica.uow).handle(spend)
         return replica
 
     try:
