@@ -21,11 +21,10 @@ from services.nurture.store import (
     SENDING,
     SENT,
     STEP,
-    get_row,
     send_state,
     sends,
 )
-from shared.db.rows import newest_rows
+from shared.db.rows import newest_rows, row_by_key
 from shared.db.statements import insert_ignore
 
 
@@ -43,7 +42,7 @@ async def insert_send(session: AsyncSession, **values: Any) -> None:
 async def get_send(
     session: AsyncSession, send_id: str, *, for_update: bool = False
 ) -> sa.Row[Any] | None:
-    return await get_row(session, sends.c.send_id, send_id, for_update=for_update)
+    return await row_by_key(session, sends.c.send_id, send_id, for_update=for_update)
 
 
 async def update_send(session: AsyncSession, send_id: str, **values: Any) -> int:

@@ -39,7 +39,7 @@ from services.nurture.sequence_config import (
     Step,
 )
 from services.nurture.template_check import template_problems
-from shared.config import ConfigError, RawConfig, check_timezone, load_checked
+from shared.config import ConfigError, RawConfig, load_checked
 
 __all__ = [
     "ALWAYS_EXIT",
@@ -61,7 +61,6 @@ __all__ = [
     "SmtpConfig",
     "Step",
     "check_name",
-    "check_timezone",
     "load",
     "parse_clock_time",
     "parse_duration",

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import tables
-from shared.db.rows import row_by_key as get_row
-from shared.db.rows import rows_by_key
+from shared.db.rows import row_by_key, rows_by_key
 from shared.db.statements import insert_ignore
 
 metadata, outbox, inbox = tables.service_metadata()
@@ -128,7 +127,7 @@ RATE_KEY = "smtp"
 async def get_lead(
     session: AsyncSession, lead_id: str, *, for_update: bool = False
 ) -> sa.Row[Any] | None:
-    return await get_row(session, leads.c.lead_id, lead_id, for_update=for_update)
+    return await row_by_key(session, leads.c.lead_id, lead_id, for_update=for_update)
 
 
 def bare_lead(lead_id: str, now: datetime) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from pydantic import BaseModel
 
 from services.router import domain, queries
 from services.router.commands import AcknowledgeAssignment
-from services.router.documents import iso
 from services.router.handlers import Refused
 from services.router.settings import RoutingConfig
 from services.router.views import assignment_view
+from shared.clock import iso
 from shared.http import ApiError, BusDep, app_state, bearer_token, is_admin
 from shared.messagebus import MessageBus
 from shared.settings import Settings
