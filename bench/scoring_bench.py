@@ -404,6 +404,7 @@ async def run(total: int, per_lead: int, backends: list[str], repeat: int) -> di
                         scoring["events_per_s"] / decoded["events_per_s"], 3
                     ),
                     "floor_ratio_to_bare": round(floor["events_per_s"] / bare["events_per_s"], 3),
+                    "ratio_to_floor": round(scoring["events_per_s"] / floor["events_per_s"], 3),
                 }
                 print(json.dumps({backend: results[backend]}), flush=True)
         finally:

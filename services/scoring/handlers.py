@@ -25,7 +25,6 @@ from services.scoring.domain import (
     ScoreUpdate,
     ScoringModel,
     event_payload,
-    lead_scored,
     needs_rebuild,
     rebuild,
     reevaluate,
@@ -34,11 +33,12 @@ from services.scoring.domain import (
 )
 from services.scoring.lead_cache import LeadCache
 from services.scoring.leads import LeadState, erase
+from services.scoring.published import publish_scored, scored_body
 from services.scoring.signals import signal_from_log, signal_of
 from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
-from shared.events import Envelope, LeadErased, LeadScored
+from shared.events import Envelope, LeadErased
 from shared.events.contracts import Event
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,11 @@ def _entries(rows: list[Any]) -> list[tuple[Any, datetime]]:
 
 def _scored(
     update: ScoreUpdate, now: datetime, *, cause_event_id: str, cause_type: str
-) -> LeadScored | None:
-    """The lead.scored to publish, if the update publishes."""
+) -> bytes | None:
+    """The body of the lead.scored to publish, if the update publishes."""
     if not update.publish:
         return None
-    return lead_scored(
+    return scored_body(
         update.state.lead_id,
         update,
         cause_event_id=cause_event_id,
@@ -168,7 +168,7 @@ async def _apply(
     uow: UnitOfWork,
     cache: LeadCache,
     update: ScoreUpdate,
-    event: LeadScored | None,
+    event: bytes | None,
     now: datetime,
     *,
     cause_event_id: str,
@@ -192,8 +192,9 @@ async def _apply(
     await cache.settle()
     if event is None:
         return
-    uow.publish(event)
-    assert score is not None
+    snapshot = update.state.snapshot
+    assert score is not None and snapshot is not None
+    publish_scored(uow, update.state.lead_id, event)
     # Counted once committed, one series lookup per distinct series, not per event.
     tally = cache.tally
     if not tally or cache.one_by_one:
@@ -203,7 +204,7 @@ async def _apply(
             score.grade,
             previous.grade if previous else None,
             update.became_sales_ready,
-            event.channel,
+            snapshot.channel,
         )
     ] += 1
 

@@ -54,6 +54,11 @@ class _Rows:
     def __bool__(self) -> bool:
         return bool(self.states or self.events or self.changes)
 
+    def clear(self) -> None:
+        self.states.clear()
+        self.events.clear()
+        self.changes.clear()
+
     def extend(self, other: _Rows) -> None:
         self.states.update(other.states)
         self.events += other.events
@@ -243,7 +248,7 @@ class LeadCache:
             self._queued, self._staged = staged, self._queued
         else:
             self._queued.extend(staged)
-            self._staged = _Rows()
+            staged.clear()
 
     def scrub(self, lead_id: str, scrubbed: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Remove the person from events of this lead not written yet."""

@@ -12,9 +12,15 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+import orjson
+from pydantic import TypeAdapter
+
 from services.scoring.scores import Score
 from services.scoring.signals import Signal
 from shared.events.contracts import Contact, FieldValue
+
+_FIELDS: TypeAdapter[dict[str, FieldValue]] = TypeAdapter(dict[str, FieldValue])
+_CONTACT = Contact.__pydantic_serializer__
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,27 @@ class Snapshot:
         """The contact as the events carry it, validated once per snapshot (every event of
         a lead that leaves its facts alone keeps the snapshot)."""
         return Contact.model_validate(self.contact)
+
+    @cached_property
+    def lead_scored_part(self) -> bytes:
+        """`"channel": ..., "captured_at": ...`: the lead's part of a `lead.scored` body,
+        as the contract's serializer writes it (no braces), encoded once per snapshot
+        (see `published.py`)."""
+        body = orjson.dumps(
+            {
+                "channel": self.channel,
+                "form_id": self.form_id,
+                "form_type": self.form_type,
+                "contact": orjson.Fragment(_CONTACT.to_json(self.contact_model)),
+                "fields": orjson.Fragment(_FIELDS.dump_json(dict(self.fields))),
+                "marketing_consent": self.marketing_consent,
+                "double_opt_in": self.double_opt_in,
+                "is_test": self.is_test,
+                "captured_at": self.captured_at,
+            },
+            option=orjson.OPT_UTC_Z,
+        )
+        return body[1:-1]
 
 
 def _merge_contact(known: Mapping[str, Any], new: Contact) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scoring.domain import lead_scored
+from services.scoring.leads import Snapshot
 from services.scoring.matching import Matcher
+from services.scoring.published import publish_scored, scored_body
 from services.scoring.scores import Reason, Score
 from services.scoring.settings import FitRule
 from shared.events import LeadCaptured, LeadScored, encode, new_event
@@ -45,6 +47,74 @@ def test_a_lead_scored_is_the_event_validated_from_plain_values():
         assert event == plain
         wire = encode(new_event(event, "leadflow/test"))[1]
         assert wire == encode(new_event(plain, "leadflow/test"))[1]
+
+
+class _Outbox:
+    """What `publish_raw` of a unit of work is handed."""
+
+    source = "leadflow/scoring"
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]], str]] = []
+
+    def publish_raw(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], event_id: str
+    ) -> None:
+        self.records.append((topic, key, value, headers, event_id))
+
+
+fields_values = st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=12),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(fields_values, st.sampled_from([None, "CEO", 'Ünïcode "quoted" \u2028 title']))
+def test_the_written_lead_scored_is_the_encoded_event(fields, job_title):
+    lead = captured(fields=fields, job_title=job_title)
+    later = T0 + timedelta(days=3, microseconds=500)
+    events = [
+        lead,
+        engaged(lead.lead_id, "open"),
+        engaged(lead.lead_id, "click", at=later),
+        engaged(lead.lead_id, "reply", at=later),
+        unsubscribed(lead.lead_id, at=later),
+        captured(lead_id=lead.lead_id, touch_number=2, job_title="CEO", marketing_consent=False),
+    ]
+    state, outcomes = feed(MODEL, events)
+    published = [o for o in outcomes if o.publish]
+    assert len(published) >= 3
+    assert state.snapshot is not None
+    # A snapshot read back from its row writes the same part as the one built from events.
+    again = Snapshot.from_dict(orjson.loads(orjson.dumps(state.snapshot.as_dict())))
+    assert again.lead_scored_part == state.snapshot.lead_scored_part
+    for outcome in published:
+        at = later + timedelta(microseconds=outcome.state.events)
+        event = lead_scored(
+            lead.lead_id, outcome, cause_event_id="e-1", cause_type=LeadCaptured.TYPE, scored_at=at
+        )
+        body = scored_body(
+            lead.lead_id, outcome, cause_event_id="e-1", cause_type=LeadCaptured.TYPE, scored_at=at
+        )
+        outbox = _Outbox()
+        event_id = publish_scored(outbox, lead.lead_id, body)  # type: ignore[arg-type]
+        [(topic, key, value, headers, written_id)] = outbox.records
+        wire_key, wire_value, wire_headers = encode(new_event(event, outbox.source))
+        assert (topic, key, value, written_id) == (LeadScored.TOPIC, wire_key, wire_value, event_id)
+        expected = dict(wire_headers)
+        written = dict(headers)
+        assert [name for name, _ in headers] == [name for name, _ in wire_headers]
+        for name in ("ce_id", "ce_time"):
+            del written[name], expected[name]
+        assert written == expected
 
 
 points = st.one_of(

@@ -1,0 +1,90 @@
+"""The `lead.scored` record of a score update, written without building the event model.
+
+`domain.lead_scored` is the event as its contract validates it; publishing one per
+scored event through the model (validation, envelope, serializer) cost more than the
+rules themselves. Here the record is written straight: the body is the JSON the
+contract's serializer gives (field order, `Z` times, shortest floats), its snapshot
+part (channel .. captured_at) encoded once per snapshot (`Snapshot.lead_scored_part`),
+and the record carries the CloudEvents headers `shared.events.encode` writes. The unit
+tests pin both to the model's own encoding.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+
+from services.scoring.domain import ScoreUpdate
+from shared.clock import utc_now
+from shared.db import UnitOfWork
+from shared.events import LeadScored
+from shared.events.envelope import CONTENT_TYPE, SPEC_VERSION
+
+_TIMES = orjson.OPT_UTC_Z
+_TOPIC = LeadScored.TOPIC
+_SPEC = SPEC_VERSION.encode()
+_TYPE = LeadScored.TYPE.encode()
+_CONTENT_TYPE = CONTENT_TYPE.encode()
+_SCORED_AT = b',"scored_at":'
+
+
+def scored_body(
+    lead_id: str,
+    update: ScoreUpdate,
+    *,
+    cause_event_id: str,
+    cause_type: str,
+    scored_at: datetime,
+) -> bytes:
+    """The body of the `lead.scored` of a score update that publishes: the bytes
+    `LeadScored` (`domain.lead_scored`) serializes to."""
+    score, snapshot = update.score, update.state.snapshot
+    assert score is not None and snapshot is not None
+    previous = update.previous
+    head = orjson.dumps(
+        {
+            "lead_id": lead_id,
+            "score": float(score.score),
+            "fit": float(score.fit),
+            "engagement": float(score.engagement),
+            "grade": score.grade,
+            "previous_grade": previous.grade if previous else None,
+            "sales_ready": score.sales_ready,
+            "became_sales_ready": update.became_sales_ready,
+            "disqualified": score.disqualified,
+            "model_version": score.model_version,
+            "reasons": orjson.Fragment(score.reasons_json),
+            "cause_event_id": cause_event_id,
+            "cause_type": cause_type,
+        }
+    )
+    return b"".join(
+        (
+            head[:-1],
+            b",",
+            snapshot.lead_scored_part,
+            _SCORED_AT,
+            orjson.dumps(scored_at, option=_TIMES),
+            b"}",
+        )
+    )
+
+
+def publish_scored(uow: UnitOfWork, lead_id: str, body: bytes) -> str:
+    """Queue a `lead.scored` body for the outbox, in a fresh envelope (as
+    `uow.publish` would wrap the event); returns the event id."""
+    event_id = str(uuid.uuid4())
+    headers = [
+        ("ce_specversion", _SPEC),
+        ("ce_id", event_id.encode()),
+        ("ce_type", _TYPE),
+        ("ce_source", uow.source.encode()),
+        ("ce_time", utc_now().astimezone(UTC).isoformat().encode()),
+        ("ce_subject", lead_id.encode()),
+        ("content-type", _CONTENT_TYPE),
+    ]
+    key = lead_id.encode()
+    uow.publish_raw(_TOPIC, key, body, headers, event_id)
+    return event_id
