@@ -21,6 +21,9 @@ from shared.events.contracts import Contact, FieldValue
 
 _FIELDS: TypeAdapter[dict[str, FieldValue]] = TypeAdapter(dict[str, FieldValue])
 _CONTACT = Contact.__pydantic_serializer__
+_CONTACT_FIELDS = list(Contact.model_fields)
+_PLAIN = (str, bool, float, type(None))
+_INT_RANGE = range(-(2**63), 2**64)
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ class Snapshot:
                 "channel": self.channel,
                 "form_id": self.form_id,
                 "form_type": self.form_type,
-                "contact": orjson.Fragment(_CONTACT.to_json(self.contact_model)),
-                "fields": orjson.Fragment(_FIELDS.dump_json(dict(self.fields))),
+                "contact": orjson.Fragment(_contact_json(self)),
+                "fields": orjson.Fragment(_fields_json(self.fields)),
                 "marketing_consent": self.marketing_consent,
                 "double_opt_in": self.double_opt_in,
                 "is_test": self.is_test,
@@ -124,6 +127,24 @@ class Snapshot:
             option=orjson.OPT_UTC_Z,
         )
         return body[1:-1]
+
+
+def _contact_json(snapshot: Snapshot) -> bytes:
+    """The contact as `Contact` serializes it: a contact kept as the model dumped it
+    (every field, in order, text or null) is that JSON already."""
+    contact = snapshot.contact
+    if list(contact) == _CONTACT_FIELDS and all(
+        type(v) is str or v is None for v in contact.values()
+    ):
+        return orjson.dumps(contact)
+    return _CONTACT.to_json(snapshot.contact_model)
+
+
+def _fields_json(fields: Mapping[str, FieldValue]) -> bytes:
+    """The form fields as the contract serializes them: plain JSON values as they are."""
+    if all(type(v) in _PLAIN or (type(v) is int and v in _INT_RANGE) for v in fields.values()):
+        return orjson.dumps(dict(fields))
+    return _FIELDS.dump_json(dict(fields))
 
 
 def _merge_contact(known: Mapping[str, Any], new: Contact) -> dict[str, Any]:

@@ -11,7 +11,7 @@ tests pin both to the model's own encoding.
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 
 import orjson
@@ -72,10 +72,16 @@ def scored_body(
     )
 
 
+def _event_id() -> str:
+    # str(uuid.uuid4()), at half its cost: 122 random bits, version 4, RFC 4122 variant.
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def publish_scored(uow: UnitOfWork, lead_id: str, body: bytes) -> str:
     """Queue a `lead.scored` body for the outbox, in a fresh envelope (as
     `uow.publish` would wrap the event); returns the event id."""
-    event_id = str(uuid.uuid4())
+    event_id = _event_id()
     headers = [
         ("ce_specversion", _SPEC),
         ("ce_id", event_id.encode()),
