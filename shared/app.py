@@ -9,6 +9,7 @@ starts and stops everything in the right order.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -52,6 +53,7 @@ def service_app(
     state: Mapping[str, Any] | None = None,
     drain: Sequence[Cleanup] = (),
     close: Sequence[Cleanup] = (),
+    started: Sequence[Callable[[], Any]] = (),
     admin: str | None = None,
     warn_open_admin: bool = True,
     **edge: Any,
@@ -64,6 +66,8 @@ def service_app(
     - The lifespan starts the runtime (database, relay, consumers, workers); on the way
       out it awaits `drain` (work in hand, before the runtime stops), stops the
       runtime, then awaits `close` (HTTP clients), each in order, whatever fails.
+    - `started`: called once the runtime has started, before the first request (e.g.
+      `freeze_startup_heap`).
     - `admin`: what LEADFLOW_ADMIN_TOKEN guards, as the warning reads it without a
       token (e.g. "admin endpoints are": "... are open (development)" / "... are refused");
       `warn_open_admin=False` keeps quiet about open admin routes in development.
@@ -86,6 +90,8 @@ def service_app(
             for cleanup in reversed(close):
                 stack.push_async_callback(cleanup)
             await stack.enter_async_context(runtime_lifespan(app))
+            for ready in started:
+                ready()
             for cleanup in reversed(drain):
                 stack.push_async_callback(cleanup)
             yield
@@ -106,3 +112,21 @@ def service_app(
     for name, value in (state or {}).items():
         setattr(app.state, name, value)
     return app
+
+
+def freeze_startup_heap(young_threshold: int = 20_000) -> None:
+    """Keep the garbage collector off what start-up built, for a steady tail latency.
+
+    Imports, models, compiled statements and clients are some 10^5 objects that live as
+    long as the process. Every full collection walks all of them: ~70 ms with the event
+    loop stopped, a few times a minute under load, which is most of a busy service's
+    p99. Collected once here and then frozen (`gc.freeze`), they are never walked
+    again; collections see only what requests allocate. A larger young generation
+    (`young_threshold`, CPython's default is 700) runs the collector less often, so
+    fewer objects of requests still in flight are promoted into the old generations,
+    whose growth is what triggers the full collections.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young_threshold, middle, old)
