@@ -1,4 +1,4 @@
-"""Insights reads every topic: one consumer group; what a batch loads first."""
+"""Insights reads every topic: one consumer group; how a batch folds its lead rows."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ HANDLERS: dict[str, Handler] = EVENT_HANDLERS
 
 
 async def load_leads(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
-    """Every lead row of the batch in one statement, before its handlers run."""
-    await LeadCache.of(uow).load(event.subject for event in events)
+    """A batch's lead rows are merged in SQL at commit, in one statement, never read."""
+    LeadCache.of(uow).merge_in_sql()
 
 
 def register(runtime: ServiceRuntime) -> None:

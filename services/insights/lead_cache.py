@@ -1,10 +1,10 @@
 """The lead rows one transaction folds events into (`LeadCache`), and the row lock.
 
 The consumer's handlers fold events through a `LeadCache`, one per transaction:
-each lead's row is read once and written once however many of its events the
-batch held, and touches and conversions go out in one statement each. The writes
-are queued and go out just before the unit of work commits; the cache never
-commits.
+each lead's row is written once however many of its events the batch held (in a
+consumer batch, merged in SQL without being read: lead_merge.py), and touches and
+conversions go out in one statement each. The writes are queued and go out just
+before the unit of work commits; the cache never commits.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.insights import lead_merge
 from services.insights.lead_facts import LeadFacts
 from services.insights.store import conversions, leads, touches
 from shared.clock import Clock, utc_now
@@ -127,19 +128,22 @@ async def save_lead(
 class LeadCache:
     """The lead rows one transaction folds events into.
 
-    Two ways of working, picked by where the handler runs:
+    Three ways of working, picked by where the handler runs:
 
-    - In a whole batch (the consumer's fast path): the batch's leads are read in one
-      statement that also creates the rows not there yet and locks them until the
-      transaction ends (`load`, the consumer's `before_batch` hook; a lead it missed is
-      read on its first event). Events are folded into the facts in memory; just before
-      the unit of work commits, every changed row is written in one statement, and the
-      queued touches and conversions in one statement each.
+    - In a consumer batch (the fast path, turned on by `merge_in_sql`, the consumer's
+      `before_batch` hook): no row is read. Each lead's events are folded in memory
+      into facts that start empty (`lead_merge.PARTIAL`); just before the unit of work
+      commits, one statement inserts or merges every lead's facts into its row (in lead
+      id order, so replicas lock the same rows in the same order), and the queued
+      touches and conversions go out in one statement each.
+    - Handlers called on their own (a transaction of a few events): each lead's row is
+      read, created if new and locked on its first event (`load`), the events folded
+      into it in memory, and every changed row written in one statement at commit.
     - Inside a savepoint (the consumer handling a failed batch event by event): each
       event locks, reads and writes its lead's row at once, so a rolled-back attempt
       leaves nothing behind.
 
-    A transaction uses one way or the other, not both.
+    A transaction uses one way only.
     """
 
     def __init__(self, uow: UnitOfWork, clock: Clock = utc_now) -> None:
@@ -151,12 +155,17 @@ class LeadCache:
         self._stored: dict[str, LeadFacts] = {}
         self._touches: list[tuple[Any, ...]] = []
         self._conversions: list[tuple[Any, ...]] = []
+        self._merge = False
         uow.before_commit(self._write)
 
     @classmethod
     def of(cls, uow: UnitOfWork) -> LeadCache:
         """The cache of this unit of work's transaction."""
         return uow.cache("insights_lead_cache", cls)
+
+    def merge_in_sql(self) -> None:
+        """Fold this transaction's events without reading rows: see the class docstring."""
+        self._merge = True
 
     async def load(self, lead_ids: Iterable[str]) -> None:
         """Read, create if new, and lock the rows of the leads not read yet.
@@ -180,6 +189,9 @@ class LeadCache:
             return
         known = self._facts.get(lead_id)
         if known is None:
+            if self._merge:
+                self._facts[lead_id] = change(lead_merge.PARTIAL)
+                return
             await self.load((lead_id,))
             known = self._facts[lead_id]
         self._facts[lead_id] = change(known)
@@ -225,6 +237,24 @@ class LeadCache:
 
     async def _write(self) -> None:
         """Every changed lead row, then the queued touches and conversions: one statement each."""
+        statements = self._statements
+        if self._merge:
+            await self._merge_leads()
+        else:
+            await self._save_leads()
+        touches, self._touches = self._touches, []
+        await statements.touches.run_async(self.session, touches)
+        conversions, self._conversions = self._conversions, []
+        await statements.conversions.run_async(self.session, conversions)
+
+    async def _merge_leads(self) -> None:
+        time = self._statements.values.time
+        now, facts, row = time(self.clock()), self._facts, lead_merge.row
+        rows = [row(lead_id, facts[lead_id], time, now) for lead_id in sorted(facts)]
+        self._facts = {}
+        await lead_merge.merge_statement(self.dialect).run_async(self.session, rows)
+
+    async def _save_leads(self) -> None:
         statements, time = self._statements, self._statements.values.time
         stored, now = self._stored, time(self.clock())
         changed = [
@@ -252,7 +282,3 @@ class LeadCache:
         ]
         await statements.save.run_async(self.session, changed)
         stored.update(self._facts)
-        touches, self._touches = self._touches, []
-        await statements.touches.run_async(self.session, touches)
-        conversions, self._conversions = self._conversions, []
-        await statements.conversions.run_async(self.session, conversions)
