@@ -41,7 +41,7 @@ assignments = sa.Table(
     metadata,
     sa.Column("assignment_id", sa.String(36), primary_key=True),
     lead_id_column(nullable=False, index=True),
-    sa.Column("rep_id", sa.String(100), nullable=True, index=True),
+    sa.Column("rep_id", sa.String(100), nullable=True),
     sa.Column("queue", sa.String(100), nullable=True),
     sa.Column("rule_id", sa.String(100), nullable=False),
     # open → acknowledged | reassigned (SLA breach) | closed (outcome); queued: no rep.
@@ -54,6 +54,8 @@ assignments = sa.Table(
     *times("created_at", index=True),
     *times("sla_due_at", nullable=True, index=True),
     *stamps("acknowledged_at", "breached_at", "delivered_at", "closed_at"),
+    # A rep's load today (`store.loads_since`) is counted in this index alone.
+    sa.Index("ix_assignments_rep_load", "rep_id", "created_at", "status"),
 )
 
 # Strategy state per rule (round-robin cursor, weighted credits) and the routing lock row.
