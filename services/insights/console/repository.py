@@ -178,14 +178,18 @@ class _Statements:
     forget: BulkStatement
 
 
+def _newer_grade(table: str) -> str:
+    return (
+        'excluded."graded_at" IS NOT NULL AND '
+        f'({table}."graded_at" IS NULL OR excluded."graded_at" > {table}."graded_at")'
+    )
+
+
 def _profile_merge() -> str:
     """The SET list of the profile upsert: the same rules as `ProfileChange.merge`."""
     table = f'"{profiles.name}"'
     erased = f'({table}."erased_at" IS NOT NULL OR excluded."erased_at" IS NOT NULL)'
-    newer_grade = (
-        'excluded."graded_at" IS NOT NULL AND '
-        f'({table}."graded_at" IS NULL OR excluded."graded_at" > {table}."graded_at")'
-    )
+    newer_grade = _newer_grade(table)
     sets = [
         f'"{c}" = CASE WHEN {erased} THEN NULL ELSE COALESCE(excluded."{c}", {table}."{c}") END'
         for c in CONTACT_COLUMNS
@@ -209,13 +213,31 @@ def _profile_merge() -> str:
     return ", ".join(sets)
 
 
+def _profile_changes() -> str:
+    """The upsert's WHERE: true unless the SET list would change nothing but `updated_at`
+    (a routing or score naming a channel the profile already has from a capture), so
+    such a change writes no row and none of the profile's seven indexes."""
+    table = f'"{profiles.name}"'
+    newer_grade = _newer_grade(table)
+    return " OR ".join(
+        (
+            *(f'excluded."{c}" IS NOT NULL' for c in CONTACT_COLUMNS),
+            f'excluded."channel_rank" > {table}."channel_rank"',
+            f'(excluded."captured_at" IS NOT NULL AND ({table}."captured_at" IS NULL'
+            f' OR excluded."captured_at" < {table}."captured_at"))',
+            f"({newer_grade})",
+            f'(excluded."erased_at" IS NOT NULL AND {table}."erased_at" IS NULL)',
+        )
+    )
+
+
 @functools.cache
 def _statements(dialect: str) -> _Statements:
     names = ", ".join(f'"{c}"' for c in PROFILE_COLUMNS)
     marks = ", ".join(f":{c}" for c in PROFILE_COLUMNS)
     upsert_sql = (
         f'INSERT INTO "{profiles.name}" ({names}) VALUES ({marks})'
-        f' ON CONFLICT ("lead_id") DO UPDATE SET {_profile_merge()}'
+        f' ON CONFLICT ("lead_id") DO UPDATE SET {_profile_merge()} WHERE {_profile_changes()}'
     )
     forget_sql = (
         f'DELETE FROM "{timeline.name}" WHERE "lead_id" = :lead_id AND "kind" <> \'erased\''
