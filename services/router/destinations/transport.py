@@ -8,8 +8,10 @@ when a server closed an idle connection (nothing to poll), the request head and 
 leave in one write, and h11 — httpcore's own HTTP/1.1 state machine — frames both ways,
 so the bytes on the wire are the same. Limits are httpx's defaults; timeouts are the
 request's (connect, read, write, pool); failures raise httpx's exceptions, as before.
-Responses are read whole (the router's calls answer small JSON bodies). The module is
-over 300 lines because the connection and the pool lending it out are read together.
+Responses are read whole (the router's calls answer small JSON bodies). `Prepared` sends
+a request the client built once again and again (the webhook's deliveries). The module is
+over 300 lines because the connection, the pool lending it out and the client's shortcut
+to the pool are read together.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepali
 HTTP11 = b"HTTP/1.1"
 
 Origin = tuple[bytes, str, int]
+Headers = list[tuple[bytes, bytes]]
+# A request as sent: method, target, headers, body, and the httpx request it is (if any).
+Call = tuple[str | bytes, bytes, Headers, bytes, "httpx.Request | None"]
+# An answer as read: status, reason, headers, body.
+Answer = tuple[int, bytes, Headers, bytes]
+_DISCONNECTED = "Server disconnected without sending a response."
 
 
 class _Connection(asyncio.Protocol):
@@ -95,12 +103,10 @@ class _Connection(asyncio.Protocol):
 
     # One request ------------------------------------------------------------------
 
-    async def exchange(self, request: httpx.Request, timeouts: dict[str, Any]) -> httpx.Response:
+    async def exchange(self, call: Call, timeouts: dict[str, Any]) -> Answer:
         conn = self.h11
-        body = await request.aread()
-        head = h11.Request(
-            method=request.method, target=request.url.raw_path, headers=request.headers.raw
-        )
+        method, target, headers, body, request = call
+        head = h11.Request(method=method, target=target, headers=headers)
         data = b"".join(
             conn.send(event) or b""
             for event in (head, h11.Data(data=body), h11.EndOfMessage())
@@ -111,9 +117,9 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         while self._paused and not self.dead:
             await self._wait(timeouts.get("write"), httpx.WriteTimeout)
-        return await self._response(request, timeouts.get("read"))
+        return await self._answer(request, timeouts.get("read"))
 
-    async def _response(self, request: httpx.Request, timeout: float | None) -> httpx.Response:
+    async def _answer(self, request: httpx.Request | None, timeout: float | None) -> Answer:
         conn = self.h11
         head: h11.Response | None = None
         chunks: list[bytes] = []
@@ -126,9 +132,7 @@ class _Connection(asyncio.Protocol):
                 if self.dead and self._lost is not None:
                     raise httpx.ReadError(str(self._lost), request=request) from self._lost
                 if self.dead:
-                    raise httpx.RemoteProtocolError(
-                        "Server disconnected without sending a response.", request=request
-                    )
+                    raise httpx.RemoteProtocolError(_DISCONNECTED, request=request)
                 await self._wait(timeout, httpx.ReadTimeout)
             elif type(event) is h11.Response:
                 head = event
@@ -137,17 +141,10 @@ class _Connection(asyncio.Protocol):
             elif type(event) is h11.EndOfMessage:
                 break
             elif type(event) is h11.ConnectionClosed:
-                raise httpx.RemoteProtocolError(
-                    "Server disconnected without sending a response.", request=request
-                )
+                raise httpx.RemoteProtocolError(_DISCONNECTED, request=request)
             # An h11.InformationalResponse (1xx) is skipped: the final answer follows.
         assert head is not None
-        return httpx.Response(
-            head.status_code,
-            headers=head.headers.raw_items(),
-            stream=httpx.ByteStream(b"".join(chunks)),
-            extensions={"http_version": HTTP11, "reason_phrase": head.reason},
-        )
+        return head.status_code, head.reason, head.headers.raw_items(), b"".join(chunks)
 
     def reusable(self) -> bool:
         conn = self.h11
@@ -184,12 +181,21 @@ class Transport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{url}'.")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        origin: Origin = (url.raw_scheme, url.raw_host.decode("ascii"), port)
+        call = (request.method, url.raw_path, request.headers.raw, await request.aread(), request)
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        connection = await self._checkout(request, origin, timeouts)
+        status, reason, headers, body = await self.send(origin_of(url), call, timeouts)
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(body),
+            extensions={"http_version": HTTP11, "reason_phrase": reason},
+        )
+
+    async def send(self, origin: Origin, call: Call, timeouts: dict[str, Any]) -> Answer:
+        """One request on a pooled connection of `origin` (opened if none is idle)."""
+        connection = await self._checkout(call[4], origin, timeouts)
         try:
-            response = await connection.exchange(request, timeouts)
+            answer = await connection.exchange(call, timeouts)
         except BaseException:
             self._discard(connection)
             raise
@@ -197,10 +203,10 @@ class Transport(httpx.AsyncBaseTransport):
             self._checkin(connection)
         else:
             self._discard(connection)
-        return response
+        return answer
 
     async def _checkout(
-        self, request: httpx.Request, origin: Origin, timeouts: dict[str, Any]
+        self, request: httpx.Request | None, origin: Origin, timeouts: dict[str, Any]
     ) -> _Connection:
         now = time.monotonic()
         idle = self._idle.get(origin)
@@ -222,7 +228,7 @@ class Transport(httpx.AsyncBaseTransport):
             raise
 
     async def _connect(
-        self, request: httpx.Request, origin: Origin, timeout: float | None
+        self, request: httpx.Request | None, origin: Origin, timeout: float | None
     ) -> _Connection:
         scheme, host, port = origin
         context = self._ssl_context() if scheme == b"https" else None
@@ -281,7 +287,7 @@ class Transport(httpx.AsyncBaseTransport):
                 return True
         return False
 
-    async def _wait_for_slot(self, request: httpx.Request, timeout: float | None) -> None:
+    async def _wait_for_slot(self, request: httpx.Request | None, timeout: float | None) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._slots.append(waiter)
         try:
@@ -297,13 +303,86 @@ class Transport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
+def origin_of(url: httpx.URL) -> Origin:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return (url.raw_scheme, url.raw_host.decode("ascii"), port)
+
+
 def transport() -> Transport:
     """The transport of the router's client (no proxies from the environment)."""
     return Transport(LIMITS)
 
 
-def client(timeout: float) -> httpx.AsyncClient:
+class Client(httpx.AsyncClient):
+    """httpx's client over the pool above, which `prepare` may also use directly."""
+
+    def __init__(self, timeout: float, pool: Transport) -> None:
+        super().__init__(timeout=timeout, follow_redirects=False, trust_env=False, transport=pool)
+        self.pool = pool
+
+    def prepare(
+        self, method: str, url: httpx.URL, headers: dict[str, str], varying: tuple[str, ...]
+    ) -> Prepared | None:
+        """`method url` with `headers`, those named in `varying` set on each send; None
+        where httpx's client adds to the request as it sends it (credentials in the URL)."""
+        if url.username or url.password or self.auth is not None or any(self.event_hooks.values()):
+            return None
+        return Prepared(self, method, url, headers, varying)
+
+
+class Prepared:
+    """A request sent again and again with its body and a few header values changed.
+
+    The headers are the ones httpx's client builds (its defaults, the given ones, Host,
+    Content-Length), merged once; each send puts in the values that change and hands the
+    request to the pool, skipping the client's per-request work. A client that holds
+    cookies sends them, which `Prepared` does not: callers use the client then.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        varying: tuple[str, ...],
+    ) -> None:
+        placeholders = {**headers, **dict.fromkeys(varying, "-")}
+        self.request = client.build_request(method, url, headers=placeholders, content=b"-")
+        self.client = client
+        self._raw = list(self.request.headers.raw)
+        names = [name.lower() for name, _ in self._raw]
+        last = len(names) - 1
+        # The last of a name: a value given twice in `headers` keeps its first copy, as before.
+        self._slots = [last - names[::-1].index(n.lower().encode()) for n in varying]
+        self._length = names.index(b"content-length")
+        self._origin = origin_of(self.request.url)
+        self._target = self.request.url.raw_path
+        self._timeouts: dict[str, Any] = self.request.extensions.get("timeout", {})
+
+    async def send(self, body: bytes, *values: str) -> Answer:
+        raw = self._raw.copy()
+        for slot, value in zip(self._slots, values, strict=True):
+            raw[slot] = (raw[slot][0], value.encode())
+        raw[self._length] = (raw[self._length][0], b"%d" % len(body))
+        call = (self.request.method, self._target, raw, body, None)
+        return await self.client.pool.send(self._origin, call, self._timeouts)
+
+    def response(self, answer: Answer) -> httpx.Response:
+        """The answer as the client returns one (read, cookies it sets kept)."""
+        status, reason, headers, body = answer
+        response = httpx.Response(
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(body),
+            request=self.request,
+            extensions={"http_version": HTTP11, "reason_phrase": reason},
+        )
+        response.read()
+        self.client.cookies.extract_cookies(response)
+        return response
+
+
+def client(timeout: float) -> Client:
     """The router's one HTTP client (keep-alive connections shared by every destination)."""
-    return httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, trust_env=False, transport=transport()
-    )
+    return Client(timeout, transport())

@@ -1,7 +1,8 @@
 """The router's HTTP client keeps connections alive and notices ones the server closed.
 
 A real local HTTP/1.1 server: requests in a row share one connection; a connection the
-server closed while idle is not reused (the next request opens a new one and succeeds).
+server closed while idle is not reused (the next request opens a new one and succeeds);
+a prepared request (the webhook's) puts the same bytes on the wire as the client.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import httpx
 
 from services.router.destinations import transport
 
@@ -75,3 +78,46 @@ async def test_a_connection_the_server_closed_is_not_reused():
             assert response.status_code == 200
             await asyncio.sleep(0.2)  # the server has closed it meanwhile
     assert (server.requests, server.connections) == (3, 3)
+
+
+class _Recorder(_Server):
+    """Keeps each request's bytes as received."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                self.seen.append(head + await reader.readexactly(length))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_prepared_request_sends_the_bytes_the_client_sends():
+    recorder = _Recorder()
+    listener = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    url = httpx.URL(f"http://127.0.0.1:{port}/hook?x=1")
+    headers = {"X-Extra": "1", "Content-Type": "application/json", "Idempotency-Key": "", "Sig": ""}
+    try:
+        async with transport.client(5) as client:
+            body = b'{"lead_id": "l1", "name": "\xc3\xa9"}'
+            await client.post(
+                url, content=body, headers={**headers, "Idempotency-Key": "d1", "Sig": "s"}
+            )
+            prepared = client.prepare("POST", url, headers, ("Idempotency-Key", "Sig"))
+            assert prepared is not None
+            status, _, _, answer = await prepared.send(body, "d1", "s")
+            assert (status, answer) == (200, b"ok")
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert len(recorder.seen) == 2 and recorder.seen[0] == recorder.seen[1]
