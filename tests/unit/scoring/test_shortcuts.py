@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scoring.domain import lead_scored
-from services.scoring.leads import Snapshot
+from services.scoring.leads import Snapshot, text_fields
 from services.scoring.matching import Matcher
 from services.scoring.published import publish_scored, scored_body
 from services.scoring.scores import Reason, Score
 from services.scoring.settings import FitRule
-from shared.events import LeadCaptured, LeadScored, encode, new_event
+from shared.events import Attribution, Contact, LeadCaptured, LeadScored, encode, new_event
 from tests.unit.scoring.support import T0, captured, engaged, example_model, feed, unsubscribed
 
 MODEL = example_model()
@@ -161,3 +161,17 @@ def test_a_remembered_match_is_the_match(values):
         for value in values:
             fresh = Matcher(FitRule.model_validate({"id": "r", "points": 1, **condition}))
             assert remembering({"f": value}) is fresh({"f": value})
+
+
+def test_contact_and_touch_fields_are_text_kept_as_the_json_dump_gives_them():
+    # The snapshot copies them without the serializer: that holds while every field is
+    # text (or None).
+    for model in (Contact, Attribution):
+        for name, field in model.model_fields.items():
+            assert field.annotation == str | None or field.annotation is str, (model, name)
+    contact = Contact(email="ada@example.com", first_name="Ada", country="GB")
+    assert text_fields(contact) == contact.model_dump(mode="json")
+    assert list(text_fields(contact)) == list(contact.model_dump(mode="json"))
+    touch = Attribution(channel="direct", source="form", utm_source="x")
+    plain = {k: v for k, v in touch if v is not None}
+    assert plain == touch.model_dump(mode="json", exclude_none=True)
