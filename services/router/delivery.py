@@ -62,6 +62,9 @@ class DeliveryWorker(PollingWorker):
         self.destinations = destinations
         self.bus = messagebus.delivery_bus(uow_factory, config, destinations, ack_url)
         self._last_gauges = 0.0
+        # When the next delivery is due, as the last round's record read it (a 1-tuple;
+        # None: unknown, read it again).
+        self._next_due: tuple[datetime | None] | None = None
 
     async def round(self) -> float:
         """A round, the queue gauges now and then; at once again after a full round, else
@@ -75,11 +78,12 @@ class DeliveryWorker(PollingWorker):
     async def run_once(self) -> int:
         """One round: claim, deliver, record. Returns how many deliveries it handled."""
         now = self.clock()
+        self._next_due = None
         claimed = await self._claim(now)
         if not claimed:
             return 0
         results = await self._deliver(claimed)
-        await self._record_until_stored(claimed, results, now)
+        self._next_due = (await self._record_until_stored(claimed, results, now),)
         return sum(len(items) for items in claimed.values())
 
     async def _claim(self, now: datetime) -> dict[str, list[Item]]:
@@ -94,21 +98,30 @@ class DeliveryWorker(PollingWorker):
         claimed: dict[str, list[Item]],
         results: dict[str, DeliveryResult],
         claimed_at: datetime,
-    ) -> None:
+    ) -> datetime | None:
         # The destinations have answered: losing those answers to a database outage would
         # mean sending everything again once the lease runs out. Keep trying while it holds.
         total = sum(len(items) for items in claimed.values())
         give_up = claimed_at + timedelta(seconds=lease_seconds(self.config, total))
-        await retry_while_transient(
+        next_due: datetime | None = await retry_while_transient(
             lambda: self.bus.handle(RecordDeliveryResults(claimed, results, self.clock())),
             lambda: (give_up - self.clock()).total_seconds(),
             "recording deliveries",
             log,
         )
+        return next_due
 
     async def _idle_seconds(self) -> float:
         poll = self.config.delivery.poll_seconds
-        return await self.seconds_until_due(lambda: queries.next_due_at(self.bus.uow_factory), poll)
+        known = self._next_due
+
+        async def next_due() -> datetime | None:
+            # Rows queued since are announced by `wake()`; the poll bounds the rest.
+            if known is not None:
+                return known[0]
+            return await queries.next_due_at(self.bus.uow_factory)
+
+        return await self.seconds_until_due(next_due, poll)
 
     async def _refresh_gauges(self) -> None:
         if time.monotonic() - self._last_gauges < GAUGE_SECONDS:

@@ -31,8 +31,10 @@ async def handle_record_delivery_results(
     *,
     config: RoutingConfig,
     destinations: dict[str, Destination],
-) -> None:
-    """Store how each claimed delivery ended (rows cancelled meanwhile are left alone)."""
+) -> datetime | None:
+    """Store how each claimed delivery ended (rows cancelled meanwhile are left alone);
+    returns when the earliest pending delivery is now due (None: nothing pending), so the
+    worker knows how long it may sleep without another transaction."""
     now, session = command.now, uow.session
     for name in command.claimed:
         destination = destinations[name]
@@ -65,6 +67,7 @@ async def handle_record_delivery_results(
     await store.update_deliveries(session, uow.dialect, changes)
     await _mark_delivered(uow, delivered, now)
     uow.after_commit(lambda: _count(counts))
+    return await store.next_due_at(session)
 
 
 def _count(counts: Counter[tuple[str, str]]) -> None:
