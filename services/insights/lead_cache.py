@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insights import lead_merge
+from services.insights.bulk_writes import run_writes
 from services.insights.lead_facts import LeadFacts
 from services.insights.store import conversions, leads, touches
 from shared.clock import Clock, utc_now
@@ -236,26 +237,28 @@ class LeadCache:
             queue.append(row)
 
     async def _write(self) -> None:
-        """Every changed lead row, then the queued touches and conversions: one statement each."""
+        """Every changed lead row, then the queued touches and conversions: one statement
+        each, all in one hop (bulk_writes.py)."""
         statements = self._statements
         if self._merge:
-            await self._merge_leads()
+            leads_write = (lead_merge.merge_statement(self.dialect), self._merged_rows())
         else:
-            await self._save_leads()
+            leads_write = (statements.save, self._changed_rows())
         touches, self._touches = self._touches, []
-        await statements.touches.run_async(self.session, touches)
         conversions, self._conversions = self._conversions, []
-        await statements.conversions.run_async(self.session, conversions)
+        await run_writes(
+            self.session,
+            [leads_write, (statements.touches, touches), (statements.conversions, conversions)],
+        )
 
-    async def _merge_leads(self) -> None:
+    def _merged_rows(self) -> list[tuple[Any, ...]]:
         time = self._statements.values.time
         now, facts, row = time(self.clock()), self._facts, lead_merge.row
-        rows = [row(lead_id, facts[lead_id], time, now) for lead_id in sorted(facts)]
         self._facts = {}
-        await lead_merge.merge_statement(self.dialect).run_async(self.session, rows)
+        return [row(lead_id, facts[lead_id], time, now) for lead_id in sorted(facts)]
 
-    async def _save_leads(self) -> None:
-        statements, time = self._statements, self._statements.values.time
+    def _changed_rows(self) -> list[tuple[Any, ...]]:
+        time = self._statements.values.time
         stored, now = self._stored, time(self.clock())
         changed = [
             (
@@ -280,5 +283,5 @@ class LeadCache:
             for lead_id, facts in self._facts.items()
             if facts != stored[lead_id]
         ]
-        await statements.save.run_async(self.session, changed)
         stored.update(self._facts)
+        return changed

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.insights.bulk_writes import run_writes
 from services.insights.console.store import (
     CONTACT_COLUMNS,
     PROFILE_COLUMNS,
@@ -149,13 +150,17 @@ class ConsoleRepository:
         rows, self._rows = self._rows, []
         changes, self._changes = self._changes, {}
         erased, self._erased = self._erased, set()
-        statements, session = self._statements, self.session
+        statements = self._statements
         # Profiles first: an erased lead's later entries find its erasure and are skipped.
-        await statements.profiles.run_async(session, self._profile_rows(changes))
-        await statements.timeline.run_async(session, [r for r in rows if r[2] == "erased"])
-        await statements.guarded.run_async(session, [r for r in rows if r[2] != "erased"])
-        forget = [(lead_id,) for lead_id in sorted(erased)]
-        await statements.forget.run_async(session, forget)
+        await run_writes(
+            self.session,
+            [
+                (statements.profiles, self._profile_rows(changes)),
+                (statements.timeline, [r for r in rows if r[2] == "erased"]),
+                (statements.guarded, [r for r in rows if r[2] != "erased"]),
+                (statements.forget, [(lead_id,) for lead_id in sorted(erased)]),
+            ],
+        )
 
     async def _write_now(
         self, lead_id: str, row: tuple[Any, ...], change: ProfileChange | None
