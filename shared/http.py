@@ -9,10 +9,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import field_validator
 
@@ -25,6 +26,20 @@ from shared.messagebus import MessageBus
 from shared.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
+_DIRECT = "_leadflow_direct_route"
+
+
+def direct_route(endpoint: Endpoint) -> Endpoint:
+    """Mark a busy route's endpoint to be called straight from the edge middleware,
+    skipping the router's per-request layers (see `shared.http_edge.EdgeMiddleware`).
+
+    The endpoint takes the request alone (`async def f(request: Request) -> Response`,
+    reading its path parameters and headers itself) and no other route may match its
+    requests; `create_app` checks both. Put it under the `@router.post(...)` line.
+    """
+    setattr(endpoint, _DIRECT, True)
+    return endpoint
 
 
 async def get_settings(request: Request) -> Settings:
@@ -164,5 +179,32 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_in_flight=max_in_flight,
         shed_delay=shed_delay,
+        direct=_direct_routes(app, routers),
     )
     return app
+
+
+def _direct_routes(app: FastAPI, routers: Sequence[APIRouter]) -> list[APIRoute]:
+    """The routes of `routers` marked with `direct_route`, checked to be callable
+    directly (the routers are included without a prefix: a route's path is its URL)."""
+    routes = [
+        route
+        for router in (app.router, *routers)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
+    direct = [r for r in routes if getattr(r.endpoint, _DIRECT, False)]
+    for route in direct:
+        dependant = route.dependant
+        params = dependant.path_params + dependant.query_params + dependant.header_params
+        if params or dependant.body_params or dependant.dependencies or dependant.cookie_params:
+            raise ValueError(f"direct route {route.path}: the endpoint must take the request alone")
+        for other in routes:
+            if other is route or not ((other.methods or set()) & (route.methods or set())):
+                continue
+            overlap = route.path_regex.match(other.path_format) or other.path_regex.match(
+                route.path_format
+            )
+            if overlap:
+                raise ValueError(f"direct route {route.path}: {other.path} takes its requests too")
+    return direct

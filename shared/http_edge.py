@@ -2,17 +2,22 @@
 
 Metrics per route template, load shedding, the body limit and the NUL guard (see
 `EdgeMiddleware`); its refusals have the one error shape of `shared.http_errors`.
+It also calls a service's busiest routes directly (`direct_routes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
@@ -31,7 +36,13 @@ class EdgeMiddleware:
     - body limit: 413 for bodies over the limit, on Content-Length and on the bytes read;
     - NUL guard: 400 for a NUL character in the path or the query string. No database
       stores NUL in text (PostgreSQL refuses it), and no legitimate URL carries one:
-      refusing at the door keeps it away from every route and query.
+      refusing at the door keeps it away from every route and query;
+    - direct routes (`direct`): their requests are answered by calling the endpoint
+      here, with the app's exception handlers, instead of going down the router's
+      layers (exception middleware, exit stacks, route matching over every route,
+      dependency solving, response validation): on a form post those cost as much as
+      the submission's own work. Only endpoints taking the request alone qualify
+      (see `shared.http.direct_route`).
     """
 
     EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -43,8 +54,10 @@ class EdgeMiddleware:
         max_body_bytes: int,
         max_in_flight: int,
         shed_delay: float = 0.5,
+        direct: Sequence[Route] = (),
     ) -> None:
         self.app = app
+        self.direct = tuple(direct)
         self.service = service
         self.max_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
@@ -99,7 +112,11 @@ class EdgeMiddleware:
                     return
                 if length is not None:
                     # The server frames the body by Content-Length: it cannot grow past it.
-                    await self.app(scope, receive, send_wrapper)
+                    route = self._direct_route(scope) if self.direct else None
+                    if route is not None:
+                        await self._call_direct(route, scope, receive, send_wrapper)
+                    else:
+                        await self.app(scope, receive, send_wrapper)
                     return
                 received = 0
 
@@ -141,6 +158,45 @@ class EdgeMiddleware:
                 self.service, method, template
             )
         histogram.observe(seconds)
+
+    def _direct_route(self, scope: Scope) -> Route | None:
+        """The direct route this request is for, with its path parameters set in `scope`."""
+        if scope.get("root_path"):
+            return None  # mounted under a prefix: the router knows how to strip it
+        method, path = scope["method"], scope["path"]
+        for route in self.direct:
+            if route.methods is not None and method not in route.methods:
+                continue
+            match = route.path_regex.match(path)
+            if match is not None:
+                params = {
+                    name: route.param_convertors[name].convert(value)
+                    for name, value in match.groupdict().items()
+                }
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = {**scope.get("path_params", {}), **params}
+                return route
+        return None
+
+    @staticmethod
+    async def _call_direct(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint's answer, or its exception answered by the app's handler for it
+        (as the exception middleware would); an exception with no handler goes on up to
+        the server-error handler, as on the router's road."""
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            handlers = scope["app"].exception_handlers
+            handler = handlers.get(exc.status_code) if isinstance(exc, HTTPException) else None
+            if handler is None:
+                handler = next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
+            if handler is None or handler is handlers.get(Exception):
+                raise
+            response = await handler(request, exc)
+            exc.__traceback__ = None
+        await response(scope, receive, send)
 
     @staticmethod
     def _content_length(scope: Scope) -> int | None:

@@ -29,7 +29,7 @@ from services.capture.settings import CaptureConfig, FormConfig
 from services.capture.sources.common import nul_path
 from services.capture.spam import IDEMPOTENCY_FIELD, RateLimiter, control_fields, form_spam_reason
 from shared import metrics
-from shared.http import ApiError, app_state, error_response
+from shared.http import ApiError, app_state, direct_route, error_response
 from shared.service import ServiceRuntime
 
 router = APIRouter()
@@ -154,6 +154,7 @@ async def form_preflight(form_id: str, request: Request, config: ConfigDep) -> R
     responses=openapi.FORM_RESPONSES,
     openapi_extra={**openapi.FORM_BODY, "parameters": openapi.FORM_PARAMETERS},
 )
+@direct_route
 async def submit_form(request: Request) -> Response:
     """Accept a form submission (urlencoded, multipart or JSON).
 
@@ -163,7 +164,8 @@ async def submit_form(request: Request) -> Response:
     and answered like any other submission.
     """
     # The path, the header and the app's parts straight from the request: the busiest
-    # route skips dependency solving (openapi.FORM_PARAMETERS documents them).
+    # route is called straight from the edge middleware, with no dependency solving
+    # (openapi.FORM_PARAMETERS documents them).
     form_id: str = request.path_params["form_id"]
     idempotency_key = request.headers.get("idempotency-key")
     state = request.app.state
