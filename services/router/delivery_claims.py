@@ -66,11 +66,13 @@ async def handle_claim_due_deliveries(
     for row in rows:
         by_destination[row.destination].append(row)
     claimed: dict[str, list[Item]] = {}
+    # An assignment's deliveries to several destinations send one document (bar its id).
+    documents: dict[tuple[str, str], dict[str, Any]] = {}
     for name, group in by_destination.items():
         if name in allowance:
             group = await _within_allowance(uow, destinations[name], group, allowance[name], now)
         if group:
-            claimed[name] = [_item(row, config, ack_url) for row in group]
+            claimed[name] = [_item(row, config, ack_url, documents) for row in group]
     return claimed
 
 
@@ -95,14 +97,24 @@ async def _within_allowance(
     return keep
 
 
-def _item(row: Any, config: RoutingConfig, ack_url: Callable[[str], str]) -> Item:
-    assignment = _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS)
-    lead = _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS)
-    document = (
-        build_document(row, assignment, lead, config, ack_url(row.assignment_id))
-        if assignment is not None
-        else {"lead_id": row.lead_id, "delivery_id": row.delivery_id}
-    )
+def _item(
+    row: Any,
+    config: RoutingConfig,
+    ack_url: Callable[[str], str],
+    documents: dict[tuple[str, str], dict[str, Any]],
+) -> Item:
+    key = (row.assignment_id, row.purpose)
+    built = documents.get(key)
+    if built is not None:
+        document = {**built, "delivery_id": row.delivery_id}  # the key keeps its place
+    elif (
+        assignment := _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS)
+    ) is not None:
+        lead = _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS)
+        document = build_document(row, assignment, lead, config, ack_url(row.assignment_id))
+        documents[key] = document
+    else:
+        document = {"lead_id": row.lead_id, "delivery_id": row.delivery_id}
     return Item(
         delivery_id=row.delivery_id,
         lead_id=row.lead_id,
