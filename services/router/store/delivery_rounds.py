@@ -178,10 +178,14 @@ async def destination_row(
 
 
 async def paused_destinations(session: AsyncSession, now: datetime) -> list[str]:
-    rows = await session.execute(
-        sa.select(destination_state.c.destination).where(destination_state.c.paused_until > now)
-    )
+    rows = await session.execute(_PAUSED, {"now": now})
     return list(rows.scalars())
+
+
+_PAUSED = sa.select(destination_state.c.destination).where(
+    destination_state.c.paused_until
+    > sa.bindparam("now", type_=destination_state.c.paused_until.type)
+)
 
 
 async def save_destination_state(session: AsyncSession, destination: str, **values: Any) -> None:
