@@ -19,13 +19,13 @@ async def enqueue_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
-    return (
-        await session.execute(
-            sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-                deliveries.c.status == PENDING
-            )
-        )
-    ).scalar_one_or_none()
+    return (await session.execute(_NEXT_DUE)).scalar_one_or_none()
+
+
+# Built once: every delivery round reads it.
+_NEXT_DUE = sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+    deliveries.c.status == PENDING
+)
 
 
 async def get_delivery(
