@@ -7,12 +7,15 @@ change is committed.
 
 `uow.cache(key, factory)` keeps one object per transaction (a lead cache, a
 repository): made on first use, forgotten when the transaction commits or rolls back.
+
+Over 300 lines because the transaction's parts (session, outbox rows, inbox marks,
+savepoints, commit hooks, cache) share one state and one lifetime.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -22,7 +25,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import utc_now
-from shared.db.bulk import BulkStatement, Values
+from shared.db.bulk import BulkStatement, Values, placeholders
 from shared.db.engine import Database
 from shared.events.contracts import Event
 from shared.events.envelope import Envelope, encode
@@ -145,6 +148,30 @@ class UnitOfWork:
             seen.update(rows.scalars())
         return seen
 
+    async def claim(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """Mark these events handled by `consumer` in this transaction, now; returns the
+        ids that were not marked already (the others are duplicates).
+
+        One statement per 500 events (`INSERT ... ON CONFLICT DO NOTHING RETURNING`)
+        where `handled` and `mark_handled` take two. The marks are undone with the
+        transaction, like every other change.
+        """
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return set()
+        connection = await self.session.connection()
+        at = self._values.time(utc_now())
+        claimed: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            params: list[Any] = []
+            for event_id in chunk:
+                params += (consumer, event_id, at)
+            sql = _claim_sql(self._inbox.name, self.db.dialect, len(chunk))
+            result = await connection.exec_driver_sql(sql, tuple(params))
+            claimed.update(row[0] for row in result)
+        return claimed
+
     def mark_handled(self, consumer: str, event_id: str) -> None:
         """Record in this transaction that `consumer` handled `event_id`."""
         self._pending_inbox.append((consumer, event_id, self._values.time(utc_now())))
@@ -260,6 +287,17 @@ def _statements(
             outbox, ("event_id", "topic", "key", "headers", "value", "created_at"), dialect
         ),
         BulkStatement.insert(inbox, ("consumer", "event_id", "handled_at"), dialect),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_sql(inbox: str, dialect: str, count: int) -> str:
+    """INSERT of `count` inbox marks that returns the event ids it inserted."""
+    marks = placeholders(dialect, 3 * count)
+    rows = ", ".join(f"({', '.join(marks[i : i + 3])})" for i in range(0, len(marks), 3))
+    return (
+        f'INSERT INTO "{inbox}" ("consumer", "event_id", "handled_at") VALUES {rows}'
+        ' ON CONFLICT DO NOTHING RETURNING "event_id"'
     )
 
 

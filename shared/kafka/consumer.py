@@ -6,9 +6,10 @@ committed only after that transaction commits. A redelivered event finds its
 id in the inbox and changes nothing.
 
 A batch is first handled whole (here): every handler in one transaction with no
-savepoint per event, the inbox and outbox rows written in one statement each at
-commit (an optional `before_batch` hook loads what the batch's handlers need in
-one query). If any handler raises, that transaction is rolled back and the batch
+savepoint per event, the inbox marks claimed up front in one statement that says
+which events are new, the outbox rows written in one statement at commit (an
+optional `before_batch` hook loads what the batch's handlers need in one query).
+If any handler raises, that transaction is rolled back and the batch
 is handled again event by event (`shared.kafka.event_by_event`): each attempt in
 its own savepoint, bounded attempts, and an event that keeps failing goes to the
 topic's `.dlq` in the same transaction, so the partition keeps moving. A database
@@ -43,6 +44,17 @@ from shared.kafka.handling import handler_name, record_event_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: A consumer that has fetched nothing for this long fetches with `QUIET_FETCH_WAIT_MS`.
+QUIET_SECONDS = 5.0
+QUIET_FETCH_WAIT_MS = 500
+
+
+def _set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
+    """The longest wait of the consumer's next fetches (aiokafka reads it per request)."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+        fetcher._fetch_max_wait_ms = wait_ms
 
 
 class EventConsumer:
@@ -79,6 +91,7 @@ class EventConsumer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._last_lag_update = 0.0
+        self._quiet_since: float | None = None
         self.last_batch_at: float | None = None
 
     async def start(self) -> None:
@@ -131,8 +144,12 @@ class EventConsumer:
                 await asyncio.sleep(backoff)
                 continue
             if not batch:
+                self._idle_fetches(consumer, time.monotonic())
                 await self._maybe_update_lag()
                 continue
+            if self._quiet_since is not None:
+                self._quiet_since = None
+                _set_fetch_wait(consumer, self.settings.kafka_fetch_max_wait_ms)
             records = [r for tp_records in batch.values() for r in tp_records]
             metrics.consumer_batch_size.labels(self.service).observe(len(records))
             try:
@@ -166,6 +183,19 @@ class EventConsumer:
                 )
             await self._maybe_update_lag()
 
+    def _idle_fetches(self, consumer: AIOKafkaConsumer, now: float) -> None:
+        """After `QUIET_SECONDS` without records, fetch with the longer `QUIET_FETCH_WAIT_MS`.
+
+        An idle consumer's fetches are its CPU (a request and answer for every partition,
+        `1000 / kafka_fetch_max_wait_ms` times a second). The first records after a quiet
+        spell may wait up to the longer wait; then fetches go back to the configured one.
+        """
+        if self._quiet_since is None:
+            self._quiet_since = now
+        elif now - self._quiet_since >= QUIET_SECONDS:
+            wait = max(QUIET_FETCH_WAIT_MS, self.settings.kafka_fetch_max_wait_ms)
+            _set_fetch_wait(consumer, wait)
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -188,28 +218,37 @@ class EventConsumer:
         counts: list[tuple[str, str, str]] = []
         durations: list[tuple[str, float]] = []
         async with self.uow_factory() as uow:
-            ids = [record_event_id(r) for r in records]
-            # Dead-letter keys are looked up when an event fails (`_dead_letter_once`).
-            seen = await uow.handled(self.name, ids)
-            work: list[tuple[str, str, Envelope[Any], Handler]] = []
-            for record, event_id in zip(records, ids, strict=True):
-                if event_id in seen:
+            candidates: list[tuple[str, str, Envelope[Any], Handler]] = []
+            in_batch: set[str] = set()
+            for record in records:
+                event_id = record_event_id(record)
+                if event_id in in_batch:
                     counts.append((record.topic, "-", "duplicate"))
                     continue
-                seen.add(event_id)
+                in_batch.add(event_id)
                 # An undecodable record raises: the one-by-one path dead-letters it.
                 envelope = decode(record.value, record.headers or ())
                 handler = self.handlers.get(envelope.type) if envelope is not None else None
                 if envelope is None or handler is None:
                     counts.append((record.topic, "-", "ignored"))
                     continue
-                work.append((record.topic, event_id, envelope, handler))
+                candidates.append((record.topic, event_id, envelope, handler))
+            # The inbox marks go in first, in one statement that says which events are
+            # new: one round trip instead of a lookup and an insert. A failing handler
+            # rolls them back with everything else. (Dead-letter keys are looked up when
+            # an event fails, on the one-by-one road.)
+            fresh = await uow.claim(self.name, [event_id for _, event_id, _, _ in candidates])
+            work: list[tuple[str, Envelope[Any], Handler]] = []
+            for topic, event_id, envelope, handler in candidates:
+                if event_id in fresh:
+                    work.append((topic, envelope, handler))
+                else:
+                    counts.append((topic, "-", "duplicate"))
             if self.before_batch is not None and work:
-                await self.before_batch(uow, [envelope for _, _, envelope, _ in work])
-            for topic, event_id, envelope, handler in work:
+                await self.before_batch(uow, [envelope for _, envelope, _ in work])
+            for topic, envelope, handler in work:
                 started = time.perf_counter()
                 await handler(envelope, uow)
-                uow.mark_handled(self.name, event_id)
                 name = self._name(handler)
                 durations.append((name, time.perf_counter() - started))
                 counts.append((topic, name, "handled"))
