@@ -4,26 +4,39 @@ A batch of submissions (one or many, the same road) reads what it may look up wi
 query per table (`preload`), decides each submission in memory in arrival order, and
 writes leads, submissions and consents with one multi-row statement per table just
 before the unit of work commits.
+
+Both the reads and the writes are hand-written statements run through the driver in
+one hop into SQLAlchemy's sync context each: an intake group is often a few
+submissions, so what a statement costs besides its rows (compiling, result objects,
+a greenlet per awaited call) is much of a submission's CPU.
 """
 
 from __future__ import annotations
 
 import functools
 import json as json_module
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.capture import store
-from shared.db.bulk import BulkStatement, Values
+from shared.db.bulk import BulkStatement, Values, placeholders
 from shared.db.uow import UnitOfWork
 
 # Rows are plain namespaces here: the handler reads them by attribute, like sa.Row.
 Row = Any
+Converter = Callable[[Any], Any]
+
+# What the handlers read of a stored lead and of a submission found by its dedupe key.
+LEAD_COLUMNS = ("lead_id", "email", "phone", "contact", "first_touch", "touches", "created_at")
+KEYED_COLUMNS = ("dedupe_key", "lead_id", "submission_id", "channel")
+# Values per IN list: one statement reads a whole intake group (at most 256 submissions).
+CHUNK = 512
 
 
 class SubmissionRepository:
@@ -46,11 +59,20 @@ class SubmissionRepository:
     async def preload(
         self, keys: Iterable[str], emails: Iterable[str], phones: Iterable[str]
     ) -> None:
-        """One query per table for everything the batch may look up."""
-        for row in await store.find_submissions_by_keys(self.session, set(keys)):
-            self._by_key[row.dedupe_key] = row
-        for row in await store.find_leads(self.session, set(emails), set(phones)):
-            self._remember(SimpleNamespace(**row._mapping))
+        """One query per table for everything the batch may look up, in one hop."""
+        reads = _reads(self.dialect, sorted(set(keys)), sorted(set(emails)), sorted(set(phones)))
+        if not reads:
+            return
+        found = await self.session.run_sync(_run_reads, reads)
+        read_lead = _lead_reader(self.dialect)
+        for (columns, _, _), rows in zip(reads, found, strict=True):
+            for row in rows:
+                if columns is KEYED_COLUMNS:
+                    submission = SimpleNamespace(**dict(zip(columns, row, strict=True)))
+                    self._by_key[submission.dedupe_key] = submission
+                else:
+                    lead = SimpleNamespace(**dict(zip(columns, read_lead(row), strict=True)))
+                    self._remember(lead)
 
     def _remember(self, lead: Row) -> None:
         self._by_id[lead.lead_id] = lead
@@ -70,7 +92,7 @@ class SubmissionRepository:
 
     async def insert_lead(self, **values: Any) -> None:
         self._new_leads[values["lead_id"]] = values
-        self._remember(SimpleNamespace(**{"erased_at": None, **values}))
+        self._remember(SimpleNamespace(**values))
 
     async def update_lead(self, lead_id: str, **values: Any) -> None:
         if lead_id in self._new_leads:
@@ -92,48 +114,114 @@ class SubmissionRepository:
         self._consents.append(values)
 
     async def flush(self) -> None:
-        """Write the batch: one multi-row statement per table, built once per column set.
+        """Write the batch: one multi-row statement per table (and column set), all in
+        one hop. The rows are turned into what the driver stores (`Values`: the column
+        types' own conversions), so no statement is compiled and no value goes through
+        SQLAlchemy's per-row processing."""
+        writes: list[Write] = []
+        for columns, rows in _by_columns(self._new_leads.values()):
+            writes.append(self._rows(store.leads, columns, rows, None))
+        updates = [{**v, "lead_id": k} for k, v in self._lead_updates.items()]
+        for columns, rows in _by_columns(updates):
+            writes.append(self._rows(store.leads, columns, rows, "lead_id"))
+        for table, queued in (
+            (store.submissions, self._submissions),
+            (store.consents, self._consents),
+        ):
+            for columns, rows in _by_columns(queued):
+                writes.append(self._rows(table, columns, rows, None))
+        self._new_leads, self._lead_updates, self._submissions, self._consents = {}, {}, [], []
+        if writes:
+            await self.session.run_sync(_run_writes, writes)
 
-        The rows are turned into what the driver stores (`Values`: the column types'
-        own conversions), so no statement is compiled and no value goes through
-        SQLAlchemy's per-row processing.
-        """
-        for rows in _by_columns(list(self._new_leads.values())):
-            await self._insert(store.leads, rows)
-        for rows in _by_columns([{**v, "lead_id": k} for k, v in self._lead_updates.items()]):
-            await self._update_leads(rows)
-        for rows in _by_columns(self._submissions):
-            await self._insert(store.submissions, rows)
-        for rows in _by_columns(self._consents):
-            await self._insert(store.consents, rows)
-
-    async def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """Insert rows that all carry the same columns (omitted columns stay NULL)."""
-        columns = tuple(rows[0])
-        statement = _insert_statement(table, columns, self.dialect)
-        await statement.run_async(self.session, [self._row(table, columns, row) for row in rows])
-
-    async def _update_leads(self, rows: list[dict[str, Any]]) -> None:
-        """Update leads that all change the same columns (`lead_id` is the key)."""
-        columns = tuple(name for name in rows[0] if name != "lead_id")
-        statement = _update_statement(columns, self.dialect)
-        await statement.run_async(
-            self.session, [self._row(store.leads, (*columns, "lead_id"), row) for row in rows]
-        )
-
-    def _row(
-        self, table: sa.Table, columns: tuple[str, ...], row: dict[str, Any]
-    ) -> tuple[Any, ...]:
-        """One row's values in `columns` order, as the driver stores them."""
-        kinds = _KINDS[table.name]
-        time = self._values.time
-        values = []
-        for name in columns:
-            kind, value = kinds.get(name), row[name]
-            values.append(
-                time(value) if kind == "time" else _json(value) if kind == "json" else value
+    def _rows(
+        self,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        rows: list[dict[str, Any]],
+        key: str | None,
+    ) -> Write:
+        """The statement for `columns` (an UPDATE by `key`, else an INSERT) and its rows
+        as the driver stores them, in the statement's column order."""
+        if key is not None:
+            columns = (*(c for c in columns if c != key), key)
+            statement = _update_statement(columns[:-1], self.dialect)
+        else:
+            statement = _insert_statement(table, columns, self.dialect)
+        converters = _converters(table, columns, self.dialect)
+        return statement, [
+            tuple(
+                value if convert is None else convert(value)
+                for convert, value in zip(converters, [row[name] for name in columns], strict=True)
             )
-        return tuple(values)
+            for row in rows
+        ]
+
+
+Read = tuple[tuple[str, ...], str, tuple[str, ...]]  # the columns read, the SQL, its values
+Write = tuple[BulkStatement, list[tuple[Any, ...]]]
+
+
+def _reads(dialect: str, keys: list[str], emails: list[str], phones: list[str]) -> list[Read]:
+    """The preload's statements and their parameters: submissions by key, leads by
+    email or phone, CHUNK values per list."""
+    reads: list[Read] = []
+    for start in range(0, len(keys), CHUNK):
+        chunk = _padded(keys[start : start + CHUNK])
+        reads.append((KEYED_COLUMNS, _select_keyed(dialect, len(chunk)), tuple(chunk)))
+    if len(emails) <= CHUNK and len(phones) <= CHUNK:
+        pairs = [(emails, phones)] if emails or phones else []
+    else:
+        pairs = [(emails[i : i + CHUNK], []) for i in range(0, len(emails), CHUNK)]
+        pairs += [([], phones[i : i + CHUNK]) for i in range(0, len(phones), CHUNK)]
+    for by_email, by_phone in pairs:
+        by_email, by_phone = _padded(by_email), _padded(by_phone)
+        sql = _select_leads(dialect, len(by_email), len(by_phone))
+        reads.append((LEAD_COLUMNS, sql, (*by_email, *by_phone)))
+    return reads
+
+
+def _padded(values: list[str]) -> list[str]:
+    """`values`, the last one repeated up to a power of two: a few statement texts
+    serve every group size (PostgreSQL prepares each text once per connection)."""
+    if not values:
+        return values
+    size = 1 << (len(values) - 1).bit_length()
+    return values + [values[-1]] * (size - len(values))
+
+
+@functools.cache
+def _select_keyed(dialect: str, count: int) -> str:
+    marks = ", ".join(placeholders(dialect, count))
+    columns = ", ".join(KEYED_COLUMNS)
+    return f"SELECT {columns} FROM submissions WHERE dedupe_key IN ({marks})"
+
+
+@functools.cache
+def _select_leads(dialect: str, emails: int, phones: int) -> str:
+    marks = placeholders(dialect, emails + phones)
+    conditions = []
+    if emails:
+        conditions.append(f"email IN ({', '.join(marks[:emails])})")
+    if phones:
+        conditions.append(f"phone IN ({', '.join(marks[emails:])})")
+    return f"SELECT {', '.join(LEAD_COLUMNS)} FROM leads WHERE {' OR '.join(conditions)}"
+
+
+@functools.cache
+def _lead_reader(dialect: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """Driver rows of LEAD_COLUMNS → the values their column types give back."""
+    return Values(dialect).reader([store.leads.c[name] for name in LEAD_COLUMNS])
+
+
+def _run_reads(session: Session, reads: list[Read]) -> list[list[Any]]:
+    connection = session.connection()
+    return [list(connection.exec_driver_sql(sql, values).all()) for _, sql, values in reads]
+
+
+def _run_writes(session: Session, writes: list[Write]) -> None:
+    for statement, rows in writes:
+        statement.run_in(session, rows)
 
 
 def _json(value: Any) -> str:
@@ -146,20 +234,23 @@ def _json(value: Any) -> str:
         return json_module.dumps(value)
 
 
-def _kinds(table: sa.Table) -> dict[str, str]:
-    """Which columns need the time or JSON conversion of their column type."""
-    kinds: dict[str, str] = {}
-    for column in table.columns:
-        if isinstance(column.type, sa.JSON):
-            kinds[column.name] = "json"
-        elif isinstance(column.type, sa.types.TypeDecorator) and isinstance(
-            column.type.impl, sa.DateTime
-        ):
-            kinds[column.name] = "time"
-    return kinds
-
-
-_KINDS = {table.name: _kinds(table) for table in (store.leads, store.submissions, store.consents)}
+@functools.cache
+def _converters(
+    table: sa.Table, columns: tuple[str, ...], dialect: str
+) -> tuple[Converter | None, ...]:
+    """Per column, the conversion its column type makes before the driver gets it:
+    times and JSON; None for values the driver takes as they are."""
+    time = Values(dialect).time
+    converters: list[Converter | None] = []
+    for name in columns:
+        kind = table.c[name].type
+        if isinstance(kind, sa.JSON):
+            converters.append(_json)
+        elif isinstance(kind, sa.types.TypeDecorator) and isinstance(kind.impl, sa.DateTime):
+            converters.append(time)
+        else:
+            converters.append(None)
+    return tuple(converters)
 
 
 @functools.cache
@@ -172,14 +263,13 @@ def _update_statement(columns: tuple[str, ...], dialect: str) -> BulkStatement:
     return BulkStatement.update(store.leads, columns, "lead_id", dialect)
 
 
-def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Rows grouped by their keys (accepted and quarantined submissions differ), each
-    row's values in its group's key order."""
+def _by_columns(rows: Iterable[dict[str, Any]]) -> list[tuple[tuple[str, ...], list[Any]]]:
+    """Rows grouped by the columns they carry (accepted and quarantined submissions
+    differ; rows queued by one call site carry theirs in the same order)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        columns = tuple(sorted(row))
-        groups.setdefault(columns, []).append({name: row[name] for name in columns})
-    return list(groups.values())
+        groups.setdefault(tuple(row), []).append(row)
+    return list(groups.items())
 
 
 class CaptureUnitOfWork(UnitOfWork):

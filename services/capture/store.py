@@ -6,7 +6,6 @@ query on them, each a few lines, so a schema change is checked in one file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -342,39 +341,3 @@ async def retrieval_of(
         retrievals.c.platform == platform, retrievals.c.external_id == external_id
     )
     return (await session.execute(query)).first()
-
-
-async def find_submissions_by_keys(session: AsyncSession, keys: set[str]) -> list[sa.Row[Any]]:
-    """The stored submissions with any of these dedupe keys."""
-    rows: list[sa.Row[Any]] = []
-    for chunk in _chunks(sorted(keys)):
-        query = sa.select(submissions).where(submissions.c.dedupe_key.in_(chunk))
-        rows += (await session.execute(query)).all()
-    return rows
-
-
-async def find_leads(
-    session: AsyncSession, emails: set[str], phones: set[str]
-) -> list[sa.Row[Any]]:
-    """The leads matching any of these emails or phones."""
-    if len(emails) <= 500 and len(phones) <= 500:
-        # One query for a whole intake group.
-        conditions = [
-            column.in_(sorted(values))
-            for column, values in ((leads.c.email, emails), (leads.c.phone, phones))
-            if values
-        ]
-        if not conditions:
-            return []
-        return list((await session.execute(sa.select(leads).where(sa.or_(*conditions)))).all())
-    rows: dict[str, sa.Row[Any]] = {}
-    for column, values in ((leads.c.email, emails), (leads.c.phone, phones)):
-        for chunk in _chunks(sorted(values)):
-            for row in (await session.execute(sa.select(leads).where(column.in_(chunk)))).all():
-                rows[row.lead_id] = row
-    return list(rows.values())
-
-
-def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
