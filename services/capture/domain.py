@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -9,6 +10,7 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
 
 from services.capture.settings import LEAD_FIELDS, FormConfig
 from shared.config import AttributionRule, ChannelsConfig
@@ -92,11 +94,35 @@ class NormalizedLead:
 
 def normalize_email(value: str) -> str:
     """A syntactically valid email, lower-cased (no DNS lookups)."""
+    text = value.strip()
+    local, at, domain = text.partition("@")
+    # Most addresses are a plain ASCII local part at a domain seen before: for those,
+    # email-validator's answer is the local part as written at the domain's normal form
+    # (it checks such a local part with this same pattern and only the lengths below
+    # besides), so only the domain's check is worth keeping, once per domain.
+    if at and DOT_ATOM_TEXT.match(local):
+        names = _domain_names(domain)
+        if names is not None:
+            normalized = f"{local}@{names[0]}"
+            longest = max(len(text.encode()), len(normalized.encode()), len(local) + 1 + names[1])
+            if longest <= EMAIL_MAX_LENGTH:
+                return normalized.lower()
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
+        result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidLead("email", str(exc)) from None
     return result.normalized.lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_names(domain: str) -> tuple[str, int] | None:
+    """A valid domain's normal form and the length of its ASCII form; None when it is
+    not valid (the whole address is then checked, for the exact error)."""
+    try:
+        result = validate_email(f"x@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return result.domain, len(result.ascii_domain.encode())
 
 
 def normalize_phone(value: str, region: str) -> tuple[str, str | None]:

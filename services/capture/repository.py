@@ -30,7 +30,6 @@ from shared.db.uow import UnitOfWork
 
 # Rows are plain namespaces here: the handler reads them by attribute, like sa.Row.
 Row = Any
-Converter = Callable[[Any], Any]
 
 # What the handlers read of a stored lead and of a submission found by its dedupe key.
 LEAD_COLUMNS = ("lead_id", "email", "phone", "contact", "first_touch", "touches", "created_at")
@@ -119,17 +118,19 @@ class SubmissionRepository:
         types' own conversions), so no statement is compiled and no value goes through
         SQLAlchemy's per-row processing."""
         writes: list[Write] = []
+        # A submission's rows all carry the instant it was received: each is converted once.
+        times: dict[Any, Any] = {}
         for columns, rows in _by_columns(self._new_leads.values()):
-            writes.append(self._rows(store.leads, columns, rows, None))
+            writes.append(self._rows(store.leads, columns, rows, None, times))
         updates = [{**v, "lead_id": k} for k, v in self._lead_updates.items()]
         for columns, rows in _by_columns(updates):
-            writes.append(self._rows(store.leads, columns, rows, "lead_id"))
+            writes.append(self._rows(store.leads, columns, rows, "lead_id", times))
         for table, queued in (
             (store.submissions, self._submissions),
             (store.consents, self._consents),
         ):
             for columns, rows in _by_columns(queued):
-                writes.append(self._rows(table, columns, rows, None))
+                writes.append(self._rows(table, columns, rows, None, times))
         self._new_leads, self._lead_updates, self._submissions, self._consents = {}, {}, [], []
         if writes:
             await self.session.run_sync(_run_writes, writes)
@@ -140,22 +141,31 @@ class SubmissionRepository:
         columns: tuple[str, ...],
         rows: list[dict[str, Any]],
         key: str | None,
+        times: dict[Any, Any],
     ) -> Write:
         """The statement for `columns` (an UPDATE by `key`, else an INSERT) and its rows
-        as the driver stores them, in the statement's column order."""
+        as the driver stores them, in the statement's column order (`times`: the times
+        converted so far)."""
         if key is not None:
             columns = (*(c for c in columns if c != key), key)
             statement = _update_statement(columns[:-1], self.dialect)
         else:
             statement = _insert_statement(table, columns, self.dialect)
-        converters = _converters(table, columns, self.dialect)
-        return statement, [
-            tuple(
-                value if convert is None else convert(value)
-                for convert, value in zip(converters, [row[name] for name in columns], strict=True)
-            )
-            for row in rows
-        ]
+        kinds = _kinds(table, columns)
+        time = self._values.time
+        out = []
+        for row in rows:
+            values = [row[name] for name in columns]
+            for i, kind in kinds:
+                value = values[i]
+                if kind is _JSON:
+                    values[i] = _json(value)
+                elif value in times:
+                    values[i] = times[value]
+                else:
+                    values[i] = times[value] = time(value)
+            out.append(tuple(values))
+        return statement, out
 
 
 Read = tuple[tuple[str, ...], str, tuple[str, ...]]  # the columns read, the SQL, its values
@@ -234,23 +244,21 @@ def _json(value: Any) -> str:
         return json_module.dumps(value)
 
 
+_JSON, _TIME = "json", "time"
+
+
 @functools.cache
-def _converters(
-    table: sa.Table, columns: tuple[str, ...], dialect: str
-) -> tuple[Converter | None, ...]:
-    """Per column, the conversion its column type makes before the driver gets it:
-    times and JSON; None for values the driver takes as they are."""
-    time = Values(dialect).time
-    converters: list[Converter | None] = []
-    for name in columns:
+def _kinds(table: sa.Table, columns: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """The positions of `columns` whose column type converts the value before the
+    driver gets it (JSON text, stored times), with which conversion."""
+    kinds = []
+    for i, name in enumerate(columns):
         kind = table.c[name].type
         if isinstance(kind, sa.JSON):
-            converters.append(_json)
+            kinds.append((i, _JSON))
         elif isinstance(kind, sa.types.TypeDecorator) and isinstance(kind.impl, sa.DateTime):
-            converters.append(time)
-        else:
-            converters.append(None)
-    return tuple(converters)
+            kinds.append((i, _TIME))
+    return tuple(kinds)
 
 
 @functools.cache
