@@ -1,4 +1,9 @@
-"""Capture's rules: normalize a contact, resolve the channel, decide consent. No I/O."""
+"""Capture's rules: normalize a contact, resolve the channel, decide consent. No I/O.
+
+The module is over 300 lines because the contact's normalisation (email with its
+cached domain check, phone, names) and the channel and consent rules that read the
+normalised contact are read together.
+"""
 
 from __future__ import annotations
 
