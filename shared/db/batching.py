@@ -5,9 +5,9 @@ to a `Batcher` instead of running it alone. One flusher task takes the messages
 waiting (up to `max_batch`) and runs them as ONE batch: `handle_all(messages)`, the
 bus's one-unit-of-work, one-commit road. Every caller is answered with its own result
 only after that commit, so an answer still means "on disk". When fewer than
-`gather_below` messages are waiting the flusher first gathers for `gather_seconds`
-(5 ms): at a steady rate each request would otherwise be its own batch, and a batch's
-statements and commit cost more than its messages do.
+`gather_below` messages are waiting the flusher first gathers until that many are, for
+at most `gather_seconds`: at a steady rate each request would otherwise be its own
+batch, and a batch's statements and commit cost more than its messages do.
 
 `handle_all` may return an exception in a message's place: that message was refused
 (before it wrote anything) while the others committed; its caller gets the exception
@@ -82,9 +82,21 @@ class Batcher(Generic[M, R]):
             self._wake.clear()
             while queue:
                 if len(queue) < self.gather_below and self.gather_seconds:
-                    await asyncio.sleep(self.gather_seconds)
+                    await self._gather()
                 count = min(self.max_batch, len(queue))
                 await self._flush([queue.popleft() for _ in range(count)])
+
+    async def _gather(self) -> None:
+        """Wait until `gather_below` messages are waiting, or `gather_seconds` passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gather_seconds
+        while len(self._queue) < self.gather_below:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
 
     async def _flush(self, batch: list[tuple[M, asyncio.Future[R]]]) -> None:
         batch = [item for item in batch if not item[1].done()]

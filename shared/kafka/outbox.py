@@ -56,7 +56,7 @@ class OutboxRelay(PollingWorker):
         poll_seconds: float = 1.0,
         batch_size: int = 500,
         publish_timeout: float = 15.0,
-        linger_seconds: float = 0.01,
+        linger_seconds: float = 0.05,
     ) -> None:
         super().__init__()
         # Every commit that wrote outbox rows sets the database's signal: it is this
@@ -139,8 +139,9 @@ class OutboxRelay(PollingWorker):
         if published >= self.batch_size:
             return 0.0  # more is waiting
         if published:
-            # Under load, let the next batch gather for a moment: fewer, larger
-            # batches leave the database to the writers (a few ms of latency).
+            # Under load, let the next batch gather for a moment (50 ms): fewer, larger
+            # batches leave the database to the writers and the process's CPU to its
+            # requests. The first event after a quiet spell goes at once.
             await asyncio.sleep(self.linger_seconds)
         return self.poll_seconds
 
