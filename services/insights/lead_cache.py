@@ -260,28 +260,13 @@ class LeadCache:
     def _changed_rows(self) -> list[tuple[Any, ...]]:
         time = self._statements.values.time
         stored, now = self._stored, time(self.clock())
+        row = lead_merge.row
+        # The UPDATE's parameters: the columns in `lead_merge.row`'s order, then the key.
         changed = [
-            (
-                facts.channel,
-                facts.channel_rank,
-                time(facts.captured_at),
-                facts.is_test,
-                facts.grade,
-                time(facts.graded_at),
-                time(facts.sales_ready_at),
-                time(facts.routed_at),
-                facts.speed_to_lead_ms,
-                time(facts.converted_at),
-                time(facts.disqualified_at),
-                time(facts.engaged_at),
-                time(facts.unsubscribed_at),
-                time(facts.delivery_failed_at),
-                time(facts.erased_at),
-                now,
-                lead_id,
-            )
+            (*values[1:], lead_id)
             for lead_id, facts in self._facts.items()
             if facts != stored[lead_id]
+            for values in (row(lead_id, facts, time, now),)
         ]
         stored.update(self._facts)
         return changed
