@@ -15,6 +15,9 @@ its own savepoint, bounded attempts, and an event that keeps failing goes to the
 topic's `.dlq` in the same transaction, so the partition keeps moving. A database
 outage aborts the batch: nothing is committed, the consumer seeks back and tries
 again after a backoff.
+
+The module is over 300 lines because the fetch loop's pacing (linger, quiet fetches)
+and the batch's one transaction are read together.
 """
 
 from __future__ import annotations
