@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import shutil
 import tempfile
@@ -89,10 +88,6 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]config error[/red]\n{exc}")
         raise typer.Exit(2) from None
-    # Everything imported and built so far lives as long as the process: out of the
-    # collector's sight, full collections stop walking it again and again.
-    gc.collect()
-    gc.freeze()
     uvicorn.run(
         application,
         host=host or settings.host,

@@ -53,7 +53,6 @@ def service_app(
     state: Mapping[str, Any] | None = None,
     drain: Sequence[Cleanup] = (),
     close: Sequence[Cleanup] = (),
-    started: Sequence[Callable[[], Any]] = (),
     admin: str | None = None,
     warn_open_admin: bool = True,
     **edge: Any,
@@ -66,8 +65,8 @@ def service_app(
     - The lifespan starts the runtime (database, relay, consumers, workers); on the way
       out it awaits `drain` (work in hand, before the runtime stops), stops the
       runtime, then awaits `close` (HTTP clients), each in order, whatever fails.
-    - `started`: called once the runtime has started, before the first request (e.g.
-      `freeze_startup_heap`).
+    - Once the runtime has started, before the first request, the start-up heap is
+      frozen (`freeze_startup_heap`), in every service.
     - `admin`: what LEADFLOW_ADMIN_TOKEN guards, as the warning reads it without a
       token (e.g. "admin endpoints are": "... are open (development)" / "... are refused");
       `warn_open_admin=False` keeps quiet about open admin routes in development.
@@ -90,8 +89,7 @@ def service_app(
             for cleanup in reversed(close):
                 stack.push_async_callback(cleanup)
             await stack.enter_async_context(runtime_lifespan(app))
-            for ready in started:
-                ready()
+            freeze_startup_heap()
             for cleanup in reversed(drain):
                 stack.push_async_callback(cleanup)
             yield

@@ -10,7 +10,7 @@ from services.capture import settings as capture_settings
 from services.capture.http import router
 from services.capture.retrieval import RetrievalWorker
 from services.capture.spam import RateLimiter
-from shared.app import configure, freeze_startup_heap, service_app
+from shared.app import configure, service_app
 from shared.settings import Settings
 
 SERVICE = "capture"
@@ -52,9 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
         drain=[intake.stop],
         close=[http_client.aclose],
-        # Form posts come in bursts of small requests: a full collection over the
-        # start-up heap would stall every request in flight (see freeze_startup_heap).
-        started=[freeze_startup_heap],
         admin="quarantine and consent routes are",
         warn_open_admin=False,
         max_in_flight=runtime.settings.max_in_flight,

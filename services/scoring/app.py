@@ -11,7 +11,7 @@ from services.scoring import settings as scoring_settings
 from services.scoring.decay import DecayWorker
 from services.scoring.http import router
 from services.scoring.model import RuleModel
-from shared.app import configure, freeze_startup_heap, service_app
+from shared.app import configure, service_app
 from shared.settings import Settings
 
 SERVICE = "scoring"
@@ -41,8 +41,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[router],
         workers={"decay": decay.run} if config.decay.half_life_days else {},
         state={"config": config, "model": model, "bus": bus, "decay": decay},
-        # Every scored event allocates its state, score and rows: collections should walk
-        # those, not the start-up heap (see freeze_startup_heap).
-        started=[freeze_startup_heap],
         max_in_flight=runtime.settings.max_in_flight,
     )
