@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from leadflow import registry
+from shared.app import freeze_heap_once_started
 from shared.config import ConfigError, load_config
 from shared.settings import SERVICES, Settings
 
@@ -88,6 +89,7 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]config error[/red]\n{exc}")
         raise typer.Exit(2) from None
+    freeze_heap_once_started(application)
     uvicorn.run(
         application,
         host=host or settings.host,

@@ -65,8 +65,6 @@ def service_app(
     - The lifespan starts the runtime (database, relay, consumers, workers); on the way
       out it awaits `drain` (work in hand, before the runtime stops), stops the
       runtime, then awaits `close` (HTTP clients), each in order, whatever fails.
-    - Once the runtime has started, before the first request, the start-up heap is
-      frozen (`freeze_startup_heap`), in every service.
     - `admin`: what LEADFLOW_ADMIN_TOKEN guards, as the warning reads it without a
       token (e.g. "admin endpoints are": "... are open (development)" / "... are refused");
       `warn_open_admin=False` keeps quiet about open admin routes in development.
@@ -89,7 +87,6 @@ def service_app(
             for cleanup in reversed(close):
                 stack.push_async_callback(cleanup)
             await stack.enter_async_context(runtime_lifespan(app))
-            freeze_startup_heap()
             for cleanup in reversed(drain):
                 stack.push_async_callback(cleanup)
             yield
@@ -110,6 +107,26 @@ def service_app(
     for name, value in (state or {}).items():
         setattr(app.state, name, value)
     return app
+
+
+def freeze_heap_once_started(app: FastAPI) -> None:
+    """Freeze the start-up heap (`freeze_startup_heap`) once `app`'s lifespan has started
+    (the runtime, its connections and clients built), before the first request.
+
+    For a served process only (`leadflow serve`): frozen objects are never collected,
+    so in a test process, which builds and drops many apps, whatever one of them leaked
+    would stay for good (an unclosed aiosqlite connection's thread keeps the
+    interpreter from exiting).
+    """
+    started = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with started(app) as state:
+            freeze_startup_heap()
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 def freeze_startup_heap(young_threshold: int = 20_000) -> None:
