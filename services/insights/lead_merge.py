@@ -39,26 +39,8 @@ _EARLIEST = (
     "erased_at",
 )
 
-# The statement's parameters, in the order of `row`.
-COLUMNS = (
-    "lead_id",
-    "channel",
-    "channel_rank",
-    "captured_at",
-    "is_test",
-    "grade",
-    "graded_at",
-    "sales_ready_at",
-    "routed_at",
-    "speed_to_lead_ms",
-    "converted_at",
-    "disqualified_at",
-    "engaged_at",
-    "unsubscribed_at",
-    "delivery_failed_at",
-    "erased_at",
-    "updated_at",
-)
+# The statement's parameters, in the order of `row`: the table's columns.
+COLUMNS = tuple(column.name for column in leads.columns)
 
 
 def row(lead_id: str, facts: LeadFacts, time: Any, now: Any) -> tuple[Any, ...]:
