@@ -9,9 +9,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from shared.messages import Message
 
-@dataclass(frozen=True)
-class CaptureLead:
+
+class CaptureLead(Message):
     """Store one submission and announce it (or hold it back as suspected spam)."""
 
     source: str
@@ -28,8 +29,7 @@ class CaptureLead:
     platform: Mapping[str, str] = field(default_factory=dict)  # platform ids worth keeping
 
 
-@dataclass(frozen=True)
-class CaptureLeads:
+class CaptureLeads(Message):
     """Store submissions together (one of them, or a group of concurrent ones)."""
 
     commands: tuple[CaptureLead, ...]
@@ -56,25 +56,21 @@ class NotReleasable(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class SubmissionCommand:
+class SubmissionCommand(Message):
     """A command about one stored submission."""
 
     submission_id: str
 
 
-@dataclass(frozen=True)
 class ReleaseSubmission(SubmissionCommand):
     """Let a quarantined submission through: the normal capture path, on the same row."""
 
 
-@dataclass(frozen=True)
 class RejectSubmission(SubmissionCommand):
     """Drop a quarantined submission for good: spam keeps no personal data."""
 
 
-@dataclass(frozen=True)
-class EraseLead:
+class EraseLead(Message):
     """Forget a person, found by email, phone or lead id."""
 
     email: str | None = None
@@ -82,8 +78,7 @@ class EraseLead:
     lead_id: str | None = None
 
 
-@dataclass(frozen=True)
-class CreateApiKey:
+class CreateApiKey(Message):
     """Issue an API key for a lead vendor or server-to-server source."""
 
     name: str
@@ -92,35 +87,30 @@ class CreateApiKey:
     scopes: tuple[str, ...] = ("leads:write",)
 
 
-@dataclass(frozen=True)
-class PlatformCommand:
+class PlatformCommand(Message):
     """A command about an ad platform's leads (the platform: meta, linkedin...)."""
 
     platform: str
 
 
-@dataclass(frozen=True)
 class QueueRetrievals(PlatformCommand):
     """Meta or LinkedIn notified these lead ids: a retrieval job for each one not seen yet."""
 
     notifications: Mapping[str, Mapping[str, Any]]  # platform lead id → notification
 
 
-@dataclass(frozen=True)
 class ForgetPlatformLead(PlatformCommand):
     """The platform reports the person deleted this lead: stop fetching, scrub its answers."""
 
     external_id: str
 
 
-@dataclass(frozen=True)
-class RetrievalCommand:
+class RetrievalCommand(Message):
     """A command about one retrieval job."""
 
     retrieval_id: str
 
 
-@dataclass(frozen=True)
 class ClaimRetrieval(RetrievalCommand):
     """Take a due retrieval job for one attempt (only if nobody took it since it was read)."""
 
@@ -128,19 +118,16 @@ class ClaimRetrieval(RetrievalCommand):
     lease_until: datetime
 
 
-@dataclass(frozen=True)
 class CaptureRetrievedLead(RetrievalCommand):
     """The platform answered: capture the lead and close its retrieval job together."""
 
     command: CaptureLead
 
 
-@dataclass(frozen=True)
 class SkipRetrievedLead(RetrievalCommand):
     """The platform answered with a test lead that is not accepted: close the job."""
 
 
-@dataclass(frozen=True)
 class RetryRetrieval(RetrievalCommand):
     """An attempt failed: try again at `next_at`."""
 

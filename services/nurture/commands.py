@@ -7,72 +7,54 @@ call the bus (messagebus.py); the Kafka consumer hands over event envelopes inst
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from shared.messages import LeadMessage, Message, RoundMessage
 
-@dataclass(frozen=True)
-class SendMessage:
+
+class SendMessage(Message):
     """A message about one email of the send queue."""
 
     send_id: str
 
 
-@dataclass(frozen=True)
 class RecordOpen(SendMessage):
     """The open pixel of a send was fetched."""
 
 
-@dataclass(frozen=True)
 class RecordClick(SendMessage):
     """A tracked link of a send was followed."""
 
     link_id: str
 
 
-@dataclass(frozen=True)
 class RedriveSend(SendMessage):
     """An operator sends a failed email again."""
 
 
-@dataclass(frozen=True)
-class LeadMessage:
-    """A message about one lead."""
-
-    lead_id: str
-
-
-@dataclass(frozen=True)
 class Unsubscribe(LeadMessage):
     """The person asked for no more email (`method`: one_click or page)."""
 
     method: str
 
 
-@dataclass(frozen=True)
 class ConfirmConsent(LeadMessage):
     """The person clicked the double opt-in link (from `ip`)."""
 
     ip: str | None
 
 
-@dataclass(frozen=True)
-class Unsuppress:
+class Unsuppress(Message):
     """An operator takes an address off the suppression list, at the person's request."""
 
     email: str
 
 
-@dataclass(frozen=True)
-class ClaimDueSends:
+class ClaimDueSends(RoundMessage):
     """The scheduler takes the emails that may go out at `now` (its first transaction)."""
 
-    now: datetime
 
-
-@dataclass(frozen=True)
-class RecordSendResults:
+class RecordSendResults(Message):
     """The scheduler stores how each claimed email ended at the relay (its second one).
 
     `claimed` are the `claiming.Claimed` of the round; `results` the mailer's answer per

@@ -6,48 +6,28 @@ functions (queries.py). Events from Kafka arrive as envelopes, not as these.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from services.router.destinations import DeliveryResult, Item
+from shared.messages import LeadMessage, Message, RoundMessage
 
 OutcomeKind = Literal["converted", "disqualified"]
 
 
-@dataclass(frozen=True)
-class AssignmentMessage:
-    """A message about one assignment."""
+class AcknowledgeAssignment(Message):
+    """The rep took the lead: stop the speed-to-lead clock."""
 
     assignment_id: str
 
 
-@dataclass(frozen=True)
-class AcknowledgeAssignment(AssignmentMessage):
-    """The rep took the lead: stop the speed-to-lead clock."""
-
-
-@dataclass(frozen=True)
-class DeliveryMessage:
-    """A message about one delivery."""
+class RedriveDelivery(Message):
+    """Queue a failed delivery again with a fresh attempt budget."""
 
     delivery_id: str
 
 
-@dataclass(frozen=True)
-class RedriveDelivery(DeliveryMessage):
-    """Queue a failed delivery again with a fresh attempt budget."""
-
-
-@dataclass(frozen=True)
-class LeadMessage:
-    """A message about one lead."""
-
-    lead_id: str
-
-
-@dataclass(frozen=True)
 class RecordOutcome(LeadMessage):
     """The CRM says the lead converted or will not buy."""
 
@@ -59,25 +39,15 @@ class RecordOutcome(LeadMessage):
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class RoundMessage:
-    """A worker round's message: what is due at `now`."""
-
-    now: datetime
-
-
-@dataclass(frozen=True)
 class CheckSla(RoundMessage):
     """Reassign and escalate open assignments past their SLA at `now`."""
 
 
-@dataclass(frozen=True)
 class ClaimDueDeliveries(RoundMessage):
     """A delivery round's first step: take the due deliveries that may go out now."""
 
 
-@dataclass(frozen=True)
-class RecordDeliveryResults:
+class RecordDeliveryResults(Message):
     """A delivery round's last step: how each claimed delivery ended."""
 
     claimed: dict[str, list[Item]]

@@ -6,25 +6,20 @@ functions in views.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from shared.messages import RoundMessage
 
 
-@dataclass(frozen=True)
-class RescoreRun:
+class RescoreRun(RoundMessage):
     """A page of a re-scoring run: up to `limit` leads as of `now`, recorded as `run_id`."""
 
-    now: datetime
     limit: int
     run_id: str
 
 
-@dataclass(frozen=True)
 class SweepDecay(RescoreRun):
     """Re-score the leads whose decay deadline passed by `now`."""
 
 
-@dataclass(frozen=True)
 class ReplayNextPage(RescoreRun):
     """Re-score the leads after `after` from their logged events."""
 
