@@ -22,22 +22,13 @@ import functools
 from typing import Any
 
 from services.insights.lead_facts import RANK_FIRST_TOUCH, LeadFacts
-from services.insights.store import leads
+from services.insights.store import MILESTONES, leads
 from shared.db.bulk import BulkStatement
 
 # A lead's facts before its batch's events: `is_test` None means "no event set it".
 PARTIAL = LeadFacts()._with(is_test=None)
 
-_EARLIEST = (
-    "captured_at",
-    "sales_ready_at",
-    "converted_at",
-    "disqualified_at",
-    "engaged_at",
-    "unsubscribed_at",
-    "delivery_failed_at",
-    "erased_at",
-)
+_EARLIEST = ("captured_at", "sales_ready_at", *MILESTONES)
 
 # The statement's parameters, in the order of `row`: the table's columns.
 COLUMNS = tuple(column.name for column in leads.columns)

@@ -9,31 +9,50 @@ through `LeadCache` (lead_cache.py), spend through `SpendRepository`
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
-from shared.db.tables import flags, lead_id_column, service_metadata, stamps, times
+from shared.db.tables import (
+    channel_column,
+    flags,
+    lead_id_column,
+    service_metadata,
+    stamps,
+    times,
+)
 
 metadata, outbox, inbox = service_metadata()
+
+
+def money_columns(*names: str, nullable: bool = False) -> list[sa.Column[Any]]:
+    """Money as stored: integer ten-thousandths (`money.MONEY_SCALE`), exact on both
+    databases."""
+    return [sa.Column(name, sa.BigInteger, nullable=nullable) for name in names]
+
+
+# What a lead may reach after capture, each kept at its earliest time.
+MILESTONES = (
+    "converted_at",
+    "disqualified_at",
+    "engaged_at",
+    "unsubscribed_at",
+    "delivery_failed_at",
+    "erased_at",
+)
 
 leads = sa.Table(
     "leads",
     metadata,
     lead_id_column(primary_key=True),
-    sa.Column("channel", sa.String(100), nullable=True, index=True),
+    channel_column(nullable=True, index=True),
     sa.Column("channel_rank", sa.SmallInteger, nullable=False, default=0),
     *times("captured_at", nullable=True, index=True),
     *flags("is_test", default=False),
     sa.Column("grade", sa.String(8), nullable=True),
     *stamps("graded_at", "sales_ready_at", "routed_at"),
     sa.Column("speed_to_lead_ms", sa.BigInteger, nullable=True),
-    *stamps(
-        "converted_at",
-        "disqualified_at",
-        "engaged_at",
-        "unsubscribed_at",
-        "delivery_failed_at",
-        "erased_at",
-    ),
+    *stamps(*MILESTONES),
     *times("updated_at"),
 )
 
@@ -43,9 +62,9 @@ touches = sa.Table(
     metadata,
     sa.Column("submission_id", sa.String(64), primary_key=True),
     lead_id_column(nullable=False, index=True),
-    sa.Column("channel", sa.String(100), nullable=False),
+    channel_column(nullable=False),
     *flags("is_new_lead", "is_test"),
-    sa.Column("cost_units", sa.BigInteger, nullable=True),
+    *money_columns("cost_units", nullable=True),
     *times("captured_at", index=True),
 )
 
@@ -55,7 +74,7 @@ conversions = sa.Table(
     metadata,
     lead_id_column(primary_key=True),
     sa.Column("outcome_id", sa.String(200), primary_key=True),
-    sa.Column("value_units", sa.BigInteger, nullable=False),
+    *money_columns("value_units"),
     sa.Column("currency", sa.String(16), nullable=False),
     *times("occurred_at"),
 )
@@ -64,9 +83,9 @@ conversions = sa.Table(
 channel_spend = sa.Table(
     "channel_spend",
     metadata,
-    sa.Column("channel", sa.String(100), primary_key=True),
+    channel_column(primary_key=True),
     sa.Column("day", sa.Date, primary_key=True),
-    sa.Column("amount_units", sa.BigInteger, nullable=False),
+    *money_columns("amount_units"),
     sa.Column("impressions", sa.BigInteger, nullable=True),
     sa.Column("clicks", sa.BigInteger, nullable=True),
     *times("updated_at"),

@@ -39,6 +39,16 @@ def lead_id_column(length: int = 64, **options: Any) -> sa.Column[Any]:
     return sa.Column("lead_id", sa.String(length), **options)
 
 
+def event_id_column(name: str = "event_id", **options: Any) -> sa.Column[Any]:
+    """An event's id (its CloudEvents `ce_id`), as inboxes and event logs keep it."""
+    return sa.Column(name, sa.String(200), **options)
+
+
+def channel_column(**options: Any) -> sa.Column[Any]:
+    """The channel a lead came through (`utm_source / utm_medium`, a platform, `direct`)."""
+    return sa.Column("channel", sa.String(100), **options)
+
+
 def lead_contact_columns() -> list[sa.Column[Any]]:
     """A lead as `lead.scored` carries it: its (indexed) email, contact and form fields."""
     return [
@@ -100,7 +110,7 @@ def add_plumbing_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         "inbox",
         metadata,
         sa.Column("consumer", sa.String(100), primary_key=True),
-        sa.Column("event_id", sa.String(200), primary_key=True),
+        event_id_column(primary_key=True),
         *times("handled_at"),
     )
     return outbox, inbox

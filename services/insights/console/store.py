@@ -19,23 +19,41 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.insights.store import leads as funnel_leads
 from services.insights.store import metadata
 from shared.db.statements import utc_day
-from shared.db.tables import column_names, json_columns, lead_id_column, stamps, times
+from shared.db.tables import (
+    channel_column,
+    column_names,
+    event_id_column,
+    json_columns,
+    lead_id_column,
+    stamps,
+    times,
+)
+
+# The newest capture's contact, by column and length; searches match the indexed
+# lower-cased `_lc` copies.
+CONTACT_LENGTHS = {
+    "email": 320,
+    "email_lc": 320,
+    "first_name": 200,
+    "last_name": 200,
+    "name_lc": 401,
+    "company": 300,
+    "company_lc": 300,
+    "job_title": 300,
+    "phone": 40,
+    "country": 8,
+}
+CONTACT_COLUMNS = tuple(CONTACT_LENGTHS)
 
 profiles = sa.Table(
     "console_leads",
     metadata,
     lead_id_column(primary_key=True),
-    sa.Column("email", sa.String(320), nullable=True),
-    sa.Column("email_lc", sa.String(320), nullable=True, index=True),
-    sa.Column("first_name", sa.String(200), nullable=True),
-    sa.Column("last_name", sa.String(200), nullable=True),
-    sa.Column("name_lc", sa.String(401), nullable=True, index=True),
-    sa.Column("company", sa.String(300), nullable=True),
-    sa.Column("company_lc", sa.String(300), nullable=True, index=True),
-    sa.Column("job_title", sa.String(300), nullable=True),
-    sa.Column("phone", sa.String(40), nullable=True),
-    sa.Column("country", sa.String(8), nullable=True),
-    sa.Column("channel", sa.String(100), nullable=True),
+    *(
+        sa.Column(name, sa.String(length), nullable=True, index=name.endswith("_lc"))
+        for name, length in CONTACT_LENGTHS.items()
+    ),
+    channel_column(nullable=True),
     # How sure the channel is: 2 from a capture's first touch, 1 from a score or a routing.
     sa.Column("channel_rank", sa.SmallInteger, nullable=False, default=0),
     *stamps("captured_at"),
@@ -54,24 +72,12 @@ timeline = sa.Table(
     "console_timeline",
     metadata,
     lead_id_column(primary_key=True),
-    sa.Column("event_id", sa.String(200), primary_key=True),
+    event_id_column(primary_key=True),
     sa.Column("kind", sa.String(32), nullable=False),
     *times("at"),
     *json_columns("data"),
 )
 
-CONTACT_COLUMNS = (
-    "email",
-    "email_lc",
-    "first_name",
-    "last_name",
-    "name_lc",
-    "company",
-    "company_lc",
-    "job_title",
-    "phone",
-    "country",
-)
 PROFILE_COLUMNS = column_names(profiles)
 TIMELINE_COLUMNS = column_names(timeline)
 
