@@ -7,7 +7,6 @@ from the insights database named by the LEADFLOW_* settings instead.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import sys
 from typing import Annotated, Any
@@ -133,9 +132,8 @@ def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
     from services.insights import settings as insights_settings
     from services.insights.report_csv import to_csv
     from services.insights.window import InvalidWindow
+    from shared.cli import run_with_uows
     from shared.config import ConfigError, load_config
-    from shared.db.engine import Database
-    from shared.db.uow import UnitOfWork
     from shared.settings import Settings
 
     settings = Settings()
@@ -145,24 +143,13 @@ def _direct(since: str | None, until: str | None) -> tuple[dict[str, Any], str]:
         _err().print(f"[red]config error[/red]\n{exc}")
         raise typer.Exit(2) from None
 
-    async def build() -> Any:
-        db = Database(
-            settings.database_url_for("insights"),
-            service="insights",
-            schema=settings.schema_for("insights"),
-        )
-        try:
-            return await queries.channel_report(
-                lambda: UnitOfWork(db, store.outbox, store.inbox, "leadflow/cli"),
-                config,
-                since,
-                until,
-            )
-        finally:
-            await db.dispose()
-
     try:
-        report = asyncio.run(build())
+        report = run_with_uows(
+            "insights",
+            store.outbox,
+            store.inbox,
+            lambda uows: queries.channel_report(uows, config, since, until),
+        )
     except InvalidWindow as exc:
         _err().print(f"[red]error[/red]: {exc.message}", highlight=False)
         raise typer.Exit(2) from None
