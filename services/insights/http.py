@@ -16,7 +16,7 @@ from services.insights.report import ChannelReport
 from services.insights.report_csv import to_csv
 from services.insights.window import InvalidWindow
 from shared.db.engine import offload_statements
-from shared.http import AdminDep, ApiError, BusDep
+from shared.http import ADMIN_ERRORS, AdminDep, ApiError, BusDep
 
 router = APIRouter()
 
@@ -131,10 +131,7 @@ class SpendOut(BaseModel):
     tags=["spend"],
     summary="Set a channel's spend of one day (replaces an earlier post for that day)",
     response_model=SpendOut,
-    responses={
-        401: {"description": "No admin token"},
-        403: {"description": "Wrong admin token"},
-    },
+    responses=ADMIN_ERRORS,
 )
 async def post_spend(
     _: AdminDep,

@@ -24,7 +24,7 @@ from services.nurture.pages import NO_STORE, either, error_page, page, wants_htm
 from services.nurture.queries import LeadRecord
 from services.nurture.views import enrollment_view, send_view
 from shared.clock import iso, utc_now
-from shared.http import AdminDep, ApiError, BusDep, SettingsDep, app_state
+from shared.http import ADMIN_ERRORS, AdminDep, ApiError, BusDep, SettingsDep, app_state
 from shared.settings import Settings
 
 router = APIRouter()
@@ -240,11 +240,7 @@ async def lead_enrollments(lead_id: str, bus: BusDep, config: ConfigDep) -> list
     "/v1/leads/{lead_id}/consent",
     summary="The lead's marketing consent, double opt-in and unsubscribe state (admin)",
     tags=["enrollments"],
-    responses={
-        401: {"description": "No admin token"},
-        403: {"description": "Wrong admin token"},
-        404: {"description": "Nurture has not seen this lead"},
-    },
+    responses={**ADMIN_ERRORS, 404: {"description": "Nurture has not seen this lead"}},
 )
 async def lead_consent(lead_id: str, bus: BusDep, _: AdminDep) -> dict[str, Any]:
     """Consent (none, pending confirmation, granted) with its source, time and IP: the proof

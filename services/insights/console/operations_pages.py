@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from services.insights.console.pages import Console, FormDep, PageDep, Refused, checked, see_other
@@ -21,23 +21,6 @@ from shared.kafka.dlq import DeadLetter, read_dead_letters, redrive
 router = APIRouter()
 
 
-@router.get("/quarantine")
-async def quarantine(
-    page: PageDep,
-    before: Annotated[str, Query(max_length=40)] = "",
-    notice: Annotated[str, Query(max_length=20)] = "",
-    id: Annotated[str, Query(max_length=100)] = "",
-) -> Response:
-    answer = await page.console.services.quarantine(before or None)
-    context = {
-        "answer": answer,
-        "items": (answer.body or {}).get("items", []) if answer.ok else [],
-        "next_before": (answer.body or {}).get("next_before") if answer.ok else None,
-        "notice": _notice(notice, id),
-    }
-    return page.render("quarantine.html", context)
-
-
 NOTICES = {
     "released": "Released submission {id}: it is a lead now.",
     "rejected": "Rejected submission {id}.",
@@ -45,9 +28,38 @@ NOTICES = {
 }
 
 
-def _notice(code: str, item: str) -> str | None:
-    template = NOTICES.get(code)
-    return template.format(id=item) if template else None
+def notice_of(id_length: int) -> Any:
+    """A page's notice after an action redirected to it (`?notice=released&id=...`): the
+    text to show, or None; `id_length` bounds the id the redirect names."""
+
+    def notice(notice: str = "", id: str = "") -> str | None:
+        template = NOTICES.get(notice)
+        return template.format(id=id) if template else None
+
+    # Objects, not this module's postponed (string) annotations, which FastAPI would
+    # resolve in the module's globals, where `id_length` is not.
+    notice.__annotations__ = {
+        "notice": Annotated[str, Query(max_length=20)],
+        "id": Annotated[str, Query(max_length=id_length)],
+        "return": str | None,
+    }
+    return Depends(notice)
+
+
+@router.get("/quarantine")
+async def quarantine(
+    page: PageDep,
+    notice: Annotated[str | None, notice_of(id_length=100)],
+    before: Annotated[str, Query(max_length=40)] = "",
+) -> Response:
+    answer = await page.console.services.quarantine(before or None)
+    context = {
+        "answer": answer,
+        "items": (answer.body or {}).get("items", []) if answer.ok else [],
+        "next_before": (answer.body or {}).get("next_before") if answer.ok else None,
+        "notice": notice,
+    }
+    return page.render("quarantine.html", context)
 
 
 @router.post("/quarantine/{submission_id}/{action}")
@@ -75,9 +87,7 @@ async def _letters(console: Console, topic: str) -> list[DeadLetter] | str:
 
 @router.get("/dead-letters")
 async def dead_letters(
-    page: PageDep,
-    notice: Annotated[str, Query(max_length=20)] = "",
-    id: Annotated[str, Query(max_length=300)] = "",
+    page: PageDep, notice: Annotated[str | None, notice_of(id_length=300)]
 ) -> Response:
     console = page.console
     deliveries, *letters = await asyncio.gather(
@@ -86,7 +96,7 @@ async def dead_letters(
     context = {
         "deliveries": deliveries,
         "topics": list(zip(TOPICS, letters, strict=True)),
-        "notice": _notice(notice, id),
+        "notice": notice,
     }
     return page.render("dead_letters.html", context)
 
