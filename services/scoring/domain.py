@@ -198,6 +198,9 @@ def lead_scored(
 
 
 def event_payload(envelope: Envelope[Event]) -> str:
-    """What the event log keeps of an event: its body, as JSON text."""
+    """What the event log keeps of an event: its body, as JSON text (as it came, when it
+    came from a record: the body the contract validated)."""
+    if envelope.body is not None:
+        return envelope.body.decode()
     data = envelope.data
     return data.__pydantic_serializer__.to_json(data).decode()

@@ -40,6 +40,7 @@ from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import Envelope, LeadErased
 from shared.events.contracts import Event
+from shared.kafka.handling import observe_all
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,14 @@ async def _score_event(
         state = await rebuilt(uow, state, model)
     started = time.perf_counter()
     update = rescore(state, signal, model, now, always=always)
-    _timer(cause).observe(time.perf_counter() - started)
+    timings = cache.timings.get(cause)
+    if timings is None:
+        timings = cache.timings[cause] = []
+    if not timings or cache.one_by_one:
+        uow.on_commit(
+            functools.partial(_observe_timings, cache, cause), once_key=f"scoring.timings.{cause}"
+        )
+    timings.append(time.perf_counter() - started)
     event_type = data.TYPE
     # Computed first, staged together: a failure here leaves the cache untouched.
     event = _scored(update, now, cause_event_id=event_id, cause_type=event_type)
@@ -207,6 +215,13 @@ async def _apply(
             snapshot.channel,
         )
     ] += 1
+
+
+def _observe_timings(cache: LeadCache, cause: str) -> None:
+    # Once committed, the transaction's scoring durations of a cause in one go.
+    timings = cache.timings.pop(cause, None)
+    if timings:
+        observe_all(_timer(cause), timings)
 
 
 def _count(cache: LeadCache) -> None:

@@ -90,8 +90,9 @@ class LeadCache:
         self._erased_at: dict[str, datetime | None] = {}
         self._staged = _Rows()
         self._queued = _Rows()
+        # Counted and timed by the handlers, observed once the transaction has committed.
         self.tally: Counter[Any] = Counter()
-        """What the handlers count once the transaction has committed (metrics)."""
+        self.timings: dict[str, list[float]] = {}
         self._times: dict[datetime | None, Any] = {}
 
     @classmethod
@@ -102,7 +103,7 @@ class LeadCache:
     @property
     def one_by_one(self) -> bool:
         """Inside a savepoint: each event's rows are written at once."""
-        return self.session.in_nested_transaction()
+        return self.session.sync_session.in_nested_transaction()
 
     # Reads ---------------------------------------------------------------------------------
 
@@ -170,8 +171,7 @@ class LeadCache:
         self._staged.states[state.lead_id] = (state, now, erased_at)
 
     def _time(self, value: datetime | None) -> Any:
-        # An event's rows share its `now`, and a lead's row the times of its events:
-        # each converted once (equal instants are stored alike).
+        # Equal instants (an event's rows, a lead's row and its events) converted once.
         converted = self._times.get(value)
         if converted is None:
             converted = self._times[value] = self._values.time(value)

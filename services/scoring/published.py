@@ -72,10 +72,30 @@ def scored_body(
     )
 
 
-def _event_id() -> str:
-    # str(uuid.uuid4()), at half its cost: 122 random bits, version 4, RFC 4122 variant.
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+class _EventIds:
+    """str(uuid.uuid4()) at a fraction of its cost: 122 random bits from the same source
+    (os.urandom), read for 256 ids at a time instead of one system call per id; version 4,
+    RFC 4122 variant."""
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = os.urandom(16 * 256).hex(), 0
+        self._at = at + 32
+        h = self._hex[at : at + 32]
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+    def forget(self) -> None:
+        """Drop the unread bits (a forked child must not reuse its parent's)."""
+        self._hex, self._at = "", 0
+
+
+_event_id = _EventIds()
+os.register_at_fork(after_in_child=_event_id.forget)
 
 
 def publish_scored(uow: UnitOfWork, lead_id: str, body: bytes) -> str:

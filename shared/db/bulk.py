@@ -190,7 +190,8 @@ def _sqlite_time(value: datetime | None) -> str | None:
         raise ValueError("naive datetime given to a UTC column")
     if zone is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # The aware text less its "+00:00": one string, no naive copy of the time.
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def _aware_time(value: datetime | None) -> datetime | None:

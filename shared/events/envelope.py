@@ -34,6 +34,8 @@ class Envelope(Generic[E]):
     source: str
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: datetime = field(default_factory=utc_now)
+    body: bytes | None = field(default=None, compare=False, repr=False)
+    """The JSON body the event was read from (`decode`), if it was read from a record."""
 
     @property
     def type(self) -> str:
@@ -107,4 +109,4 @@ def decode(
         time = datetime.fromisoformat(attrs["ce_time"]) if attrs.get("ce_time") else utc_now()
     except ValueError as exc:
         raise InvalidEnvelope(f"bad ce_time {attrs['ce_time']!r}") from exc
-    return Envelope(data=data, source=attrs["ce_source"], id=attrs["ce_id"], time=time)
+    return Envelope(data=data, source=attrs["ce_source"], id=attrs["ce_id"], time=time, body=value)

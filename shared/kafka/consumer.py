@@ -43,7 +43,7 @@ from shared.kafka.handling import DLQ_HEADERS as DLQ_HEADERS
 from shared.kafka.handling import REDRIVE_HEADER as REDRIVE_HEADER
 from shared.kafka.handling import BatchHook as BatchHook
 from shared.kafka.handling import Handler as Handler
-from shared.kafka.handling import handler_name, record_event_id
+from shared.kafka.handling import handler_name, observe_all, record_event_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -290,12 +290,11 @@ class EventConsumer:
         # Counted once committed, and one label lookup per distinct series, not per event.
         for (topic, name, outcome), n in Counter(counts).items():
             metrics.events_consumed_total.labels(self.service, topic, name, outcome).inc(n)
-        children: dict[str, Any] = {}
+        timings: dict[str, list[float]] = {}
         for name, seconds in durations:
-            child = children.get(name)
-            if child is None:
-                child = children[name] = metrics.handler_duration_seconds.labels(self.service, name)
-            child.observe(seconds)
+            timings.setdefault(name, []).append(seconds)
+        for name, values in timings.items():
+            observe_all(metrics.handler_duration_seconds.labels(self.service, name), values)
 
     def _name(self, handler: Handler) -> str:
         name = self._names.get(handler)
