@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from services.nurture.config import FrequencyCap, NurtureConfig, QuietHours
 from services.nurture.sequence_config import SequenceConfig
 from services.nurture.timezones import COUNTRY_TIMEZONES
+from shared.views import fields_of
 
 
 def email_hash(email: str) -> str:
@@ -196,12 +197,7 @@ def lead_facts(row: Any, suppressed: bool = False) -> LeadFacts:
     """Rule input from a stored lead row."""
     contact = row.contact or {}
     return LeadFacts(
-        lead_id=row.lead_id,
-        email=row.email,
-        grade=row.grade,
-        channel=row.channel,
-        form_id=row.form_id,
-        form_type=row.form_type,
+        **fields_of(row, "lead_id", "email", "grade", "channel", "form_id", "form_type"),
         country=contact.get("country"),
         consent_granted=row.consent == "granted",
         sales_ready=bool(row.sales_ready),
@@ -216,12 +212,7 @@ def lead_facts(row: Any, suppressed: bool = False) -> LeadFacts:
 
 
 def past_run(row: Any) -> PastRun:
-    return PastRun(
-        sequence_id=row.sequence_id,
-        status=row.status,
-        exit_reason=row.exit_reason,
-        ended_at=row.ended_at,
-    )
+    return PastRun(**fields_of(row, "sequence_id", "status", "exit_reason", "ended_at"))
 
 
 # The scheduler's decision for one due email -------------------------------------------

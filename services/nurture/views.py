@@ -8,22 +8,19 @@ from services.nurture import store
 from services.nurture.config import NurtureConfig
 from services.nurture.enrollment import OPEN_RUNS
 from shared.clock import iso
+from shared.views import fields_of
 
 
 def send_view(row: Any) -> dict[str, Any]:
     """One email as the API shows it (no address, no content)."""
     return {
-        "send_id": row.send_id,
-        "kind": row.kind,
-        "step": row.step,
+        **fields_of(row, "send_id", "kind", "step"),
         "id": row.step_id,
         "status": row.status,
         "due_at": iso(row.due_at),
         "scheduled_for": iso(row.next_attempt_at) if row.status == store.SCHEDULED else None,
         "sent_at": iso(row.sent_at),
-        "attempts": row.attempts,
-        "last_error": row.last_error,
-        "message_id": row.message_id,
+        **fields_of(row, "attempts", "last_error", "message_id"),
         "opened_at": iso(row.opened_at),
         "clicks": row.clicks,
     }
@@ -53,9 +50,7 @@ def enrollment_view(run: Any, sends: list[Any], config: NurtureConfig) -> dict[s
         "enrollment_id": run.enrollment_id,
         "sequence": run.sequence_id,
         "sequence_name": (sequence.name if sequence else None) or run.sequence_id,
-        "run": run.run,
-        "status": run.status,
-        "exit_reason": run.exit_reason,
+        **fields_of(run, "run", "status", "exit_reason"),
         "enrolled_at": iso(run.enrolled_at),
         "ended_at": iso(run.ended_at),
         "steps": steps,

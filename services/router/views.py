@@ -6,23 +6,16 @@ from typing import Any
 
 from services.router import store
 from shared.clock import iso
+from shared.views import fields_of
 
 
 def delivery_view(row: Any) -> dict[str, Any]:
     return {
-        "delivery_id": row.delivery_id,
-        "assignment_id": row.assignment_id,
-        "lead_id": row.lead_id,
-        "destination": row.destination,
+        **fields_of(row, "delivery_id", "assignment_id", "lead_id", "destination"),
         "type": row.kind,
-        "purpose": row.purpose,
-        "status": row.status,
-        "attempts": row.attempts,
-        "redrives": row.redrives,
+        **fields_of(row, "purpose", "status", "attempts", "redrives"),
         "next_attempt_at": iso(row.next_attempt_at) if row.status == store.PENDING else None,
-        "last_error": row.last_error,
-        "last_status": row.last_status,
-        "external_id": row.external_id,
+        **fields_of(row, "last_error", "last_status", "external_id"),
         "created_at": iso(row.created_at),
         "delivered_at": iso(row.delivered_at),
         "failed_at": iso(row.failed_at),
@@ -31,15 +24,8 @@ def delivery_view(row: Any) -> dict[str, Any]:
 
 def assignment_view(row: Any, deliveries: list[Any]) -> dict[str, Any]:
     return {
-        "assignment_id": row.assignment_id,
-        "lead_id": row.lead_id,
-        "rep_id": row.rep_id,
-        "queue": row.queue,
-        "rule_id": row.rule_id,
-        "status": row.status,
-        "reason": row.reason,
-        "reassigned_from": row.reassigned_from,
-        "reassignments": row.reassignments,
+        **fields_of(row, "assignment_id", "lead_id", "rep_id", "queue", "rule_id", "status"),
+        **fields_of(row, "reason", "reassigned_from", "reassignments"),
         "captured_at": iso(row.captured_at),
         "assigned_at": iso(row.created_at),
         "sla_due_at": iso(row.sla_due_at),

@@ -12,6 +12,7 @@ from services.scoring import views
 from services.scoring.scores import Reason
 from shared.clock import utc_now
 from shared.http import ApiError, BusDep
+from shared.views import fields_of
 
 router = APIRouter()
 
@@ -99,8 +100,7 @@ CHANGE = ("at", "previous_grade", "became_sales_ready", "published", "cause_even
 
 def _view(source: Any, names: tuple[str, ...] = VERDICT) -> dict[str, Any]:
     """These fields of a `Score` or a history row, and its reasons as the API shows them."""
-    fields = {name: getattr(source, name) for name in names}
-    return {**fields, "reasons": _reasons(source.reasons or [])}
+    return {**fields_of(source, *names), "reasons": _reasons(source.reasons or [])}
 
 
 @router.get(
