@@ -1,11 +1,11 @@
 """What the services' admin commands share: one service's database for one command, and
-re-driving failed work by id with a report of what could not be."""
+re-driving failed work by id (`redrive_failed`) with a report of what could not be."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 import typer
@@ -13,11 +13,13 @@ from rich.console import Console
 
 from shared.db.engine import Database
 from shared.db.uow import UnitOfWork
-from shared.messagebus import MessageBus
+from shared.messagebus import MessageBus, Refused
 from shared.settings import Settings
 
 T = TypeVar("T")
 Uows = Callable[[], UnitOfWork]
+Redrives = tuple[int, list[str]]  # how many were re-driven, a line for each that was not
+_console = Console()
 
 
 def run_with_uows(
@@ -81,7 +83,7 @@ async def redrive_each(
     redrive: Callable[[str], Awaitable[Any]],
     refused: type[Exception],
     missing: str,
-) -> tuple[int, list[str]]:
+) -> Redrives:
     """Re-drive every id once, each in its own transaction (`redrive(id)`, e.g.
     `bus.handle(RedriveSend(id))`, None for an unknown id); returns how many were
     re-driven and a line for each that was not (`refused` says why, `missing` names
@@ -107,3 +109,35 @@ def report_redrive(console: Console, done: int, problems: list[str], what: str) 
     console.print(f"re-drove {done} {what}")
     if problems:
         raise typer.Exit(1)
+
+
+class Nouns(NamedTuple):
+    """How a re-drive command names its work: the ids it takes ("give send ids or
+    --all-failed"), then one and several of what it re-drives ("no such email",
+    "re-drove 2 emails")."""
+
+    ids: str
+    one: str
+    many: str
+
+
+def redrive_failed(
+    run: Callable[[Callable[[MessageBus], Awaitable[Redrives]]], Redrives],
+    named: list[str] | None,
+    all_failed: bool,
+    failed: Callable[[MessageBus], Awaitable[Iterable[str]]],
+    command: Callable[[str], Any],
+    nouns: Nouns,
+) -> None:
+    """A re-drive command: the `named` ids (with `all_failed`, also those `failed(bus)`
+    lists) each handed as `command(id)` to the bus `run` gives, in a transaction of its
+    own; prints what was refused and the count, and exits 1 when any was refused."""
+    ids = redrive_ids(named, all_failed, nouns.ids)
+
+    async def work(bus: MessageBus) -> Redrives:
+        if all_failed:
+            ids.extend(await failed(bus))
+        return await redrive_each(ids, lambda item: bus.handle(command(item)), Refused, nouns.one)
+
+    done, problems = run(work)
+    report_redrive(_console, done, problems, nouns.one if done == 1 else nouns.many)

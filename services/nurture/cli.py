@@ -27,15 +27,7 @@ from services.nurture.rendering import (
     message_id_for,
     to_bytes,
 )
-from services.nurture.send_results import RedriveError
-from shared.cli import (
-    redrive_each,
-    redrive_ids,
-    report_redrive,
-    run_with_bus,
-    status_filter,
-    status_option,
-)
+from shared.cli import Nouns, redrive_failed, run_with_bus, status_filter, status_option
 from shared.config import ConfigError, load_config
 from shared.messagebus import MessageBus
 from shared.settings import Settings
@@ -50,6 +42,7 @@ suppressions_app = typer.Typer(help="Addresses never emailed again.", no_args_is
 app.add_typer(sends_app, name="sends")
 app.add_typer(suppressions_app, name="suppressions")
 console = Console()
+REDRIVE_NOUNS = Nouns("send", "email", "emails")
 err = Console(stderr=True)
 STATUSES = (
     store.SCHEDULED,
@@ -147,19 +140,12 @@ def redrive(
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed one.")] = False,
 ) -> None:
     """Send failed emails again with a fresh attempt budget; their sequences resume."""
-    ids = redrive_ids(send_ids, all_failed, "send")
 
-    async def work(bus: MessageBus) -> tuple[int, list[str]]:
-        failed = (
-            await queries.list_sends(bus.uow_factory, store.FAILED, None, 100_000)
-            if all_failed
-            else []
-        )
-        ids.extend(row.send_id for row in failed)
-        return await redrive_each(ids, lambda i: bus.handle(RedriveSend(i)), RedriveError, "email")
+    async def failed(bus: MessageBus) -> list[str]:
+        rows = await queries.list_sends(bus.uow_factory, store.FAILED, None, 100_000)
+        return [row.send_id for row in rows]
 
-    done, problems = _run(work)
-    report_redrive(console, done, problems, f"email{'' if done == 1 else 's'}")
+    redrive_failed(_run, send_ids, all_failed, failed, RedriveSend, REDRIVE_NOUNS)
 
 
 @suppressions_app.command("remove")

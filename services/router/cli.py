@@ -17,15 +17,7 @@ from rich.table import Table
 
 from services.router import messagebus, queries, store
 from services.router.commands import RedriveDelivery
-from services.router.handlers import Refused
-from shared.cli import (
-    redrive_each,
-    redrive_ids,
-    report_redrive,
-    run_with_bus,
-    status_filter,
-    status_option,
-)
+from shared.cli import Nouns, redrive_failed, run_with_bus, status_filter, status_option
 from shared.messagebus import MessageBus
 
 T = TypeVar("T")
@@ -34,6 +26,7 @@ app = typer.Typer(help="The router: its delivery queue.", no_args_is_help=True)
 deliveries_app = typer.Typer(help="Deliveries to CRMs and reps: list, show, re-drive.")
 app.add_typer(deliveries_app, name="deliveries", no_args_is_help=True)
 console = Console()
+REDRIVE_NOUNS = Nouns("delivery", "delivery", "deliveries")
 STATUSES = (store.PENDING, store.DELIVERED, store.FAILED, store.CANCELLED)
 
 
@@ -93,17 +86,11 @@ def redrive(
     ] = None,
 ) -> None:
     """Queue failed deliveries again with a fresh attempt budget (after fixing the config)."""
-    ids = redrive_ids(delivery_ids, all_failed, "delivery")
 
-    async def work(bus: MessageBus) -> tuple[int, list[str]]:
-        if all_failed:
-            failed = await queries.list_deliveries(
-                bus.uow_factory, status=store.FAILED, destination=destination, limit=100_000
-            )
-            ids.extend(row.delivery_id for row in failed)
-        return await redrive_each(
-            ids, lambda i: bus.handle(RedriveDelivery(i)), Refused, "delivery"
+    async def failed(bus: MessageBus) -> list[str]:
+        rows = await queries.list_deliveries(
+            bus.uow_factory, status=store.FAILED, destination=destination, limit=100_000
         )
+        return [row.delivery_id for row in rows]
 
-    done, problems = _run(work)
-    report_redrive(console, done, problems, f"deliver{'y' if done == 1 else 'ies'}")
+    redrive_failed(_run, delivery_ids, all_failed, failed, RedriveDelivery, REDRIVE_NOUNS)
