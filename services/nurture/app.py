@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.nurture import consumers, messagebus, store
+from services.nurture import consumers, store
 from services.nurture import settings as nurture_settings
 from services.nurture.http import router
 from services.nurture.mailer import Mailer
@@ -26,7 +26,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     scheduler = Scheduler(
         runtime.uow, config, templates, tracking, Mailer(config.smtp, config.sender)
     )
-    bus = messagebus.bus(runtime.uow, config, templates, tracking, wake=scheduler.wake)
     consumers.register(runtime, config, scheduler.wake)
     return service_app(
         runtime,
@@ -36,5 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         routers=[router],
         workers={"scheduler": scheduler.run},
-        state={"config": config, "scheduler": scheduler, "bus": bus, "tracking": tracking},
+        state={
+            "config": config,
+            "scheduler": scheduler,
+            "bus": scheduler.bus,
+            "tracking": tracking,
+        },
     )

@@ -37,16 +37,17 @@ def operator_handlers(clock: Clock = utc_now) -> dict[type, Handler]:
     }
 
 
-def command_handlers(
+def bus(
+    uow_factory: Callable[[], UnitOfWork],
     config: NurtureConfig,
     templates: Templates,
     tracking: Tracking,
     *,
     wake: Wake | None = None,
     clock: Clock = utc_now,
-) -> dict[type, Handler]:
-    """Every message of the service's doors → its handler."""
-    return {
+) -> MessageBus:
+    """The service's bus: every message of its doors → its handler."""
+    table: dict[type, Handler] = {
         **operator_handlers(clock),
         RecordOpen: functools.partial(engagement.handle_open, clock=clock),
         RecordClick: functools.partial(engagement.handle_click, clock=clock),
@@ -61,21 +62,7 @@ def command_handlers(
             send_results.handle_record_send_results, config=config, clock=clock
         ),
     }
-
-
-def bus(
-    uow_factory: Callable[[], UnitOfWork],
-    config: NurtureConfig,
-    templates: Templates,
-    tracking: Tracking,
-    *,
-    wake: Wake | None = None,
-    clock: Clock = utc_now,
-) -> MessageBus:
-    """The service's bus."""
-    return MessageBus(
-        uow_factory, command_handlers(config, templates, tracking, wake=wake, clock=clock)
-    )
+    return MessageBus(uow_factory, table)
 
 
 def operator_bus(uow_factory: Callable[[], UnitOfWork], clock: Clock = utc_now) -> MessageBus:
