@@ -73,12 +73,13 @@ async def measure(records: list[Any], size: int, backend: str, url: str) -> dict
                 began = time.process_time()
                 await consumer.process(scored[start : start + size])
                 between = time.process_time()
-                # As `DeliveryWorker.run` after a wake: rounds while full ones come back.
+                # As `DeliveryWorker.round` after a wake: rounds while full ones come back,
+                # each sending what routing handed over and claiming when rows may wait.
                 while True:
-                    handled = await worker.run_once()
+                    handled = await worker.run_once(claim=worker.claim_due())
                     deliveries += handled
                     rounds += 1 if handled else 0
-                    if handled < worker.config.delivery.batch_size:
+                    if handled < worker.config.delivery.batch_size and not len(worker.handover):
                         break
                 await worker._idle_seconds()
                 delivery_cpu += time.process_time() - between

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     worker = DeliveryWorker(runtime.uow, config, destinations, ack_url)
     sla = SlaWorker(runtime.uow, config, worker.wake)
-    consumers.register(runtime, config, worker.wake)
+    consumers.register(runtime, config, worker.wake, worker.handover)
     return service_app(
         runtime,
         title="leadflow router",

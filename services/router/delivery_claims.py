@@ -103,14 +103,31 @@ def _item(
     ack_url: Callable[[str], str],
     documents: dict[tuple[str, str], dict[str, Any]],
 ) -> Item:
+    assignment = lead = None
+    if (row.assignment_id, row.purpose) not in documents:
+        assignment = _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS)
+        lead = _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS)
+    return build_item(row, assignment, lead, config, ack_url, documents, claims=row.claims + 1)
+
+
+def build_item(
+    row: Any,
+    assignment: Any,
+    lead: Any,
+    config: RoutingConfig,
+    ack_url: Callable[[str], str],
+    documents: dict[tuple[str, str], dict[str, Any]],
+    *,
+    claims: int | None = None,
+) -> Item:
+    """The item sending delivery `row` (leased `claims` times, default its `claims`), its
+    document built from `assignment` and `lead` once per (assignment, purpose) in
+    `documents`; a row whose assignment is gone sends only its ids."""
     key = (row.assignment_id, row.purpose)
     built = documents.get(key)
     if built is not None:
         document = {**built, "delivery_id": row.delivery_id}  # the key keeps its place
-    elif (
-        assignment := _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS)
-    ) is not None:
-        lead = _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS)
+    elif assignment is not None:
         document = build_document(row, assignment, lead, config, ack_url(row.assignment_id))
         documents[key] = document
     else:
@@ -119,7 +136,7 @@ def _item(
         delivery_id=row.delivery_id,
         lead_id=row.lead_id,
         purpose=row.purpose,
-        claims=row.claims + 1,
+        claims=row.claims if claims is None else claims,
         document=document,
         progress=dict(row.progress or {}),
     )
