@@ -105,16 +105,16 @@ class ChannelRow(BaseModel):
     ctr: Rate = Field(description="clicks / impressions.")
     leads: int = Field(description="New leads whose first touch is this channel.")
     repeat_touches: int = Field(description="Submissions through this channel by known people.")
-    hot: int
-    warm: int
-    cold: int
+    hot: int = Field(description="Leads graded hot by their newest score.")
+    warm: int = Field(description="Leads graded warm by their newest score.")
+    cold: int = Field(description="Leads graded cold by their newest score.")
     ungraded: int = Field(description="Leads not scored yet.")
     sales_ready: int = Field(description="Leads that became sales-ready.")
     routed: int = Field(description="Leads assigned to a rep.")
     converted: int = Field(description="Leads the CRM reports as won.")
-    disqualified: int
+    disqualified: int = Field(description="Leads the CRM says will not buy.")
     engaged: int = Field(description="Leads that opened, clicked or replied to nurture email.")
-    unsubscribed: int
+    unsubscribed: int = Field(description="Leads that asked for no more marketing email.")
     delivery_failed: int = Field(description="Leads with a failed CRM or rep delivery.")
     erased: int = Field(description="Leads whose person was forgotten (still counted).")
     revenue: Money = Field(description="Won value in the report currency.")
