@@ -44,7 +44,7 @@ class LeadCache(LeadRepository):
     def __init__(self, uow: UnitOfWork) -> None:
         super().__init__(uow)
         self._values = uow.values
-        self._statements = sql.statements(uow.dialect)
+        self._statements = sql.Statements.of(uow.dialect)
         self._lead_row, self._run_row = sql.writers(uow.dialect)
         self._leads: dict[str, Any] = {}  # lead id → LeadRow, or None: not stored
         self._new_leads: set[str] = set()

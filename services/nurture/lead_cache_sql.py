@@ -10,14 +10,14 @@ from __future__ import annotations
 import collections
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from services.nurture import store
-from shared.db.bulk import BulkStatement, Values
+from shared.db.bulk import Values
+from shared.db.statement_sets import StatementSet, insert, update
 
 LEAD_COLUMNS = tuple(c.name for c in store.leads.columns)
 assert LEAD_COLUMNS[0] == "lead_id"  # the update's key: the rest are its columns
@@ -126,27 +126,12 @@ def writers(
     )
 
 
-@dataclass(frozen=True)
-class Statements:
-    """The batch's writes, in the driver's terms (see shared.db.bulk)."""
+class Statements(StatementSet):
+    """The batch's writes, in the driver's terms (see shared.db.bulk): `Statements.of(dialect)`."""
 
-    insert_leads: BulkStatement
-    update_leads: BulkStatement
-    insert_runs: BulkStatement
-    update_runs: BulkStatement
-    insert_sends: BulkStatement
-    insert_suppressions: BulkStatement
-
-
-@functools.cache
-def statements(dialect: str) -> Statements:
-    return Statements(
-        insert_leads=BulkStatement.insert(store.leads, LEAD_COLUMNS, dialect),
-        update_leads=BulkStatement.update(store.leads, LEAD_COLUMNS[1:], "lead_id", dialect),
-        insert_runs=BulkStatement.insert(store.enrollments, RUN_COLUMNS, dialect),
-        update_runs=BulkStatement.update(store.enrollments, RUN_CHANGES, "enrollment_id", dialect),
-        insert_sends=BulkStatement.insert(store.sends, SEND_COLUMNS, dialect),
-        insert_suppressions=BulkStatement.insert(
-            store.suppressions, SUPPRESSION_COLUMNS, dialect, ignore=True
-        ),
-    )
+    insert_leads = insert(store.leads, LEAD_COLUMNS)
+    update_leads = update(store.leads, LEAD_COLUMNS[1:], "lead_id")
+    insert_runs = insert(store.enrollments, RUN_COLUMNS)
+    update_runs = update(store.enrollments, RUN_CHANGES, "enrollment_id")
+    insert_sends = insert(store.sends, SEND_COLUMNS)
+    insert_suppressions = insert(store.suppressions, SUPPRESSION_COLUMNS, ignore=True)
