@@ -59,7 +59,11 @@ class RuleModel:
         self.engagement_rules = [
             (rule, Matcher(rule) if rule.field else None) for rule in config.engagement
         ]
-        self._held_order = [(rule.id, rule.decay, rule) for rule in config.engagement]
+        # Rule id → (its place in the config, whether it decays, the rule): a lead holds
+        # points of a few rules, visited in the config's order.
+        self._held_order = {
+            rule.id: (i, rule.decay, rule) for i, rule in enumerate(config.engagement)
+        }
         # (rule id, events counted) → what the rule says: worded once, not per score.
         self._details: dict[tuple[str, int], str] = {}
         # The signal's kinds → the engagement rules they count for, in the config's order.
@@ -117,6 +121,7 @@ class RuleModel:
         # A rule's entry is replaced when it counts an event, never changed in place: the
         # previous memory's entries are shared, not copied.
         engagement: dict[str, dict[str, Any]] = dict(memory.get("engagement") or {})
+        as_of = None
         for rule, matcher in self._rules_counting(signal.kinds):
             if matcher is not None and not matcher(signal.facts):
                 continue
@@ -131,9 +136,11 @@ class RuleModel:
                 value = (
                     min(value, rule.max_points) if rule.points > 0 else max(value, -rule.max_points)
                 )
+            if as_of is None:
+                as_of = at.isoformat()
             engagement[rule.id] = {
                 "value": value,
-                "as_of": at.isoformat(),
+                "as_of": as_of,
                 "count": (int(held["count"]) if held else 0) + 1,
             }
         return engagement
@@ -181,8 +188,10 @@ class RuleModel:
         constant, fading = 0.0, 0.0
         if held:
             engaged: list[tuple[EngagementRule, float, int]] = []
-            for rule_id, decays, rule in self._held_order:
-                entry = held.get(rule_id)
+            order = self._held_order
+            for (_, decays, rule), entry in sorted(
+                (order[rule_id], entry) for rule_id, entry in held.items() if rule_id in order
+            ):
                 if not entry:
                     continue
                 value = float(entry["value"])

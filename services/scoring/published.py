@@ -24,9 +24,7 @@ from shared.events.envelope import CONTENT_TYPE, SPEC_VERSION
 
 _TIMES = orjson.OPT_UTC_Z
 _TOPIC = LeadScored.TOPIC
-_SPEC = SPEC_VERSION.encode()
-_TYPE = LeadScored.TYPE.encode()
-_CONTENT_TYPE = CONTENT_TYPE.encode()
+_TYPE = LeadScored.TYPE
 _SCORED_AT = b',"scored_at":'
 
 
@@ -102,15 +100,15 @@ def publish_scored(uow: UnitOfWork, lead_id: str, body: bytes) -> str:
     """Queue a `lead.scored` body for the outbox, in a fresh envelope (as
     `uow.publish` would wrap the event); returns the event id."""
     event_id = _event_id()
-    headers = [
-        ("ce_specversion", _SPEC),
-        ("ce_id", event_id.encode()),
+    now = utc_now()
+    headers = (
+        ("ce_specversion", SPEC_VERSION),
+        ("ce_id", event_id),
         ("ce_type", _TYPE),
-        ("ce_source", uow.source.encode()),
-        ("ce_time", utc_now().astimezone(UTC).isoformat().encode()),
-        ("ce_subject", lead_id.encode()),
-        ("content-type", _CONTENT_TYPE),
-    ]
-    key = lead_id.encode()
-    uow.publish_raw(_TOPIC, key, body, headers, event_id)
+        ("ce_source", uow.source),
+        ("ce_time", now.astimezone(UTC).isoformat()),
+        ("ce_subject", lead_id),
+        ("content-type", CONTENT_TYPE),
+    )
+    uow.publish_text(_TOPIC, lead_id, body, headers, event_id, now)
     return event_id

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -120,14 +121,34 @@ class UnitOfWork:
         event_id: str,
     ) -> None:
         """Queue a raw record (dead letters, re-drives) for the outbox."""
+        self.publish_text(
+            topic,
+            (key or b"").decode("utf-8", "replace"),
+            value,
+            [(k, (v or b"").decode("utf-8", "replace")) for k, v in headers],
+            event_id,
+            utc_now(),
+        )
+
+    def publish_text(
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        headers: Sequence[tuple[str, str]],
+        event_id: str,
+        created_at: datetime,
+    ) -> None:
+        """Queue a record whose key and header values are text already (a service that
+        writes its records itself: no bytes to decode), created at `created_at`."""
         self._pending_events.append(
             (
                 event_id,
                 topic,
-                (key or b"").decode("utf-8", "replace"),
-                self._values.json([[k, (v or b"").decode("utf-8", "replace")] for k, v in headers]),
+                key,
+                self._values.json(headers),
                 value,
-                self._values.time(utc_now()),
+                self._values.time(created_at),
             )
         )
 

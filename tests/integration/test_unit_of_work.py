@@ -2,18 +2,20 @@
 
 `before_commit` callbacks run inside the transaction (what they write commits with it),
 `after_commit` callbacks run only once it has committed, and a savepoint that rolls
-back takes the hooks registered inside it with it.
+back takes the hooks registered inside it with it. A record queued as text makes the
+outbox row its bytes would.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.test_plumbing import Probe, effects
+from tests.integration.test_plumbing import Probe, effects, outbox
 
 
 @pytest.fixture
@@ -76,3 +78,31 @@ async def test_a_rolled_back_savepoint_drops_the_hooks_it_registered(probe: Prob
         uow.after_commit(lambda: calls.append("kept after"))
         await uow.commit()
     assert calls == ["kept", "kept after"]
+
+
+async def test_a_record_queued_as_text_is_the_row_its_bytes_would_make(probe: Probe) -> None:
+    at = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=UTC)
+    headers = [("ce_id", "é-1"), ("ce_type", "leadflow.lead.scored.v1")]
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    async with probe.uow() as uow:
+        uow.publish_raw(
+            "t", "k-é".encode(), b'{"a":1}', [(k, v.encode()) for k, v in headers], first
+        )
+        uow.publish_text("t", "k-é", b'{"a":1}', headers, second, at)
+        await uow.commit()
+    async with probe.db.session() as session:
+        rows = {
+            row.event_id: row
+            for row in await session.execute(
+                sa.select(outbox).where(outbox.c.event_id.in_([first, second]))
+            )
+        }
+    raw, text = rows[first], rows[second]
+    assert (text.topic, text.key, text.headers, text.value) == (
+        raw.topic,
+        raw.key,
+        raw.headers,
+        raw.value,
+    )
+    assert text.headers == [["ce_id", "é-1"], ["ce_type", "leadflow.lead.scored.v1"]]
+    assert text.created_at == at

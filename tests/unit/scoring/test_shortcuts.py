@@ -4,7 +4,8 @@ lead.scored body, the reasons' JSON, matched conditions."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import orjson
 from hypothesis import given, settings
@@ -51,17 +52,25 @@ def test_a_lead_scored_is_the_event_validated_from_plain_values():
 
 
 class _Outbox:
-    """What `publish_raw` of a unit of work is handed."""
+    """What `publish_text` of a unit of work is handed, as the record's bytes."""
 
     source = "leadflow/scoring"
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]], str]] = []
 
-    def publish_raw(
-        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], event_id: str
+    def publish_text(
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        headers: Sequence[tuple[str, str]],
+        event_id: str,
+        created_at: datetime,
     ) -> None:
-        self.records.append((topic, key, value, headers, event_id))
+        assert created_at.tzinfo is not None
+        wire = [(name, text.encode()) for name, text in headers]
+        self.records.append((topic, key.encode(), value, wire, event_id))
 
 
 fields_values = st.dictionaries(
