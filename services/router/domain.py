@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,7 +48,13 @@ class Candidate:
     load_today: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # As `dataclasses.asdict`, without its deep copy (every field is a plain value).
+        return {
+            "rep_id": self.rep_id,
+            "eligible": self.eligible,
+            "reason": self.reason,
+            "load_today": self.load_today,
+        }
 
 
 @dataclass(frozen=True)

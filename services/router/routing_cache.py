@@ -110,6 +110,7 @@ class RoutingCache:
         self.session = uow.session
         self.dialect = uow.dialect
         self._values = uow.values
+        self._times: dict[datetime, Any] = {}  # times as stored, for this transaction
         self._statements = _statements(uow.dialect)
         # Lead id → the stored lead as routing sees it (None: not stored).
         self._leads: dict[str, SimpleNamespace | None] = {}
@@ -324,8 +325,29 @@ class RoutingCache:
             self._changed_states = {}
 
     def _row(self, values: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
-        json, time = self._values.json, self._values.time
-        return tuple(
-            json(values[c]) if c in _JSON else time(values.get(c)) if c in _TIMES else values.get(c)
-            for c in columns
-        )
+        json, time, times = self._values.json, self._values.time, self._times
+        row = [values.get(c) for c in columns]
+        for i, kind in _kinds(columns):
+            value = row[i]
+            if kind is _JSON_KIND:
+                row[i] = json(value)
+            elif value is not None:
+                # The rows of one lead share a few times (its `now`): each converted once.
+                stored = times.get(value)
+                if stored is None:
+                    stored = times[value] = time(value)
+                row[i] = stored
+        return tuple(row)
+
+
+_JSON_KIND, _TIME_KIND = "json", "time"
+
+
+@functools.cache
+def _kinds(columns: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """The positions of `columns` stored as JSON or as times, and which."""
+    return tuple(
+        (i, _JSON_KIND if c in _JSON else _TIME_KIND)
+        for i, c in enumerate(columns)
+        if c in _JSON or c in _TIMES
+    )

@@ -185,3 +185,10 @@ def test_ack_tokens_are_bound_to_the_assignment_and_secret():
     assert domain.ack_token_valid("k", "a1", token)
     assert not domain.ack_token_valid("k", "a2", token)
     assert not domain.ack_token_valid("other", "a1", token)
+
+
+def test_a_candidate_as_stored_is_every_field_of_it():
+    from dataclasses import asdict
+
+    candidate = domain.Candidate("rep-a", False, "out of office", 3)
+    assert candidate.as_dict() == asdict(candidate)
