@@ -9,7 +9,6 @@ savepoint (the consumer's one-by-one path) each event writes at once.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +23,8 @@ from services.insights.console.store import (
 )
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
-from shared.db.bulk import BulkStatement, Values
+from shared.db.bulk import Values
+from shared.db.statement_sets import StatementSet, insert, text
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ class ConsoleRepository:
         self.session = uow.session
         self.values: Values = uow.values
         self.clock = clock
-        self._statements = _statements(uow.dialect)
+        self._statements = _Statements.of(uow.dialect)
         self._changes: dict[str, ProfileChange] = {}
         self._rows: list[tuple[Any, ...]] = []
         self._erased: set[str] = set()
@@ -155,9 +155,9 @@ class ConsoleRepository:
         await run_writes(
             self.session,
             [
-                (statements.profiles, self._profile_rows(changes)),
-                (statements.timeline, [r for r in rows if r[2] == "erased"]),
-                (statements.guarded, [r for r in rows if r[2] != "erased"]),
+                (statements.upsert_profiles, self._profile_rows(changes)),
+                (statements.insert_timeline, [r for r in rows if r[2] == "erased"]),
+                (statements.insert_guarded, [r for r in rows if r[2] != "erased"]),
                 (statements.forget, [(lead_id,) for lead_id in sorted(erased)]),
             ],
         )
@@ -167,20 +167,14 @@ class ConsoleRepository:
     ) -> None:
         statements, session = self._statements, self.session
         if change is not None:
-            await statements.profiles.run_async(session, self._profile_rows({lead_id: change}))
+            await statements.upsert_profiles.run_async(
+                session, self._profile_rows({lead_id: change})
+            )
         if row[2] == "erased":
-            await statements.timeline.run_async(session, [row])
+            await statements.insert_timeline.run_async(session, [row])
             await statements.forget.run_async(session, [(lead_id,)])
         else:
-            await statements.guarded.run_async(session, [row])
-
-
-@dataclass(frozen=True)
-class _Statements:
-    timeline: BulkStatement
-    guarded: BulkStatement  # a timeline row, unless its lead is erased
-    profiles: BulkStatement
-    forget: BulkStatement
+            await statements.insert_guarded.run_async(session, [row])
 
 
 def _newer_grade(table: str) -> str:
@@ -236,35 +230,46 @@ def _profile_changes() -> str:
     )
 
 
-@functools.cache
-def _statements(dialect: str) -> _Statements:
-    names = ", ".join(f'"{c}"' for c in PROFILE_COLUMNS)
-    marks = ", ".join(f":{c}" for c in PROFILE_COLUMNS)
-    upsert_sql = (
+def _names_and_marks(columns: tuple[str, ...]) -> tuple[str, str]:
+    """The quoted column list of a hand-written statement and its `:name` parameters."""
+    return ", ".join(f'"{c}"' for c in columns), ", ".join(f":{c}" for c in columns)
+
+
+def _upsert_sql() -> str:
+    """The profile upsert: insert, or merge by `_profile_merge` where anything changes."""
+    names, marks = _names_and_marks(PROFILE_COLUMNS)
+    return (
         f'INSERT INTO "{profiles.name}" ({names}) VALUES ({marks})'
         f' ON CONFLICT ("lead_id") DO UPDATE SET {_profile_merge()} WHERE {_profile_changes()}'
     )
-    forget_sql = (
-        f'DELETE FROM "{timeline.name}" WHERE "lead_id" = :lead_id AND "kind" <> \'erased\''
-    )
-    names = ", ".join(f'"{c}"' for c in TIMELINE_COLUMNS)
-    marks = ", ".join(f":{c}" for c in TIMELINE_COLUMNS)
-    guarded_sql = (
+
+
+def _guarded_sql() -> str:
+    """A timeline row, unless its lead is erased."""
+    names, marks = _names_and_marks(TIMELINE_COLUMNS)
+    return (
         f'INSERT INTO "{timeline.name}" ({names}) SELECT {marks} WHERE NOT EXISTS'
         f' (SELECT 1 FROM "{profiles.name}" WHERE "lead_id" = :lead_id'
         ' AND "erased_at" IS NOT NULL) ON CONFLICT DO NOTHING'
     )
-    # Parameters of a SELECT list have no column to take their type from.
-    types = {
-        "lead_id": "VARCHAR",
-        "event_id": "VARCHAR",
-        "kind": "VARCHAR",
-        "at": "TIMESTAMPTZ",
-        "data": "JSONB",
-    }
-    return _Statements(
-        timeline=BulkStatement.insert(timeline, TIMELINE_COLUMNS, dialect, ignore=True),
-        guarded=BulkStatement.text(guarded_sql, TIMELINE_COLUMNS, dialect, types=types),
-        profiles=BulkStatement.text(upsert_sql, PROFILE_COLUMNS, dialect),
-        forget=BulkStatement.text(forget_sql, ("lead_id",), dialect),
-    )
+
+
+# A lead's timeline after its erasure: nothing but the erasure itself.
+_FORGET_SQL = f'DELETE FROM "{timeline.name}" WHERE "lead_id" = :lead_id AND "kind" <> \'erased\''
+# Parameters of a SELECT list have no column to take their type from.
+_SELECTED_TYPES = {
+    "lead_id": "VARCHAR",
+    "event_id": "VARCHAR",
+    "kind": "VARCHAR",
+    "at": "TIMESTAMPTZ",
+    "data": "JSONB",
+}
+
+
+class _Statements(StatementSet):
+    """The repository's writes in the driver's terms, per dialect."""
+
+    insert_timeline = insert(timeline, TIMELINE_COLUMNS, ignore=True)
+    insert_guarded = text(_guarded_sql(), TIMELINE_COLUMNS, types=_SELECTED_TYPES)
+    upsert_profiles = text(_upsert_sql(), PROFILE_COLUMNS)
+    forget = text(_FORGET_SQL, ("lead_id",))
