@@ -154,6 +154,30 @@ def replayed(
     return ScoreUpdate(state, result.score, previous, publish, became)
 
 
+def scored_head(
+    lead_id: str, update: ScoreUpdate, reasons: Any, *, cause_event_id: str, cause_type: str
+) -> dict[str, Any]:
+    """A `lead.scored`'s fields from `lead_id` to `cause_type`, in the contract's order (the
+    order its body is written in), with `reasons` as the caller gives them."""
+    score, previous = update.score, update.previous
+    assert score is not None
+    return {
+        "lead_id": lead_id,
+        "score": float(score.score),
+        "fit": float(score.fit),
+        "engagement": float(score.engagement),
+        "grade": score.grade,
+        "previous_grade": previous.grade if previous else None,
+        "sales_ready": score.sales_ready,
+        "became_sales_ready": update.became_sales_ready,
+        "disqualified": score.disqualified,
+        "model_version": score.model_version,
+        "reasons": reasons,
+        "cause_event_id": cause_event_id,
+        "cause_type": cause_type,
+    }
+
+
 def lead_scored(
     lead_id: str,
     update: ScoreUpdate,
@@ -165,24 +189,15 @@ def lead_scored(
     """The `lead.scored` event of a score update that publishes."""
     score, snapshot = update.score, update.state.snapshot
     assert score is not None and snapshot is not None
-    previous = update.previous
     # Validated like any event, but its reasons and contact are models validated once per
     # reason and snapshot (pydantic takes instances of a field's model as they are).
+    reasons = [r.contract for r in score.reasons]
+    fields = scored_head(
+        lead_id, update, reasons, cause_event_id=cause_event_id, cause_type=cause_type
+    )
     return LeadScored.model_validate(
         {
-            "lead_id": lead_id,
-            "score": score.score,
-            "fit": score.fit,
-            "engagement": score.engagement,
-            "grade": score.grade,
-            "previous_grade": previous.grade if previous else None,
-            "sales_ready": score.sales_ready,
-            "became_sales_ready": update.became_sales_ready,
-            "disqualified": score.disqualified,
-            "model_version": score.model_version,
-            "reasons": [r.contract for r in score.reasons],
-            "cause_event_id": cause_event_id,
-            "cause_type": cause_type,
+            **fields,
             "channel": snapshot.channel,
             "form_id": snapshot.form_id,
             "form_type": snapshot.form_type,

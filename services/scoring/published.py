@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from services.scoring.domain import ScoreUpdate
+from services.scoring.domain import ScoreUpdate, scored_head
 from shared.clock import utc_now
 from shared.db import UnitOfWork
 from shared.events import LeadScored
@@ -40,23 +40,9 @@ def scored_body(
     `LeadScored` (`domain.lead_scored`) serializes to."""
     score, snapshot = update.score, update.state.snapshot
     assert score is not None and snapshot is not None
-    previous = update.previous
+    reasons = orjson.Fragment(score.reasons_json)
     head = orjson.dumps(
-        {
-            "lead_id": lead_id,
-            "score": float(score.score),
-            "fit": float(score.fit),
-            "engagement": float(score.engagement),
-            "grade": score.grade,
-            "previous_grade": previous.grade if previous else None,
-            "sales_ready": score.sales_ready,
-            "became_sales_ready": update.became_sales_ready,
-            "disqualified": score.disqualified,
-            "model_version": score.model_version,
-            "reasons": orjson.Fragment(score.reasons_json),
-            "cause_event_id": cause_event_id,
-            "cause_type": cause_type,
-        }
+        scored_head(lead_id, update, reasons, cause_event_id=cause_event_id, cause_type=cause_type)
     )
     return b"".join(
         (

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from shared.db.tables import (
     column_names,
+    event_id_column,
     flags,
     json_columns,
     lead_id_column,
@@ -49,7 +50,7 @@ lead_scores = sa.Table(
 score_events = sa.Table(
     "score_events",
     metadata,
-    sa.Column("event_id", sa.String(200), primary_key=True),
+    event_id_column(primary_key=True),
     lead_id_column(nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("event_type", sa.String(100), nullable=False),
@@ -72,7 +73,7 @@ score_changes = sa.Table(
     sa.Column("previous_grade", sa.String(8), nullable=True),
     *flags("sales_ready", "became_sales_ready", "disqualified", "published"),
     sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("cause_event_id", sa.String(200), nullable=False),
+    event_id_column("cause_event_id", nullable=False),
     sa.Column("cause_type", sa.String(100), nullable=False),
     *json_columns("reasons"),
 )

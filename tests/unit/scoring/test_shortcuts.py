@@ -4,8 +4,8 @@ lead.scored body, the reasons' JSON, matched conditions."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
@@ -59,15 +59,8 @@ class _Outbox:
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes, list[tuple[str, bytes]], str]] = []
 
-    def publish_text(
-        self,
-        topic: str,
-        key: str,
-        value: bytes,
-        headers: Sequence[tuple[str, str]],
-        event_id: str,
-        created_at: datetime,
-    ) -> None:
+    def publish_text(self, *record: Any) -> None:
+        topic, key, value, headers, event_id, created_at = record
         assert created_at.tzinfo is not None
         wire = [(name, text.encode()) for name, text in headers]
         self.records.append((topic, key.encode(), value, wire, event_id))
