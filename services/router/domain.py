@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.router.settings import WEEKDAYS, Match, Rep, RoutingConfig, Rule
+from shared.views import fields_of
 
 FieldValue = str | int | float | bool | None
 
@@ -49,12 +50,7 @@ class Candidate:
 
     def as_dict(self) -> dict[str, Any]:
         # As `dataclasses.asdict`, without its deep copy (every field is a plain value).
-        return {
-            "rep_id": self.rep_id,
-            "eligible": self.eligible,
-            "reason": self.reason,
-            "load_today": self.load_today,
-        }
+        return fields_of(self, "rep_id", "eligible", "reason", "load_today")
 
 
 @dataclass(frozen=True)
