@@ -85,7 +85,9 @@ async def list_quarantine(
     ] = None,
 ) -> dict[str, Any]:
     """Newest first; page with `before`."""
-    rows = await queries.list_quarantined(bus.uow_factory, limit, before, form_id, reason)
+    rows = await queries.list_quarantined(
+        bus.uow_factory, limit, before=before, form_id=form_id, reason=reason
+    )
     items = [_held(row) for row in rows]
     next_before = items[-1]["received_at"] if len(items) == limit else None
     return {"items": items, "next_before": next_before}
