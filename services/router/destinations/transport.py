@@ -1,17 +1,14 @@
-"""The HTTP transport of the router's client: HTTP/1.1 keep-alive over asyncio protocols.
+"""The HTTP transport of the router's client: a pool of HTTP/1.1 keep-alive connections.
 
 httpx's client (request building, headers, cookies, redirects off, errors) is kept; under
 it, httpcore's pool over anyio streams cost most of a delivery's CPU: per request a pool
 walk with locks, a readability poll of every idle connection, tracing hooks and two
-socket writes. Here a connection is an `asyncio.Protocol`: the event loop itself says
-when a server closed an idle connection (nothing to poll), the request head and body
-leave in one write, and h11 — httpcore's own HTTP/1.1 state machine — frames both ways,
-so the bytes on the wire are the same. Limits are httpx's defaults; timeouts are the
-request's (connect, read, write, pool); failures raise httpx's exceptions, as before.
-Responses are read whole (the router's calls answer small JSON bodies). `Prepared` sends
-a request the client built once again and again (the webhook's deliveries). The module is
-over 300 lines because the connection, the pool lending it out and the client's shortcut
-to the pool are read together.
+socket writes. Here the pool lends out `connection.HttpConnection`s (asyncio protocols,
+h11 framing, so the bytes on the wire are the same). Limits are httpx's defaults;
+timeouts are the request's (connect, read, write, pool); failures raise httpx's
+exceptions, as before. Responses are read whole (the router's calls answer small JSON
+bodies). `Prepared` sends a request the client built once again and again (the webhook's
+deliveries), framed once: each send fills in the values that change.
 """
 
 from __future__ import annotations
@@ -25,143 +22,10 @@ from typing import Any
 import h11
 import httpx
 
+from services.router.destinations.connection import HTTP11, Answer, Call, HttpConnection, Origin
+
 # httpx's defaults (`httpx.AsyncClient()`).
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-HTTP11 = b"HTTP/1.1"
-
-Origin = tuple[bytes, str, int]
-Headers = list[tuple[bytes, bytes]]
-# A request as sent: method, target, headers, body, and the httpx request it is (if any).
-Call = tuple[str | bytes, bytes, Headers, bytes, "httpx.Request | None"]
-# An answer as read: status, reason, headers, body.
-Answer = tuple[int, bytes, Headers, bytes]
-_DISCONNECTED = "Server disconnected without sending a response."
-
-
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection; one request at a time (`busy`)."""
-
-    def __init__(self, origin: Origin) -> None:
-        self.origin = origin
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.transport: asyncio.Transport | None = None
-        self.busy = True
-        self.dead = False
-        self.idle_since = 0.0
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
-        self._lost: Exception | None = None
-
-    # The event loop's callbacks ------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for: the connection cannot be reused
-            self.close()
-            return
-        self.h11.receive_data(data)
-        self._wake()
-
-    def eof_received(self) -> bool:
-        if self.busy:
-            self.h11.receive_data(b"")
-        self.dead = True
-        self._wake()
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.dead = True
-        self._lost = exc
-        self._paused = False
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self, timeout: float | None, expired: type[httpx.TimeoutException]) -> None:
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = None
-        if timeout is not None:
-            timer = loop.call_later(timeout, _expire, waiter, expired)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    # One request ------------------------------------------------------------------
-
-    async def exchange(self, call: Call, timeouts: dict[str, Any]) -> Answer:
-        conn = self.h11
-        method, target, headers, body, request = call
-        head = h11.Request(method=method, target=target, headers=headers)
-        data = b"".join(
-            conn.send(event) or b""
-            for event in (head, h11.Data(data=body), h11.EndOfMessage())
-            if body or type(event) is not h11.Data
-        )
-        if self.dead or self.transport is None:
-            raise httpx.WriteError("the connection is closed", request=request)
-        self.transport.write(data)
-        while self._paused and not self.dead:
-            await self._wait(timeouts.get("write"), httpx.WriteTimeout)
-        return await self._answer(request, timeouts.get("read"))
-
-    async def _answer(self, request: httpx.Request | None, timeout: float | None) -> Answer:
-        conn = self.h11
-        head: h11.Response | None = None
-        chunks: list[bytes] = []
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-            if event is h11.NEED_DATA:
-                if self.dead and self._lost is not None:
-                    raise httpx.ReadError(str(self._lost), request=request) from self._lost
-                if self.dead:
-                    raise httpx.RemoteProtocolError(_DISCONNECTED, request=request)
-                await self._wait(timeout, httpx.ReadTimeout)
-            elif type(event) is h11.Response:
-                head = event
-            elif type(event) is h11.Data:
-                chunks.append(bytes(event.data))
-            elif type(event) is h11.EndOfMessage:
-                break
-            elif type(event) is h11.ConnectionClosed:
-                raise httpx.RemoteProtocolError(_DISCONNECTED, request=request)
-            # An h11.InformationalResponse (1xx) is skipped: the final answer follows.
-        assert head is not None
-        return head.status_code, head.reason, head.headers.raw_items(), b"".join(chunks)
-
-    def reusable(self) -> bool:
-        conn = self.h11
-        if self.dead or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return False
-        conn.start_next_cycle()
-        return True
-
-    def close(self) -> None:
-        self.dead = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-def _expire(waiter: asyncio.Future[None], error: type[httpx.TimeoutException]) -> None:
-    if not waiter.done():
-        waiter.set_exception(error("timed out"))
 
 
 class Transport(httpx.AsyncBaseTransport):
@@ -172,7 +36,7 @@ class Transport(httpx.AsyncBaseTransport):
         self._max_idle = limits.max_keepalive_connections or 0
         expiry = limits.keepalive_expiry
         self._expiry = float("inf") if expiry is None else expiry
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[HttpConnection]] = {}
         self._open = 0
         self._slots: deque[asyncio.Future[None]] = deque()
         self._ssl: ssl.SSLContext | None = None
@@ -191,11 +55,17 @@ class Transport(httpx.AsyncBaseTransport):
             extensions={"http_version": HTTP11, "reason_phrase": reason},
         )
 
-    async def send(self, origin: Origin, call: Call, timeouts: dict[str, Any]) -> Answer:
-        """One request on a pooled connection of `origin` (opened if none is idle)."""
+    async def send(
+        self, origin: Origin, call: Call, timeouts: dict[str, Any], data: bytes | None = None
+    ) -> Answer:
+        """One request on a pooled connection of `origin` (opened if none is idle); `data`,
+        when given, is the request already framed (see `Prepared`)."""
         connection = await self._checkout(call[4], origin, timeouts)
         try:
-            answer = await connection.exchange(call, timeouts)
+            if data is None:
+                answer = await connection.exchange(call, timeouts)
+            else:
+                answer = await connection.exchange_bytes(call, data, timeouts)
         except BaseException:
             self._discard(connection)
             raise
@@ -207,7 +77,7 @@ class Transport(httpx.AsyncBaseTransport):
 
     async def _checkout(
         self, request: httpx.Request | None, origin: Origin, timeouts: dict[str, Any]
-    ) -> _Connection:
+    ) -> HttpConnection:
         now = time.monotonic()
         idle = self._idle.get(origin)
         while idle:
@@ -229,10 +99,10 @@ class Transport(httpx.AsyncBaseTransport):
 
     async def _connect(
         self, request: httpx.Request | None, origin: Origin, timeout: float | None
-    ) -> _Connection:
+    ) -> HttpConnection:
         scheme, host, port = origin
         context = self._ssl_context() if scheme == b"https" else None
-        connection = _Connection(origin)
+        connection = HttpConnection(origin)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
@@ -257,7 +127,7 @@ class Transport(httpx.AsyncBaseTransport):
             self._ssl.set_alpn_protocols(["http/1.1"])
         return self._ssl
 
-    def _checkin(self, connection: _Connection) -> None:
+    def _checkin(self, connection: HttpConnection) -> None:
         idle = self._idle.setdefault(connection.origin, [])
         if sum(len(group) for group in self._idle.values()) >= self._max_idle:
             self._discard(connection)
@@ -268,7 +138,7 @@ class Transport(httpx.AsyncBaseTransport):
         if self._slots:
             self._drop_an_idle_connection()  # a request for another origin waits for a slot
 
-    def _discard(self, connection: _Connection) -> None:
+    def _discard(self, connection: HttpConnection) -> None:
         connection.close()
         self._release_slot()
 
@@ -359,14 +229,33 @@ class Prepared:
         self._origin = origin_of(self.request.url)
         self._target = self.request.url.raw_path
         self._timeouts: dict[str, Any] = self.request.extensions.get("timeout", {})
+        # The head as h11 frames it (its validation passed once, on these headers): the
+        # request line, Host first, then the rest in order; the changing values between.
+        h11.Request(method=self.request.method, target=self._target, headers=self._raw)
+        order = sorted(range(len(names)), key=lambda i: names[i] != b"host")
+        changing = {*self._slots, self._length}
+        parts: list[bytes | int] = [
+            b"%s %s HTTP/1.1\r\n" % (self.request.method.encode(), self._target)
+        ]
+        for i in order:
+            name, value = self._raw[i]
+            if i in changing:
+                parts.extend((name + b": ", i, b"\r\n"))
+            else:
+                parts.append(b"%s: %s\r\n" % (name, value))
+        parts.append(b"\r\n")
+        self._head = _joined_constants(parts)
 
     async def send(self, body: bytes, *values: str) -> Answer:
         raw = self._raw.copy()
         for slot, value in zip(self._slots, values, strict=True):
-            raw[slot] = (raw[slot][0], value.encode())
+            raw[slot] = (raw[slot][0], _header_value(value))
         raw[self._length] = (raw[self._length][0], b"%d" % len(body))
+        data = b"".join(
+            [part if isinstance(part, bytes) else raw[part][1] for part in self._head] + [body]
+        )
         call = (self.request.method, self._target, raw, body, None)
-        return await self.client.pool.send(self._origin, call, self._timeouts)
+        return await self.client.pool.send(self._origin, call, self._timeouts, data)
 
     def response(self, answer: Answer) -> httpx.Response:
         """The answer as the client returns one (read, cookies it sets kept)."""
@@ -381,6 +270,25 @@ class Prepared:
         response.read()
         self.client.cookies.extract_cookies(response)
         return response
+
+
+def _joined_constants(parts: list[bytes | int]) -> list[bytes | int]:
+    """`parts` with neighbouring constant bytes joined (the ints are header positions)."""
+    joined: list[bytes | int] = []
+    for part in parts:
+        if isinstance(part, bytes) and joined and isinstance(joined[-1], bytes):
+            joined[-1] += part
+        else:
+            joined.append(part)
+    return joined
+
+
+def _header_value(value: str) -> bytes:
+    """A changing header value, refused as h11 would refuse it (no line breaks)."""
+    encoded = value.encode()
+    if b"\r" in encoded or b"\n" in encoded or b"\0" in encoded:
+        raise h11.LocalProtocolError("Illegal header value " + repr(encoded))
+    return encoded
 
 
 def client(timeout: float) -> Client:

@@ -121,3 +121,62 @@ async def test_a_prepared_request_sends_the_bytes_the_client_sends():
         listener.close()
         await listener.wait_closed()
     assert len(recorder.seen) == 2 and recorder.seen[0] == recorder.seen[1]
+
+
+class _Answers(_Server):
+    """Answers each request with the next of `answers`, each written in pieces."""
+
+    def __init__(self, answers: list[list[bytes]]) -> None:
+        super().__init__()
+        self.answers = answers
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.requests += 1
+                for piece in self.answers.pop(0):
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_prepared_request_reads_every_shape_of_answer():
+    """Plain answers (even in pieces) are read without h11; chunked bodies, interim 1xx
+    answers and `Connection: close` are read as the client reads them."""
+    server = _Answers(
+        [
+            [b"HTTP/1.1 200 OK\r\nContent-Le", b"ngth: 5\r\nX-A: 1\r\n\r\nhel", b"lo"],
+            [b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"],
+            [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"],
+            [b"HTTP/1.1 204 No Content\r\n\r\n"],
+        ]
+    )
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    url = httpx.URL(f"http://127.0.0.1:{port}/hook")
+    try:
+        async with transport.client(5) as client:
+            prepared = client.prepare("POST", url, {"Idempotency-Key": ""}, ("Idempotency-Key",))
+            assert prepared is not None
+            answers = [await prepared.send(b"{}", f"d{n}") for n in range(5)]
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert [(status, body) for status, _, _, body in answers] == [
+        (200, b"hello"),
+        (201, b"ok"),
+        (503, b""),
+        (200, b"ok"),
+        (204, b""),
+    ]
+    assert (b"X-A", b"1") in answers[0][2]
+    assert (server.requests, server.connections) == (5, 2)  # a new one after the close
