@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from shared.db.rows import row_by_key as row_by_key
 from shared.db.tables import (
+    channel_column,
     flags,
     json_columns,
     lead_contact_columns,
@@ -24,7 +25,7 @@ leads = sa.Table(
     metadata,
     lead_id_column(primary_key=True),
     *lead_contact_columns(),
-    sa.Column("channel", sa.String(100), nullable=False),
+    channel_column(nullable=False),
     sa.Column("form_id", sa.String(200), nullable=True),
     sa.Column("form_type", sa.String(100), nullable=True),
     sa.Column("score", sa.Float, nullable=True),
