@@ -8,8 +8,8 @@ id in the inbox and changes nothing.
 A batch is first handled whole (here): every handler in one transaction with no
 savepoint per event, the inbox marks claimed up front in one statement that says
 which events are new, the outbox rows written in one statement at commit (an
-optional `before_batch` hook loads what the batch's handlers need in one query).
-If any handler raises, that transaction is rolled back and the batch
+optional `before_batch` hook loads what the batch's handlers need in one query),
+with garbage collection paused until it is done. If any handler raises, that transaction is rolled back and the batch
 is handled again event by event (`shared.kafka.event_by_event`): each attempt in
 its own savepoint, bounded attempts, and an event that keeps failing goes to the
 topic's `.dlq` in the same transaction, so the partition keeps moving. A database
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -58,6 +59,24 @@ def _set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
         fetcher._fetch_max_wait_ms = wait_ms
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """No garbage collection while a batch is handled (unless it is already off).
+
+    A batch's objects (records, events, states, rows) live until its commit and are freed
+    by reference counting then: collections while it runs only walk them and promote them
+    to the old generation, where they bring on full collections of the whole heap.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class EventConsumer:
@@ -237,7 +256,8 @@ class EventConsumer:
     async def process(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Handle a batch in one transaction; one by one (savepoints, DLQ) if a handler fails."""
         try:
-            await self._process_batch(records)
+            with _collection_paused():
+                await self._process_batch(records)
         except Exception as exc:
             if is_transient_db_error(exc):
                 raise
