@@ -128,6 +128,20 @@ async def router_uows(settings: Any) -> AsyncIterator[Callable[[], UnitOfWork]]:
         await db.dispose()
 
 
+def consumer_of(runtime: Any, settings: Any, uows: Callable[[], UnitOfWork]) -> Any:
+    """The router's consumer as `leadflow serve` builds it from what `runtime` registered."""
+    from shared.kafka.consumer import EventConsumer
+
+    (spec,) = runtime._consumer_specs
+    return EventConsumer(
+        service="router",
+        group_id=settings.group_id("router"),
+        uow_factory=uows,
+        settings=settings,
+        **spec,
+    )
+
+
 async def route(
     uow_factory: Callable[[], UnitOfWork], config: Any, event: LeadScored, now: datetime
 ) -> None:

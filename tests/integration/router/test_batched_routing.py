@@ -26,9 +26,8 @@ from services.router.settings import RoutingConfig
 from shared.db.uow import UnitOfWork
 from shared.events import LeadErased
 from shared.events.envelope import Envelope
-from shared.kafka.consumer import EventConsumer
 from shared.service import ServiceRuntime
-from tests.integration.router.support import route, router_uows, scored
+from tests.integration.router.support import consumer_of, route, router_uows, scored
 from tests.records import record_of
 
 CAPTURED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -125,15 +124,7 @@ def _consumer(settings: Any, config: RoutingConfig, uows: Callable[[], UnitOfWor
     runtime = ServiceRuntime("router", settings, store.outbox, store.inbox)
     wakes: list[int] = []
     consumers.register(runtime, config, lambda: wakes.append(1))
-    (spec,) = runtime._consumer_specs
-    consumer = EventConsumer(
-        service="router",
-        group_id=settings.group_id("router"),
-        uow_factory=uows,
-        settings=settings,
-        **spec,
-    )
-    return consumer, wakes
+    return consumer_of(runtime, settings, uows), wakes
 
 
 def _jsonish(value: Any) -> Any:

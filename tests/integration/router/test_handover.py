@@ -5,7 +5,9 @@ the worker never sent is claimed again once its lease runs out. Both databases."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from shared.db.uow import UnitOfWork
 from shared.events import LeadErased
 from shared.kafka.consumer import EventConsumer
 from shared.service import ServiceRuntime
-from tests.integration.router.support import file_lines, router_uows, scored
+from tests.integration.router.support import consumer_of, file_lines, router_uows, scored
 from tests.records import record_of
 
 
@@ -66,15 +68,30 @@ def _parts(
 
     runtime = ServiceRuntime("router", settings, store.outbox, store.inbox)
     consumers.register(runtime, config, wake, worker.handover)
-    (spec,) = runtime._consumer_specs
-    consumer = EventConsumer(
-        service="router",
-        group_id=settings.group_id("router"),
-        uow_factory=uows,
-        settings=settings,
-        **spec,
-    )
-    return consumer, worker, wakes
+    return consumer_of(runtime, settings, uows), worker, wakes
+
+
+@dataclass
+class _Router:
+    routed: Path
+    config: RoutingConfig
+    clock: FixedClock
+    uows: Callable[[], UnitOfWork]
+    consumer: EventConsumer
+    worker: DeliveryWorker
+    wakes: list[int]
+
+
+@asynccontextmanager
+async def _router(backend: str, settings_factory: Any, tmp_path: Path) -> AsyncIterator[_Router]:
+    """A migrated router database, its consumer and its delivery worker (clock: now)."""
+    routed = tmp_path / "routed.jsonl"
+    config = _config(routed)
+    clock = FixedClock(datetime.now(UTC))
+    settings = settings_factory(backend)
+    async with router_uows(settings) as uows, httpx.AsyncClient() as client:
+        consumer, worker, wakes = _parts(settings, config, uows, client, clock)
+        yield _Router(routed, config, clock, uows, consumer, worker, wakes)
 
 
 async def _deliveries(uows: Callable[[], UnitOfWork]) -> dict[tuple[str, str], Any]:
@@ -84,13 +101,10 @@ async def _deliveries(uows: Callable[[], UnitOfWork]) -> dict[tuple[str, str], A
 
 
 async def test_a_batch_hands_its_deliveries_over_leased(backend, settings_factory, tmp_path):
-    routed = tmp_path / "routed.jsonl"
-    config = _config(routed)
-    clock = FixedClock(datetime.now(UTC))
     kept, erased = scored(), scored()
-    settings = settings_factory(backend)
-    async with router_uows(settings) as uows, httpx.AsyncClient() as client:
-        consumer, worker, wakes = _parts(settings, config, uows, client, clock)
+    async with _router(backend, settings_factory, tmp_path) as router:
+        routed, config, clock, uows = router.routed, router.config, router.clock, router.uows
+        consumer, worker, wakes = router.consumer, router.worker, router.wakes
         records = [
             record_of(kept, 0),
             record_of(erased, 1),
@@ -129,45 +143,37 @@ async def test_a_batch_hands_its_deliveries_over_leased(backend, settings_factor
 
 
 async def test_paused_destinations_are_left_to_the_claim(backend, settings_factory, tmp_path):
-    routed = tmp_path / "routed.jsonl"
-    config = _config(routed)
-    clock = FixedClock(datetime.now(UTC))
     lead = scored()
-    settings = settings_factory(backend)
-    async with router_uows(settings) as uows, httpx.AsyncClient() as client:
-        async with uows() as uow:
-            await store.destination_row(uow.session, uow.dialect, "file", clock.now)
+    async with _router(backend, settings_factory, tmp_path) as router:
+        now = router.clock.now
+        async with router.uows() as uow:
+            await store.destination_row(uow.session, uow.dialect, "file", now)
             await store.save_destination_state(
-                uow.session, "file", paused_until=clock.now + timedelta(minutes=1)
+                uow.session, "file", paused_until=now + timedelta(minutes=1)
             )
             await uow.commit()
-        consumer, worker, wakes = _parts(settings, config, uows, client, clock)
-        await consumer._process_batch([record_of(lead, 0)])
-        rows = await _deliveries(uows)
+        await router.consumer._process_batch([record_of(lead, 0)])
+        rows = await _deliveries(router.uows)
     assert rows[lead.lead_id, "file"].claims == 0
     assert rows[lead.lead_id, "file"].claimed_until is None
-    assert len(worker.handover) == 0 and wakes == [1]
+    assert len(router.worker.handover) == 0 and router.wakes == [1]
 
 
 async def test_a_handed_delivery_never_sent_is_claimed_after_its_lease(
     backend, settings_factory, tmp_path, monkeypatch
 ):
-    routed = tmp_path / "routed.jsonl"
-    config = _config(routed)
-    clock = FixedClock(datetime.now(UTC))
     lead = scored()
-    settings = settings_factory(backend)
-    async with router_uows(settings) as uows, httpx.AsyncClient() as client:
-        consumer, worker, _ = _parts(settings, config, uows, client, clock)
-        await consumer._process_batch([record_of(lead, 0)])
+    async with _router(backend, settings_factory, tmp_path) as router:
+        worker, config = router.worker, router.config
+        await router.consumer._process_batch([record_of(lead, 0)])
         # The worker picks it up too late: it is left to a claim, not sent.
         monkeypatch.setattr(handover, "FRESH_SECONDS", -1.0)
         assert await worker.run_once(claim=False) == 0
-        clock.advance(1)
+        router.clock.advance(1)
         assert await worker.run_once() == 1  # the limited row only: the file row is leased
-        assert file_lines(routed) == []
-        clock.advance(lease_seconds(config, config.delivery.batch_size) + 1)
+        assert file_lines(router.routed) == []
+        router.clock.advance(lease_seconds(config, config.delivery.batch_size) + 1)
         assert await worker.run_once() == 2  # the file row again, and the limited one's retry
-        file = (await _deliveries(uows))[lead.lead_id, "file"]
+        file = (await _deliveries(router.uows))[lead.lead_id, "file"]
     assert (file.status, file.claims) == (store.DELIVERED, 2)
-    assert [line["lead_id"] for line in file_lines(routed)] == [lead.lead_id]
+    assert [line["lead_id"] for line in file_lines(router.routed)] == [lead.lead_id]
