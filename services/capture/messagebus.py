@@ -45,6 +45,9 @@ RACE_ATTEMPTS = 3
 class CaptureBus(MessageBus):
     """The bus, retrying a lost first-touch race and counting what it captured."""
 
+    #: How many intake groups may be written at once (see `intake`).
+    concurrent_batches = 1
+
     async def handle(self, message: Any) -> Any:
         """One unit of work, one commit; retried when a concurrent insert won the race."""
         for attempt in range(RACE_ATTEMPTS):
@@ -116,7 +119,11 @@ def bus(
     def uow() -> CaptureUnitOfWork:
         return CaptureUnitOfWork(db, store.outbox, store.inbox, source)
 
-    return CaptureBus(uow, handler_table(config or CaptureConfig(), wake_retrieval, clock))
+    capture_bus = CaptureBus(uow, handler_table(config or CaptureConfig(), wake_retrieval, clock))
+    # PostgreSQL: a second group is written while the first waits for the server's
+    # answers (its commit, its round trips). SQLite has one writer at a time: no gain.
+    capture_bus.concurrent_batches = 1 if db.is_sqlite else 2
+    return capture_bus
 
 
 def intake(capture_bus: CaptureBus) -> Batcher[CaptureLead, Captured]:
@@ -132,5 +139,6 @@ def intake(capture_bus: CaptureBus) -> Batcher[CaptureLead, Captured]:
         capture_bus.capture,
         gather_seconds=0.01,
         gather_below=8,
+        concurrency=capture_bus.concurrent_batches,
         name="capture-intake",
     )

@@ -7,7 +7,10 @@ bus's one-unit-of-work, one-commit road. Every caller is answered with its own r
 only after that commit, so an answer still means "on disk". When fewer than
 `gather_below` messages are waiting the flusher first gathers until that many are, for
 at most `gather_seconds`: at a steady rate each request would otherwise be its own
-batch, and a batch's statements and commit cost more than its messages do.
+batch, and a batch's statements and commit cost more than its messages do. With
+`concurrency` above one, that many batches may be in hand at once, each in its own
+unit of work: while one waits for a database server's answers the next is prepared
+and sent (the database's own locks and uniqueness order what the batches share).
 
 `handle_all` may return an exception in a message's place: that message was refused
 (before it wrote anything) while the others committed; its caller gets the exception
@@ -44,6 +47,7 @@ class Batcher(Generic[M, R]):
         max_batch: int = 256,
         gather_seconds: float = 0.005,
         gather_below: int = 4,
+        concurrency: int = 1,
         name: str = "batcher",
     ) -> None:
         self.handle_all = handle_all
@@ -51,10 +55,13 @@ class Batcher(Generic[M, R]):
         self.max_batch = max_batch
         self.gather_seconds = gather_seconds
         self.gather_below = gather_below
+        self.concurrency = concurrency
         self.name = name
         self._queue: deque[tuple[M, asyncio.Future[R]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def submit(self, message: M) -> R:
         """Run `message` in the next batch; returns (or raises) once that batch committed."""
@@ -69,6 +76,7 @@ class Batcher(Generic[M, R]):
         """Finish the queued messages, then stop."""
         while self._queue:
             await asyncio.sleep(0.01)
+        await asyncio.gather(*self._flushing, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -84,7 +92,21 @@ class Batcher(Generic[M, R]):
                 if len(queue) < self.gather_below and self.gather_seconds:
                     await self._gather()
                 count = min(self.max_batch, len(queue))
-                await self._flush([queue.popleft() for _ in range(count)])
+                batch = [queue.popleft() for _ in range(count)]
+                if self.concurrency == 1:
+                    await self._flush(batch)
+                    continue
+                # Another batch may be written while this one waits for the database.
+                await self._slots.acquire()
+                task = asyncio.create_task(self._flush_in_slot(batch), name=self.name)
+                self._flushing.add(task)
+                task.add_done_callback(self._flushing.discard)
+
+    async def _flush_in_slot(self, batch: list[tuple[M, asyncio.Future[R]]]) -> None:
+        try:
+            await self._flush(batch)
+        finally:
+            self._slots.release()
 
     async def _gather(self) -> None:
         """Wait until `gather_below` messages are waiting, or `gather_seconds` passed."""
