@@ -21,6 +21,7 @@ database only when rows may wait there (a `wake()`, a known due time reached, th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from services.router.commands import (
     ClaimDueDeliveries,
     RecordDeliveryResults,
 )
-from services.router.delivery_claims import lease_seconds
+from services.router.delivery_claims import lease_seconds, release
 from services.router.destinations import DeliveryResult, Destination, Item
 from services.router.destinations.sending import send
 from services.router.handover import Handover
@@ -73,6 +74,25 @@ class DeliveryWorker(PollingWorker):
         # (monotonic) the last claim was made: the poll claims at least that often.
         self._claim_asked = True
         self._claimed_at = float("-inf")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until `stop`; then the handed deliveries no round took are released, so a
+        restart sends them at once instead of after their lease."""
+        try:
+            await super().run(stop)
+        finally:
+            await self._release_handed()
+
+    async def _release_handed(self) -> None:
+        items = self.handover.close()
+        if not items:
+            return
+        try:
+            async with self.bus.uow_factory() as uow:
+                await release(uow, items)
+                await uow.commit()
+        except Exception:
+            log.warning("releasing %d handed deliveries failed; their leases run out", len(items))
 
     def wake(self) -> None:
         """Run the next round now, with a claim: rows were queued in the database."""

@@ -97,6 +97,15 @@ async def _within_allowance(
     return keep
 
 
+async def release(uow: UnitOfWork, items: list[Item]) -> None:
+    """Give claimed deliveries that were not sent back to the queue, due as they were."""
+    await store.update_deliveries(
+        uow.session,
+        uow.dialect,
+        [(item.delivery_id, {"claimed_until": None, "claims": item.claims - 1}) for item in items],
+    )
+
+
 def _item(
     row: Any,
     config: RoutingConfig,

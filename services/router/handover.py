@@ -60,12 +60,15 @@ class Handover:
         )
         self._waiting: deque[tuple[float, str, Item]] = deque()
 
+        self.closed = False  # the worker has stopped: nothing is handed over any more
+
     def __len__(self) -> int:
         return len(self._waiting)
 
     def destinations(self) -> frozenset[str]:
-        """Where new deliveries may be handed over now: none while a round's worth waits."""
-        if len(self._waiting) >= self.config.delivery.batch_size:
+        """Where new deliveries may be handed over now: none while a round's worth waits,
+        none once the worker has stopped."""
+        if self.closed or len(self._waiting) >= self.config.delivery.batch_size:
             return frozenset()
         return self._direct
 
@@ -91,6 +94,13 @@ class Handover:
             )
             self._waiting.append((at, row["destination"], item))
         self._on_handed()
+
+    def close(self) -> list[Item]:
+        """Stop taking deliveries; those still waiting, whose leases are to be released."""
+        self.closed = True
+        waiting = [item for _, _, item in self._waiting]
+        self._waiting.clear()
+        return waiting
 
     def take(self, limit: int) -> dict[str, list[Item]]:
         """Up to `limit` handed deliveries, oldest first, by destination."""

@@ -5,6 +5,7 @@ the worker never sent is claimed again once its lease runs out. Both databases."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -177,3 +178,17 @@ async def test_a_handed_delivery_never_sent_is_claimed_after_its_lease(
         file = (await _deliveries(router.uows))[lead.lead_id, "file"]
     assert (file.status, file.claims) == (store.DELIVERED, 2)
     assert [line["lead_id"] for line in file_lines(router.routed)] == [lead.lead_id]
+
+
+async def test_a_stopping_worker_gives_back_what_it_was_handed(backend, settings_factory, tmp_path):
+    """Handed deliveries no round took are released at stop: a restart sends them at once."""
+    lead = scored()
+    async with _router(backend, settings_factory, tmp_path) as router:
+        await router.consumer._process_batch([record_of(lead, 0)])
+        assert len(router.worker.handover) == 1
+        stop = asyncio.Event()
+        stop.set()
+        await router.worker.run(stop)
+        file = (await _deliveries(router.uows))[lead.lead_id, "file"]
+        assert router.worker.handover.destinations() == frozenset()
+    assert (file.status, file.claims, file.claimed_until) == (store.PENDING, 0, None)
