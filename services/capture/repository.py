@@ -122,7 +122,9 @@ class SubmissionRepository:
         times: dict[Any, Any] = {}
         for columns, rows in _by_columns(self._new_leads.values()):
             writes.append(self._rows(store.leads, columns, rows, None, times))
-        updates = [{**v, "lead_id": k} for k, v in self._lead_updates.items()]
+        # In lead id order: two groups written at once (PostgreSQL) lock the leads they
+        # both touch in the same order, so they never wait on each other in a cycle.
+        updates = [{**v, "lead_id": k} for k, v in sorted(self._lead_updates.items())]
         for columns, rows in _by_columns(updates):
             writes.append(self._rows(store.leads, columns, rows, "lead_id", times))
         for table, queued in (
