@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     retrieval = RetrievalWorker(bus, config)
     intake = messagebus.intake(bus)
+    notifications = messagebus.notifications(bus)
     # Captcha verification reuses one connection pool for the process's lifetime.
     http_client = httpx.AsyncClient(headers={"User-Agent": f"leadflow-capture/{VERSION}"})
     return service_app(
@@ -48,9 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "http_client": http_client,
             "retrieval": retrieval,
             "intake": intake,
+            "notifications": notifications,
             "bus": bus,
         },
-        drain=[intake.stop],
+        drain=[intake.stop, notifications.stop],
         close=[http_client.aclose],
         admin="quarantine and consent routes are",
         warn_open_admin=False,

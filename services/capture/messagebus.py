@@ -142,3 +142,17 @@ def intake(capture_bus: CaptureBus) -> Batcher[CaptureLead, Captured]:
         concurrency=capture_bus.concurrent_batches,
         name="capture-intake",
     )
+
+
+def notifications(capture_bus: CaptureBus) -> Batcher[QueueRetrievals, int]:
+    """Platform notifications to store for retrieval (Meta, LinkedIn), gathered like the
+    intake: a platform's burst of webhooks shares commits instead of taking one each, so
+    their acknowledgements keep pace with the database's one writer on SQLite."""
+    return Batcher(
+        capture_bus.handle_all,
+        capture_bus.handle,
+        gather_seconds=0.01,
+        gather_below=8,
+        concurrency=capture_bus.concurrent_batches,
+        name="platform-notifications",
+    )

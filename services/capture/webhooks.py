@@ -21,7 +21,6 @@ from fastapi.types import DecoratedCallable
 from services.capture import openapi
 from services.capture.commands import Captured, CaptureLead, ForgetPlatformLead, QueueRetrievals
 from services.capture.http import BusDep, ConfigDep, content_type
-from services.capture.messagebus import CaptureBus
 from services.capture.platforms import command_from_inbound, notification_record
 from services.capture.settings import CaptureConfig
 from services.capture.sources import InboundLead, SourceError
@@ -98,7 +97,7 @@ def _signed_hook(platform: str, summary: str, body: dict[str, Any]) -> Decorator
 
 
 @_signed_hook("meta", "Meta Lead Ads: leadgen notifications", openapi.META_BODY)
-async def meta_webhook(request: Request, bus: BusDep, config: ConfigDep) -> dict[str, Any]:
+async def meta_webhook(request: Request, config: ConfigDep) -> dict[str, Any]:
     """Verify X-Hub-Signature-256 over the raw body, queue each lead for retrieval, answer 200.
 
     The answer does not wait for the Graph API: each leadgen id is stored as a pending
@@ -110,15 +109,16 @@ async def meta_webhook(request: Request, bus: BusDep, config: ConfigDep) -> dict
         meta_source.verify_signature(raw, signature, config.platforms.meta.app_secret)
         notifications = meta_source.parse_notifications(raw)
     records = {n.leadgen_id: notification_record(n) for n in notifications}
-    new = await _enqueue(bus, "meta", records)
+    new = await _enqueue(request, "meta", records)
     return {"received": len(records), "new": new}
 
 
-async def _enqueue(bus: CaptureBus, platform: str, records: dict[str, Any]) -> int:
-    """Queue a retrieval job per new lead id (the worker is woken once they are stored)."""
+async def _enqueue(request: Request, platform: str, records: dict[str, Any]) -> int:
+    """Queue a retrieval job per new lead id (the worker is woken once they are stored);
+    concurrent notifications share a commit (`messagebus.notifications`)."""
     if not records:
         return 0
-    new: int = await bus.handle(QueueRetrievals(platform, records))
+    new: int = await request.app.state.notifications.submit(QueueRetrievals(platform, records))
     return new
 
 
@@ -207,7 +207,7 @@ async def linkedin_webhook(request: Request, bus: BusDep, config: ConfigDep) -> 
     deleted = [n.response_id for n in notifications if n.is_deletion]
     if deleted:
         await bus.handle_all([ForgetPlatformLead("linkedin", id_) for id_ in deleted])
-    new = await _enqueue(bus, "linkedin", created)
+    new = await _enqueue(request, "linkedin", created)
     return {"received": len(notifications), "new": new, "deleted": len(deleted)}
 
 
