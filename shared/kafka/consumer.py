@@ -9,10 +9,11 @@ A batch is first handled whole (here): every handler in one transaction with no
 savepoint per event, the inbox marks claimed up front in one statement that says
 which events are new, the outbox rows written in one statement at commit (an
 optional `before_batch` hook loads what the batch's handlers need in one query),
-with garbage collection paused until it is done. If any handler raises, that transaction is rolled back and the batch
-is handled again event by event (`shared.kafka.event_by_event`): each attempt in
-its own savepoint, bounded attempts, and an event that keeps failing goes to the
-topic's `.dlq` in the same transaction, so the partition keeps moving. A database
+with garbage collection paused until it is done. If any handler raises, that
+transaction is rolled back and the batch is handled again event by event
+(`shared.kafka.event_by_event`): each attempt in its own savepoint, bounded
+attempts, and an event that keeps failing goes to the topic's `.dlq` in the same
+transaction, so the partition keeps moving. A database
 outage aborts the batch: nothing is committed, the consumer seeks back and tries
 again after a backoff.
 
