@@ -10,6 +10,7 @@ Slack stand-in and a real SMTP server (aiosmtpd).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from email import message_from_bytes, policy
 from email.message import Message
@@ -92,8 +93,13 @@ async def test_lead_fields_are_escaped_in_slack_and_inert_in_rep_email(
         async with running_service("router", settings) as router:
             await publish(broker.bootstrap, [lead])
             await eventually(lambda: slack.messages() and inbox.messages, timeout=20)
-            response = await router.client.get(f"/v1/leads/{lead.lead_id}/assignments")
-            deliveries = response.json()["assignments"][0]["deliveries"]
+            # The messages arrive before the worker records their answers: read once recorded.
+            for _ in range(100):
+                response = await router.client.get(f"/v1/leads/{lead.lead_id}/assignments")
+                deliveries = response.json()["assignments"][0]["deliveries"]
+                if all(d["status"] != "pending" for d in deliveries):
+                    break
+                await asyncio.sleep(0.1)
             await settled(router)
     finally:
         smtp.stop()
