@@ -127,32 +127,34 @@ def bus(
 
 
 def intake(capture_bus: CaptureBus) -> Batcher[CaptureLead, Captured]:
-    """The intake of concurrent submissions: gathered into batches on the bus.
-
-    A submission waits at most 10 ms for others to share its commit (until 8 are
-    waiting): an answer 10 ms later is nothing to a person, and at campaign rates a
-    group of several costs far less per lead than one each. (20 ms saved little more
-    CPU and doubled the wait: Google's webhook p50 went from 12 to 25 ms.)
-    """
-    return Batcher(
-        capture_bus.capture_batch,
-        capture_bus.capture,
-        gather_seconds=0.01,
-        gather_below=8,
-        concurrency=capture_bus.concurrent_batches,
-        name="capture-intake",
-    )
+    """The intake of concurrent submissions: gathered into batches on the bus."""
+    return _gathering(capture_bus, capture_bus.capture_batch, capture_bus.capture, "capture-intake")
 
 
 def notifications(capture_bus: CaptureBus) -> Batcher[QueueRetrievals, int]:
     """Platform notifications to store for retrieval (Meta, LinkedIn), gathered like the
     intake: a platform's burst of webhooks shares commits instead of taking one each, so
     their acknowledgements keep pace with the database's one writer on SQLite."""
+    return _gathering(
+        capture_bus, capture_bus.handle_all, capture_bus.handle, "platform-notifications"
+    )
+
+
+def _gathering(
+    capture_bus: CaptureBus, handle_all: Any, handle: Any, name: str
+) -> Batcher[Any, Any]:
+    """A door's batcher on the bus.
+
+    A message waits at most 10 ms for others to share its commit (until 8 are waiting):
+    an answer 10 ms later is nothing to a person or a platform, and at campaign rates a
+    group of several costs far less per message than one each. (20 ms saved little more
+    CPU and doubled the wait: Google's webhook p50 went from 12 to 25 ms.)
+    """
     return Batcher(
-        capture_bus.handle_all,
-        capture_bus.handle,
+        handle_all,
+        handle,
         gather_seconds=0.01,
         gather_below=8,
         concurrency=capture_bus.concurrent_batches,
-        name="platform-notifications",
+        name=name,
     )
