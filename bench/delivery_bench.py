@@ -73,13 +73,12 @@ async def measure(records: list[Any], size: int, backend: str, url: str) -> dict
                 began = time.process_time()
                 await consumer.process(scored[start : start + size])
                 between = time.process_time()
-                # As `DeliveryWorker.round` after a wake: rounds while full ones come back,
-                # each sending what routing handed over and claiming when rows may wait.
+                # As `DeliveryWorker.run` after a wake: rounds while full ones come back.
                 while True:
-                    handled = await worker.run_once(claim=worker.claim_due())
+                    handled = await worker.run_once()
                     deliveries += handled
                     rounds += 1 if handled else 0
-                    if handled < worker.config.delivery.batch_size and not len(worker.handover):
+                    if handled < worker.config.delivery.batch_size:
                         break
                 await worker._idle_seconds()
                 delivery_cpu += time.process_time() - between

@@ -32,9 +32,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     worker = DeliveryWorker(runtime.uow, config, destinations, ack_url)
     sla = SlaWorker(runtime.uow, config, worker.wake)
-    # Routed deliveries wait in the queue for the worker's claim (woken at commit). The
-    # in-memory handover (`worker.handover`) is not wired: its deliveries are leased for a
-    # full round, so after a crash they came back only after ~310 s, past speed-to-lead.
     consumers.register(runtime, config, worker.wake)
     return service_app(
         runtime,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from services.router import domain, store
 from services.router.routing_cache import RoutingCache
@@ -17,9 +17,6 @@ from shared import metrics
 from shared.clock import Clock, utc_now
 from shared.db import UnitOfWork
 from shared.events import Envelope, LeadRouted, LeadScored
-
-if TYPE_CHECKING:
-    from services.router.handover import Handover
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +51,14 @@ async def load_routing_cache(
     *,
     config: RoutingConfig,
     clock: Clock = utc_now,
-    handover: Handover | None = None,
-    wake: Callable[[], None] | None = None,
 ) -> None:
     """Before a consumer batch: when some of its leads are to be routed, lock routing once
-    and read what their decisions need in one query each (see `RoutingCache`); with a
-    `handover`, their deliveries go to it leased, and `wake` asks for a claim of the rest."""
+    and read what their decisions need in one query each (see `RoutingCache`)."""
     lead_ids = [
         e.data.lead_id for e in envelopes if e.type == LeadScored.TYPE and routable(e.data, config)
     ]
     if lead_ids:
-        await RoutingCache.start(uow, lead_ids, clock(), handover, wake)
+        await RoutingCache.start(uow, lead_ids, clock())
 
 
 async def assign(

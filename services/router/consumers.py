@@ -6,18 +6,14 @@ import functools
 
 from services.router.assignment import load_routing_cache
 from services.router.handlers import Wake, handle_lead_erased, handle_lead_scored
-from services.router.handover import Handover
 from services.router.settings import RoutingConfig
 from shared.events import LeadErased, LeadScored
 from shared.events.topics import LEADS_ERASURE, LEADS_SCORED
 from shared.service import ServiceRuntime
 
 
-def register(
-    runtime: ServiceRuntime, config: RoutingConfig, wake: Wake, handover: Handover | None = None
-) -> None:
-    """Sales-ready leads to route, and people to forget; a batch's new deliveries go to
-    `handover` leased when it is given (the delivery worker's), else `wake` the worker."""
+def register(runtime: ServiceRuntime, config: RoutingConfig, wake: Wake) -> None:
+    """Sales-ready leads to route, and people to forget."""
     # On the speed path, but a batch still waits up to 50 ms for more: at campaign rates
     # a few leads share one transaction, which costs far less than the wait.
     runtime.add_consumer(
@@ -26,8 +22,6 @@ def register(
             LeadScored.TYPE: functools.partial(handle_lead_scored, config=config, wake=wake),
             LeadErased.TYPE: handle_lead_erased,
         },
-        before_batch=functools.partial(
-            load_routing_cache, config=config, handover=handover, wake=wake
-        ),
+        before_batch=functools.partial(load_routing_cache, config=config),
         linger=0.05,
     )

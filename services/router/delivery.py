@@ -14,14 +14,11 @@ carry it as Idempotency-Key.
 
 The worker is woken right after a routing transaction commits (under load, rounds
 start at most every `min_interval`, so leads routed close together share one);
-polling is only the fallback. A consumer batch leases the deliveries it routes and hands
-them over in memory (`handover`): a round sends those without step 1, and claims from the
-database only when rows may wait there (a `wake()`, a known due time reached, the poll).
+polling is only the fallback.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -32,10 +29,9 @@ from services.router.commands import (
     ClaimDueDeliveries,
     RecordDeliveryResults,
 )
-from services.router.delivery_claims import lease_seconds, release
+from services.router.delivery_claims import lease_seconds
 from services.router.destinations import DeliveryResult, Destination, Item
 from services.router.destinations.sending import send
-from services.router.handover import Handover
 from services.router.settings import RoutingConfig
 from shared import metrics
 from shared.clock import Clock, utc_now
@@ -67,69 +63,23 @@ class DeliveryWorker(PollingWorker):
         self.bus = messagebus.delivery_bus(uow_factory, config, destinations, ack_url)
         self._last_gauges = 0.0
         # When the next delivery is due, as the last round's record read it (a 1-tuple;
-        # None: unknown, read it again). Leased rows are not counted: their lease is.
+        # None: unknown, read it again).
         self._next_due: tuple[datetime | None] | None = None
-        self.handover = Handover(config, destinations, ack_url, self.clock, super().wake)
-        # Whether rows may wait in the database for a claim (set by `wake()`), and when
-        # (monotonic) the last claim was made: the poll claims at least that often.
-        self._claim_asked = True
-        self._claimed_at = float("-inf")
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Rounds until `stop`; then the handed deliveries no round took are released, so a
-        restart sends them at once instead of after their lease."""
-        try:
-            await super().run(stop)
-        finally:
-            await self._release_handed()
-
-    async def _release_handed(self) -> None:
-        items = self.handover.close()
-        if not items:
-            return
-        try:
-            async with self.bus.uow_factory() as uow:
-                await release(uow, items)
-                await uow.commit()
-        except Exception:
-            log.warning("releasing %d handed deliveries failed; their leases run out", len(items))
-
-    def wake(self) -> None:
-        """Run the next round now, with a claim: rows were queued in the database."""
-        self._claim_asked = True
-        super().wake()
 
     async def round(self) -> float:
         """A round, the queue gauges now and then; at once again after a full round, else
         when the next delivery is due (at most `delivery.poll_seconds`)."""
-        processed = await self.run_once(claim=self.claim_due())
+        processed = await self.run_once()
         await self._refresh_gauges()
-        if processed >= self.config.delivery.batch_size or len(self.handover):
+        if processed >= self.config.delivery.batch_size:
             return 0.0  # more may be due at once
         return await self._idle_seconds()
 
-    def claim_due(self) -> bool:
-        """Whether the next round claims from the database: a wake asked for it, the
-        earliest due time is unknown or reached, or a poll interval passed since the last
-        claim (leases that ran out, rows other processes queued)."""
-        if self._claim_asked or self._next_due is None:
-            return True
-        if time.monotonic() - self._claimed_at >= self.config.delivery.poll_seconds:
-            return True
-        due = self._next_due[0]
-        return due is not None and due <= self.clock()
-
-    async def run_once(self, *, claim: bool = True) -> int:
-        """One round: the handed deliveries and, with `claim`, those claimed from the
-        database; deliver, record. Returns how many deliveries it handled."""
+    async def run_once(self) -> int:
+        """One round: claim, deliver, record. Returns how many deliveries it handled."""
         now = self.clock()
-        claimed = self.handover.take(self.config.delivery.batch_size)
-        if claim:
-            self._claim_asked = False
-            self._claimed_at = time.monotonic()
-            self._next_due = None
-            for name, items in (await self._claim(now)).items():
-                claimed.setdefault(name, []).extend(items)
+        self._next_due = None
+        claimed = await self._claim(now)
         if not claimed:
             return 0
         results = await self._deliver(claimed)

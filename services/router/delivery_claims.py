@@ -97,46 +97,20 @@ async def _within_allowance(
     return keep
 
 
-async def release(uow: UnitOfWork, items: list[Item]) -> None:
-    """Give claimed deliveries that were not sent back to the queue, due as they were."""
-    await store.update_deliveries(
-        uow.session,
-        uow.dialect,
-        [(item.delivery_id, {"claimed_until": None, "claims": item.claims - 1}) for item in items],
-    )
-
-
 def _item(
     row: Any,
     config: RoutingConfig,
     ack_url: Callable[[str], str],
     documents: dict[tuple[str, str], dict[str, Any]],
 ) -> Item:
-    assignment = lead = None
-    if (row.assignment_id, row.purpose) not in documents:
-        assignment = _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS)
-        lead = _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS)
-    return build_item(row, assignment, lead, config, ack_url, documents, claims=row.claims + 1)
-
-
-def build_item(
-    row: Any,
-    assignment: Any,
-    lead: Any,
-    config: RoutingConfig,
-    ack_url: Callable[[str], str],
-    documents: dict[tuple[str, str], dict[str, Any]],
-    *,
-    claims: int | None = None,
-) -> Item:
-    """The item sending delivery `row` (leased `claims` times, default its `claims`), its
-    document built from `assignment` and `lead` once per (assignment, purpose) in
-    `documents`; a row whose assignment is gone sends only its ids."""
     key = (row.assignment_id, row.purpose)
     built = documents.get(key)
     if built is not None:
         document = {**built, "delivery_id": row.delivery_id}  # the key keeps its place
-    elif assignment is not None:
+    elif (
+        assignment := _joined(row, store.ASSIGNMENT_PREFIX, store.CLAIMED_ASSIGNMENT_COLUMNS)
+    ) is not None:
+        lead = _joined(row, store.LEAD_PREFIX, store.CLAIMED_LEAD_COLUMNS)
         document = build_document(row, assignment, lead, config, ack_url(row.assignment_id))
         documents[key] = document
     else:
@@ -145,7 +119,7 @@ def build_item(
         delivery_id=row.delivery_id,
         lead_id=row.lead_id,
         purpose=row.purpose,
-        claims=row.claims if claims is None else claims,
+        claims=row.claims + 1,
         document=document,
         progress=dict(row.progress or {}),
     )

@@ -14,7 +14,7 @@ from typing import Any
 from services.router import store
 from services.router.assignment import assign, delivery_row, routable
 from services.router.commands import AcknowledgeAssignment, CheckSla, RedriveDelivery
-from services.router.routing_cache import WAKE_KEY, RoutingCache
+from services.router.routing_cache import RoutingCache
 from services.router.settings import RoutingConfig
 from shared import metrics
 from shared.clock import Clock, utc_now
@@ -25,6 +25,8 @@ from shared.messagebus import Refused, refuse_unless_failed
 log = logging.getLogger(__name__)
 
 Wake = Callable[[], None]
+#: The delivery worker is woken once per transaction, however many leads it routed.
+WAKE_KEY = "router-wake"
 
 
 # Routing and erasure (events) ------------------------------------------------------------
@@ -83,8 +85,7 @@ async def handle_lead_scored(
     await assign(
         uow, config, lead, now=now, cause_event_id=envelope.id, purpose="assigned", cache=cache
     )
-    if cache is None or cache.handover is None:
-        uow.on_commit(wake, once_key=WAKE_KEY)  # else the cache hands over or wakes
+    uow.on_commit(wake, once_key=WAKE_KEY)
 
 
 async def handle_lead_erased(envelope: Envelope[LeadErased], uow: UnitOfWork) -> None:

@@ -76,7 +76,7 @@ async def find_lead_by_crm_contacts(
 
 
 async def next_due_at(uows: UowFactory) -> datetime | None:
-    """When the earliest pending, unleased delivery is due (None: none is)."""
+    """When the earliest pending delivery is due (None: nothing pending)."""
     async with uows() as uow:
         return await store.next_due_at(uow.session)
 

@@ -8,25 +8,19 @@ delivery and strategy state the batch produces is written in one statement per
 table when the unit of work commits. Decisions see exactly what the one-by-one path
 would read: the in-memory copies are updated as each lead is routed.
 
-With a `Handover` (the running service's delivery worker), the batch's new deliveries to
-destinations it takes are written leased, and handed to the worker once the transaction
-has committed (see `services.router.handover`); the others wake it to claim them.
-
 Inside a savepoint (the consumer handling a failed batch event by event), or in any
 transaction the batch hook did not start, there is no cache: handlers read and
-write directly (see `RoutingCache.of`). The module is over 300 lines because the reads,
-the queued writes and the leases handed over are one transaction's bookkeeping, read
-together.
+write directly (see `RoutingCache.of`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -36,12 +30,7 @@ from shared.db import UnitOfWork
 from shared.db.bulk import BulkStatement
 from shared.db.types import UTCDateTime
 
-if TYPE_CHECKING:
-    from services.router.handover import Handover, Routed
-
 _CACHE_KEY = "router_routing_cache"
-#: The delivery worker is woken once per transaction, however many leads it routed.
-WAKE_KEY = "router-wake"
 
 # What lead.scored gives of a lead: every column but when it was erased.
 LEAD_COLUMNS = tuple(c.name for c in store.leads.columns if c.name != "erased_at")
@@ -106,7 +95,6 @@ class RoutingCache:
     queued and written in one statement per table when the unit of work commits."""
 
     def __init__(self, uow: UnitOfWork) -> None:
-        self._uow = uow
         self.session = uow.session
         self.dialect = uow.dialect
         self._values = uow.values
@@ -123,13 +111,6 @@ class RoutingCache:
         self._assignments: list[dict[str, Any]] = []
         self._deliveries: list[dict[str, Any]] = []
         self._changed_states: dict[str, tuple[dict[str, Any], datetime]] = {}
-        # Set by `start` in the running service: who takes leased deliveries, and the wake
-        # for those left to a claim.
-        self.handover: Handover | None = None
-        self._wake: Callable[[], None] | None = None
-        self._assignment_rows: dict[str, dict[str, Any]] = {}
-        self._handing: list[Routed] = []
-        self._handing_on_commit = False
         # Queued rows are written when the unit of work commits (once, for the outer
         # transaction: savepoints do not run commit hooks).
         uow.before_commit(self.flush)
@@ -143,19 +124,9 @@ class RoutingCache:
         return cache
 
     @classmethod
-    async def start(
-        cls,
-        uow: UnitOfWork,
-        lead_ids: Iterable[str],
-        now: datetime,
-        handover: Handover | None = None,
-        wake: Callable[[], None] | None = None,
-    ) -> RoutingCache:
-        """Lock routing and read what routing these leads needs, in one query each; with a
-        `handover`, new deliveries go to it leased (`wake` for the others)."""
+    async def start(cls, uow: UnitOfWork, lead_ids: Iterable[str], now: datetime) -> RoutingCache:
+        """Lock routing and read what routing these leads needs, in one query each."""
         cache = uow.cache(_CACHE_KEY, cls)
-        if handover is not None and wake is not None:
-            cache.handover, cache._wake = handover, wake
         await store.lock_routing(cache.session, cache.dialect, now)
         await cache._load(list(dict.fromkeys(lead_ids)))
         return cache
@@ -207,8 +178,6 @@ class RoutingCache:
         """As `store.erase_lead`, on what this batch has written so far too."""
         await self.flush()
         await store.erase_lead(self.session, lead_id, erased_at)
-        # Cancelled just now: not to be sent.
-        self._handing = [routed for routed in self._handing if routed[0]["lead_id"] != lead_id]
         lead = self._leads.get(lead_id)
         if lead is not None:
             lead.email, lead.contact, lead.fields = None, {}, {}
@@ -234,8 +203,6 @@ class RoutingCache:
 
     def insert_assignment(self, values: dict[str, Any]) -> None:
         self._assignments.append(values)
-        if self.handover is not None:
-            self._assignment_rows[values["assignment_id"]] = values
         if values["status"] in store.ACTIVE:
             self._owned.add(values["lead_id"])
         rep_id = values["rep_id"]
@@ -251,39 +218,7 @@ class RoutingCache:
 
     async def flush(self) -> None:
         """Write what is queued now (before a statement that must see it)."""
-        if self.handover is not None and self._deliveries:
-            await self._lease_for_handover()
         await self.session.run_sync(self._write)
-
-    async def _lease_for_handover(self) -> None:
-        """Lease the queued deliveries the worker takes straight away; wake it to claim the
-        rest. The leased ones are handed over when the transaction commits."""
-        assert self.handover is not None and self._wake is not None
-        names = self.handover.destinations()
-        if names:
-            names = names - set(
-                await store.paused_destinations(self.session, self.handover.clock())
-            )
-        until = self.handover.lease_until()
-        handing = self._handing
-        left = False
-        for row in self._deliveries:
-            if row["destination"] in names:
-                row["claimed_until"], row["claims"] = until, 1
-                lead = self._leads[row["lead_id"]]
-                handing.append((row, self._assignment_rows[row["assignment_id"]], lead))
-            else:
-                left = True
-        if handing and not self._handing_on_commit:
-            self._handing_on_commit = True
-            self._uow.after_commit(self._hand_over)
-        if left:
-            self._uow.on_commit(self._wake, once_key=WAKE_KEY)
-
-    def _hand_over(self) -> None:
-        assert self.handover is not None
-        self.handover.hand_over(self._handing)
-        self._handing = []
 
     def _write(self, session: Session) -> None:
         statements, values = self._statements, self._values

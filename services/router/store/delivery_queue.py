@@ -19,14 +19,12 @@ async def enqueue_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
-    """When the earliest pending delivery that is not leased is due (None: none)."""
     return (await session.execute(_NEXT_DUE)).scalar_one_or_none()
 
 
-# Built once: every delivery round reads it. A leased row is due when its lease runs out,
-# which the worker's poll covers.
+# Built once: every delivery round reads it.
 _NEXT_DUE = sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-    deliveries.c.status == PENDING, deliveries.c.claimed_until.is_(None)
+    deliveries.c.status == PENDING
 )
 
 

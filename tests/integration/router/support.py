@@ -90,13 +90,11 @@ async def publish(bootstrap: str, events: list[Event]) -> None:
 
 
 def file_lines(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of the file (a line another process is appending is not one yet)."""
     import json
 
     if not path.exists():
         return []
-    text = path.read_text()
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line]
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 async def settled(router: Any) -> None:
