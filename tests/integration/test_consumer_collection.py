@@ -19,20 +19,26 @@ from tests.records import record_of
 
 
 @pytest.fixture
-async def probe(settings_factory: Any, backend: str) -> Any:
-    probe = Probe(settings_factory(backend))
-    await probe.setup()
-    yield probe
-    await probe.db.dispose()
-
-
-@pytest.fixture
 def collecting() -> Iterator[None]:
     was = gc.isenabled()
     gc.enable()
     yield
     if not was:
         gc.disable()
+
+
+def _watched(probe: Probe) -> tuple[Any, list[bool]]:
+    """The probe's consumer, its erasure handler noting whether collection was on."""
+    seen: list[bool] = []
+    consumer = probe.consumer()
+    handle = consumer.handlers[LeadErased.TYPE]
+
+    async def watching(envelope: Envelope[Any], uow: UnitOfWork) -> None:
+        seen.append(gc.isenabled())
+        await handle(envelope, uow)
+
+    consumer.handlers[LeadErased.TYPE] = watching
+    return consumer, seen
 
 
 def _erasures(count: int) -> tuple[list[str], list[Any]]:
@@ -48,15 +54,7 @@ def _erasures(count: int) -> tuple[list[str], list[Any]]:
 async def test_a_batch_runs_without_collection_and_collection_resumes(
     probe: Probe, collecting: None
 ) -> None:
-    seen: list[bool] = []
-    consumer = probe.consumer()
-    handle = consumer.handlers[LeadErased.TYPE]
-
-    async def watching(envelope: Envelope[Any], uow: UnitOfWork) -> None:
-        seen.append(gc.isenabled())
-        await handle(envelope, uow)
-
-    consumer.handlers[LeadErased.TYPE] = watching
+    consumer, seen = _watched(probe)
     leads, records = _erasures(3)
     await consumer.process(records)
     assert seen == [False, False, False]
@@ -67,15 +65,7 @@ async def test_a_batch_runs_without_collection_and_collection_resumes(
 async def test_a_failed_batch_goes_event_by_event_with_collection_on(
     probe: Probe, collecting: None
 ) -> None:
-    seen: list[bool] = []
-    consumer = probe.consumer()
-    handle = consumer.handlers[LeadErased.TYPE]
-
-    async def watching(envelope: Envelope[Any], uow: UnitOfWork) -> None:
-        seen.append(gc.isenabled())
-        await handle(envelope, uow)
-
-    consumer.handlers[LeadErased.TYPE] = watching
+    consumer, seen = _watched(probe)
     leads, records = _erasures(2)
     probe.fail_on.add(leads[0])
     await consumer.process(records)

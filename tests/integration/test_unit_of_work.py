@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tests.integration.test_plumbing import Probe, effects, outbox
-
-
-@pytest.fixture
-async def probe(settings_factory: Any, backend: str) -> Any:
-    probe = Probe(settings_factory(backend))
-    await probe.setup()
-    yield probe
-    await probe.db.dispose()
 
 
 async def test_before_commit_writes_commit_with_the_transaction_and_after_commit_follows(
