@@ -386,17 +386,8 @@ async def scoring_service(
     order the consumer reads the two topics in (the heavier, steady workload).
     """
     from leadflow import registry
-    from shared.db.migrate import upgrade
 
-    db = Database(
-        settings.database_url_for("scoring"),
-        service="scoring",
-        schema=settings.schema_for("scoring"),
-    )
-    try:
-        await upgrade(db, registry.migrations_dir("scoring"))
-    finally:
-        await db.dispose()
+    await registry.migrate(settings, "scoring")
     await run_scoring(settings, len(first))
     lead_ids = list(dict.fromkeys(event.lead_id for event in first))
     again = make_events(len(first), per_lead, lead_ids)

@@ -110,19 +110,8 @@ def migrate(
     settings = _settings()
     for name in services or SERVICES:
         registry.check(name)
-        asyncio.run(_migrate_one(settings, name))
+        asyncio.run(registry.migrate(settings, name))
         console.print(f"migrated [bold]{name}[/bold]")
-
-
-async def _migrate_one(settings: Settings, name: str) -> None:
-    from shared.db.engine import Database
-    from shared.db.migrate import upgrade
-
-    db = Database(settings.database_url_for(name), service=name, schema=settings.schema_for(name))
-    try:
-        await upgrade(db, registry.migrations_dir(name))
-    finally:
-        await db.dispose()
 
 
 @topics_app.command("create")

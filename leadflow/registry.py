@@ -31,6 +31,20 @@ def migrations_dir(service: str) -> Path:
     return SERVICES_DIR / service / "migrations"
 
 
+async def migrate(settings: Settings, service: str) -> None:
+    """Create or upgrade the service's tables (its own SQLite file or PostgreSQL schema)."""
+    from shared.db.engine import Database
+    from shared.db.migrate import upgrade
+
+    db = Database(
+        settings.database_url_for(service), service=service, schema=settings.schema_for(service)
+    )
+    try:
+        await upgrade(db, migrations_dir(service))
+    finally:
+        await db.dispose()
+
+
 def config_loader(service: str) -> Callable[[RawConfig], Any]:
     """The function validating the service's config sections."""
     return importlib.import_module(f"services.{service}.settings").load  # type: ignore[no-any-return]

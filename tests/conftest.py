@@ -163,16 +163,7 @@ def _drop_test_schemas() -> Iterator[None]:
 
 async def migrate_service(settings: Settings, service: str) -> None:
     """Run the service's Alembic migrations."""
-    from shared.db.engine import Database
-    from shared.db.migrate import upgrade
-
-    db = Database(
-        settings.database_url_for(service), service=service, schema=settings.schema_for(service)
-    )
-    try:
-        await upgrade(db, registry.migrations_dir(service))
-    finally:
-        await db.dispose()
+    await registry.migrate(settings, service)
 
 
 class RunningService:
