@@ -97,21 +97,29 @@ class RetrievalWorker(PollingWorker):
         )
         mine = [job for job, took in zip(jobs, taken, strict=True) if took]  # not a replica's
         gate = asyncio.Semaphore(CONCURRENCY)
+        failed: dict[str, str] = {}  # retrieval id -> "retried" | "failed", counted once put back
 
         async def ask(job: sa.Row[Any]) -> InboundLead | RetryRetrieval:
             async with gate:
                 try:
                     return await self._fetch(job.platform, job.external_id, job.notification)
                 except RetrievalError as exc:
+                    failed[job.retrieval_id] = "retried" if exc.retryable else "failed"
                     return self._retry_later(job, exc, exc.message)
                 except Exception as exc:
                     log.exception("retrieval %s failed unexpectedly", job.retrieval_id)
+                    failed[job.retrieval_id] = "retried"
                     return self._retry_later(job, None, f"unexpected: {type(exc).__name__}")
 
         answers = await asyncio.gather(*map(ask, mine))
         retries = [answer for answer in answers if isinstance(answer, RetryRetrieval)]
         if retries:
             await self.bus.handle_all(retries)
+            for job in mine:
+                if job.retrieval_id in failed:
+                    metrics.webhook_retrievals_total.labels(
+                        job.platform, failed[job.retrieval_id]
+                    ).inc()
         for job, answer in zip(mine, answers, strict=True):
             if not isinstance(answer, RetryRetrieval):
                 await self._capture(job, answer)
@@ -141,8 +149,6 @@ class RetrievalWorker(PollingWorker):
         attempts = job.attempts + 1
         delay = backoff_seconds(attempts, self.config, error)
         next_at = self.clock() + timedelta(seconds=delay)
-        result = "retried" if error is None or error.retryable else "failed"
-        metrics.webhook_retrievals_total.labels(job.platform, result).inc()
         log.warning(
             "retrieval %s (%s) attempt %d failed: %s; next in %.1fs",
             job.retrieval_id,
