@@ -34,12 +34,19 @@ def configure(
     load: Callable[[RawConfig], ConfigT],
     outbox: sa.Table,
     inbox: sa.Table,
+    *,
+    plan_with_values: bool = False,
 ) -> tuple[ServiceRuntime, ConfigT]:
     """The service's runtime (on `settings`, else the environment's) and its validated
-    config sections (`load` reads them from the config file the settings name)."""
+    config sections (`load` reads them from the config file the settings name).
+
+    `plan_with_values`: PostgreSQL plans every statement with its values (see
+    `shared.db.engine.Database`).
+    """
     settings = settings or Settings()
     config = load(load_config(settings.config))
-    return ServiceRuntime(service, settings, outbox, inbox), config
+    runtime = ServiceRuntime(service, settings, outbox, inbox, plan_with_values=plan_with_values)
+    return runtime, config
 
 
 def service_app(

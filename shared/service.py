@@ -39,6 +39,7 @@ class ServiceRuntime:
         inbox: sa.Table,
         *,
         database: Database | None = None,
+        plan_with_values: bool = False,
     ) -> None:
         self.service = service
         self.settings = settings
@@ -49,6 +50,7 @@ class ServiceRuntime:
             service=service,
             schema=settings.schema_for(service),
             pool_size=settings.database_pool_size,
+            plan_with_values=plan_with_values,
         )
         self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []

@@ -38,12 +38,15 @@ class Database:
         schema: str | None = None,
         pool_size: int = 10,
         echo: bool = False,
+        plan_with_values: bool = False,
     ) -> None:
         self.service = service
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
         self.schema = schema if self.dialect == "postgresql" else None
-        self.engine = _create_engine(url, self.dialect, self.schema, pool_size, echo)
+        self.engine = _create_engine(
+            url, self.dialect, self.schema, pool_size, echo, plan_with_values
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # Set after every commit that wrote outbox rows, so events leave within milliseconds.
         self.outbox_signal = asyncio.Event()
@@ -178,7 +181,7 @@ def _sqlite_creator(database: str) -> Callable[[], Any]:
 
 
 def _create_engine(
-    url: str, dialect: str, schema: str | None, pool_size: int, echo: bool
+    url: str, dialect: str, schema: str | None, pool_size: int, echo: bool, plans: bool
 ) -> AsyncEngine:
     if dialect == "sqlite":
         database = make_url(url).database or ":memory:"
@@ -187,11 +190,17 @@ def _create_engine(
         engine = create_async_engine(url, echo=echo, async_creator=_sqlite_creator(database))
         _configure_sqlite(engine)
         return engine
-    connect_args: dict[str, Any] = {}
+    server_settings: dict[str, str] = {}
     if schema:
         # Each service owns a schema; search_path keeps table names unqualified in the code
         # and puts Alembic's version table in the service's schema too.
-        connect_args["server_settings"] = {"search_path": schema}
+        server_settings["search_path"] = schema
+    if plans:
+        # Plan every execution with its values: after five, PostgreSQL may keep a generic
+        # plan costed for the table as it was then (a lookup planned on a nearly empty
+        # table scans it whole as it grows, until autovacuum's next ANALYZE).
+        server_settings["plan_cache_mode"] = "force_custom_plan"
+    connect_args: dict[str, Any] = {"server_settings": server_settings} if server_settings else {}
     engine = create_async_engine(
         url,
         echo=echo,

@@ -4,6 +4,7 @@ ping round trip, and one whose loss went unseen fails once, then the pool recove
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +12,8 @@ import sqlalchemy as sa
 from shared.db import Database
 from shared.db.engine import is_transient_db_error
 from tests.conftest import PG_AVAILABLE, PG_URL
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "leadflow.example.yaml"
 
 pytestmark = [
     pytest.mark.postgres,
@@ -64,5 +67,60 @@ async def test_a_loss_seen_only_by_the_statement_fails_once_then_the_pool_recove
                 await connection.execute(sa.text("SELECT 1"))
         assert is_transient_db_error(failure.value)
         await db.ping()
+    finally:
+        await db.dispose()
+
+
+async def _plans_of_a_repeated_lookup(db: Database) -> tuple[int, int]:
+    """(generic, custom) plans PostgreSQL made for one prepared lookup run ten times on a
+    table that starts empty, as capture's lookups do on a fresh install."""
+    async with db.engine.connect() as connection:
+        await connection.exec_driver_sql(
+            "CREATE TEMPORARY TABLE grows (email varchar(320) PRIMARY KEY, lead_id text)"
+        )
+        lookup = "SELECT lead_id FROM grows WHERE email IN ($1, $2)"
+        for i in range(10):
+            await connection.exec_driver_sql(lookup, (f"a{i}@example.com", f"b{i}@example.com"))
+        raw = await connection.get_raw_connection()
+        row = await raw.driver_connection.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            lookup,
+        )
+        await connection.rollback()
+    assert row is not None
+    return int(row["generic_plans"]), int(row["custom_plans"])
+
+
+async def test_a_database_that_plans_with_values_never_settles_on_a_generic_plan():
+    # By default PostgreSQL switches to a generic plan after five executions: one costed
+    # for the table as it was (empty), kept as the table grows. Capture plans with values.
+    default = Database(PG_URL, service="plans")
+    with_values = Database(PG_URL, service="plans", plan_with_values=True)
+    try:
+        generic, _ = await _plans_of_a_repeated_lookup(default)
+        assert generic > 0
+        assert await _plans_of_a_repeated_lookup(with_values) == (0, 10)
+    finally:
+        await default.dispose()
+        await with_values.dispose()
+
+
+async def test_capture_plans_its_statements_with_their_values(tmp_path):
+    from services.capture.app import create_app
+    from shared.settings import Settings
+
+    app = create_app(
+        Settings(
+            env="test",
+            database_url=PG_URL,
+            var_dir=tmp_path,
+            config=EXAMPLE_CONFIG,
+        )
+    )
+    db = app.state.runtime.db
+    try:
+        async with db.engine.connect() as connection:
+            mode = (await connection.exec_driver_sql("SHOW plan_cache_mode")).scalar_one()
+        assert mode == "force_custom_plan"
     finally:
         await db.dispose()
