@@ -107,6 +107,7 @@ def service_app(
         readiness=runtime.readiness,
         routers=routers,
         max_body_bytes=settings.max_body_bytes,
+        opentelemetry=settings.opentelemetry,
         **edge,
     )
     app.state.runtime = runtime

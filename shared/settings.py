@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    opentelemetry: bool = False
+    """FastAPI's native OpenTelemetry spans and metrics, for a deployment that configures
+    OpenTelemetry providers. Off, no request looks the providers up (Prometheus and the
+    logs are leadflow's own telemetry)."""
 
     max_body_bytes: int = 64 * 1024
     """Largest accepted request body."""

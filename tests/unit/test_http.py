@@ -161,3 +161,22 @@ async def test_readiness_reports_each_dependency():
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"].startswith("unreachable")
     assert "leadflow_http_requests_total" in metrics.text
+
+
+async def test_opentelemetry_providers_are_looked_up_per_request_only_when_asked(monkeypatch):
+    from fastapi.telemetry import _asgi
+
+    lookups = []
+    real = _asgi.trace.get_tracer_provider
+
+    def counted():
+        lookups.append(1)
+        return real()
+
+    monkeypatch.setattr(_asgi.trace, "get_tracer_provider", counted)
+    async with client(app()) as c:
+        assert (await c.post("/echo", json={"a": 1})).status_code == 200
+    assert lookups == []  # the default: Prometheus and the logs are the telemetry
+    async with client(app(opentelemetry=True)) as c:
+        assert (await c.post("/echo", json={"a": 1})).status_code == 200
+    assert lookups  # FastAPI's own instrumentation looks for a configured provider
