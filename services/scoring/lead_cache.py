@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from services.scoring.lead_rows import (
     SELECT_STATES,
     lead_row_reader,
-    select_leads_sql,
+    select_leads,
     state_from_row,
     state_row,
 )
@@ -113,9 +113,7 @@ class LeadCache:
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             connection = await self.session.connection()
-            rows = await connection.exec_driver_sql(
-                select_leads_sql(self._dialect, len(chunk)), tuple(chunk)
-            )
+            rows = await connection.exec_driver_sql(*select_leads(self._dialect, chunk))
             make = lead_row_reader(self._dialect)
             for raw in rows:
                 self._remember(make(raw))

@@ -40,7 +40,7 @@ LeadRow = namedtuple("LeadRow", _ROW_COLUMNS)  # type: ignore[misc]
 
 @functools.cache
 def lead_row_reader(dialect: str) -> Callable[[Sequence[Any]], Any]:
-    """A driver row of `select_leads_sql` → its `LeadRow`."""
+    """A driver row of `select_leads` → its `LeadRow`."""
     read = Values(dialect).reader([lead_scores.c[name] for name in _ROW_COLUMNS])
     make = LeadRow._make
 
@@ -50,9 +50,26 @@ def lead_row_reader(dialect: str) -> Callable[[Sequence[Any]], Any]:
     return lead_row
 
 
+def select_leads(dialect: str, lead_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters that read these leads' rows, locked until commit.
+
+    PostgreSQL gets the ids as one array, joined: a generic plan of `lead_id IN ($1, ...)`
+    made while the table was nearly empty tests every row against every id (a sequential
+    scan, quadratic in effect: 9 ms for a batch of 500 at 4,000 leads).
+    """
+    if dialect == "postgresql":
+        return _select_sql(dialect, 0), (list(lead_ids),)
+    return _select_sql(dialect, len(lead_ids)), tuple(lead_ids)
+
+
 @functools.cache
-def select_leads_sql(dialect: str, count: int) -> str:
-    """The rows of `count` leads (`lead_id IN (...)`), locked until commit."""
+def _select_sql(dialect: str, count: int) -> str:
+    if dialect == "postgresql":
+        names = ", ".join(f's."{c}"' for c in _ROW_COLUMNS)
+        return (
+            f'SELECT {names} FROM unnest($1::varchar[]) AS u(id) JOIN "lead_scores" s'
+            ' ON s."lead_id" = u.id FOR UPDATE OF s'
+        )
     names = ", ".join(f'"{c}"' for c in _ROW_COLUMNS)
     marks = ", ".join(placeholders(dialect, count))
     return f'SELECT {names} FROM "lead_scores" WHERE "lead_id" IN ({marks})' + lock_rows(dialect)

@@ -173,8 +173,8 @@ class UnitOfWork:
         """Mark these events handled by `consumer` in this transaction, now; returns the
         ids that were not marked already (the others are duplicates).
 
-        One statement per 500 events (`INSERT ... ON CONFLICT DO NOTHING RETURNING`)
-        where `handled` and `mark_handled` take two. The marks are undone with the
+        One statement (`INSERT ... ON CONFLICT DO NOTHING RETURNING`; on SQLite one per
+        500 events) where `handled` and `mark_handled` take two. The marks are undone with the
         transaction, like every other change.
         """
         ids = list(dict.fromkeys(event_ids))
@@ -182,6 +182,11 @@ class UnitOfWork:
             return set()
         connection = await self.session.connection()
         at = self._values.time(utc_now())
+        if self.db.dialect == "postgresql":
+            # The ids as one array: one statement text whatever the batch's size, planned
+            # at once (500 rows of VALUES took ~10 ms of the server's time a batch).
+            sql = _claim_array_sql(self._inbox.name)
+            return {row[0] for row in await connection.exec_driver_sql(sql, (consumer, ids, at))}
         claimed: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -318,6 +323,16 @@ def _claim_sql(inbox: str, dialect: str, count: int) -> str:
     rows = ", ".join(f"({', '.join(marks[i : i + 3])})" for i in range(0, len(marks), 3))
     return (
         f'INSERT INTO "{inbox}" ("consumer", "event_id", "handled_at") VALUES {rows}'
+        ' ON CONFLICT DO NOTHING RETURNING "event_id"'
+    )
+
+
+@functools.cache
+def _claim_array_sql(inbox: str) -> str:
+    """PostgreSQL's claim: the event ids as one array (`$2`), for consumer `$1` at `$3`."""
+    return (
+        f'INSERT INTO "{inbox}" ("consumer", "event_id", "handled_at")'
+        " SELECT $1::varchar, u.id, $3::timestamptz FROM unnest($2::varchar[]) AS u(id)"
         ' ON CONFLICT DO NOTHING RETURNING "event_id"'
     )
 
