@@ -8,6 +8,7 @@ It also calls a service's busiest routes directly (`direct_routes`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -21,7 +22,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
+from shared.db.engine import is_transient_db_error
 from shared.http_errors import error_body, error_response
+
+log = logging.getLogger(__name__)
+
+# While the database is unavailable, one log line this often counts the 503s answered.
+UNAVAILABLE_LOG_SECONDS = 5.0
 
 
 class EdgeMiddleware:
@@ -34,6 +41,9 @@ class EdgeMiddleware:
       memory; refusing early keeps the accepted requests fast, and well-behaved
       clients (and ad platforms) retry. Health, readiness and metrics are never shed;
     - body limit: 413 for bodies over the limit, on Content-Length and on the bytes read;
+    - database unavailable: a request that failed because the database is down or cut
+      off is answered 503 + Retry-After here, counted as 503, and logged as one line
+      every few seconds (not a traceback per request, as a server error would be);
     - NUL guard: 400 for a NUL character in the path or the query string. No database
       stores NUL in text (PostgreSQL refuses it), and no legitimate URL carries one:
       refusing at the door keeps it away from every route and query;
@@ -69,6 +79,9 @@ class EdgeMiddleware:
         # Metric children by label values: `.labels()` costs a lock and a lookup per call.
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
+        # Requests answered 503 for want of the database since the last log line.
+        self._unavailable = 0
+        self._unavailable_logged_at = -UNAVAILABLE_LOG_SECONDS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,8 +151,33 @@ class EdgeMiddleware:
             finally:
                 if counted:
                     self.in_flight -= 1
+        except Exception as exc:
+            if started or not is_transient_db_error(exc):
+                raise
+            # The database is down or cut off: a 503 the client retries, counted as one,
+            # and one log line every few seconds, not a traceback per request.
+            status = 503
+            self._database_unavailable(exc)
+            await error_response(
+                503,
+                "unavailable",
+                "the database is unavailable; retry later",
+                headers={"Retry-After": "5"},
+            )(scope, receive, send)
         finally:
             self._observe(scope, status, time.perf_counter() - began)
+
+    def _database_unavailable(self, exc: Exception) -> None:
+        self._unavailable += 1
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_SECONDS:
+            log.warning(
+                "database unavailable: %d request(s) answered 503 (%s: %s)",
+                self._unavailable,
+                type(exc).__name__,
+                exc,
+            )
+            self._unavailable, self._unavailable_logged_at = 0, now
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")

@@ -30,6 +30,11 @@ async def boom() -> None:
     raise ApiError(409, "conflict_here", "explained", field="thing")
 
 
+@router.get("/database-down")
+async def database_down() -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
 @router.get("/bug")
 async def bug() -> None:
     raise RuntimeError("secret internals")
@@ -180,3 +185,22 @@ async def test_opentelemetry_providers_are_looked_up_per_request_only_when_asked
     async with client(app(opentelemetry=True)) as c:
         assert (await c.post("/echo", json={"a": 1})).status_code == 200
     assert lookups  # FastAPI's own instrumentation looks for a configured provider
+
+
+async def test_a_database_outage_is_a_503_counted_as_such_and_logged_once(caplog):
+    from shared import metrics
+
+    def count(status: str) -> float:
+        value = metrics.http_requests_total.labels("test", "GET", "/database-down", status)
+        return float(value._value.get())
+
+    before_503, before_500 = count("503"), count("500")
+    with caplog.at_level("WARNING"):
+        async with client(app()) as c:
+            answers = [await c.get("/database-down") for _ in range(3)]
+    assert [a.status_code for a in answers] == [503, 503, 503]
+    assert answers[0].headers["retry-after"] == "5"
+    assert answers[0].json()["error"]["code"] == "unavailable"
+    assert count("503") == before_503 + 3 and count("500") == before_500
+    unavailable = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert len(unavailable) == 1 and not any(r.exc_info for r in caplog.records)
