@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("capture", "scoring", "nurture", "router", "insights")
 WEBHOOK_SECRET = "faults-webhook-secret"
 PG_PORT = 5432
+# Submissions the load generator has on the wire at once.
+IN_FLIGHT = 32
 
 
 class TcpProxy:
@@ -325,9 +327,15 @@ class LoadGenerator:
     kinds: dict[str, str] = field(default_factory=dict)  # lead id → hot | cold
     statuses: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
 
     async def run(self, count: int, hot_share: float = 0.5) -> None:
-        async with httpx.AsyncClient(timeout=10) as client:
+        # At most IN_FLIGHT posts at once: during an outage every submission waits to be
+        # retried, and an HTTP pool with hundreds of queued requests spends this process's
+        # CPU matching them to connections, starving the fault proxies that share its loop.
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
             tasks = []
             started = time.monotonic()
             for i in range(count):
@@ -360,7 +368,8 @@ class LoadGenerator:
         for attempt in range(120):
             started = time.monotonic()
             try:
-                response = await client.post(url, json=body, headers={"Idempotency-Key": key})
+                async with self._slots:
+                    response = await client.post(url, json=body, headers={"Idempotency-Key": key})
             except httpx.HTTPError:
                 await asyncio.sleep(min(0.5 * (attempt + 1), 2))
                 continue
