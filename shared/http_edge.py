@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
 from shared.db.engine import is_transient_db_error
-from shared.http_errors import error_body, error_response
+from shared.http_errors import database_unavailable, error_body, error_response
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,7 @@ class EdgeMiddleware:
             # and one log line every few seconds, not a traceback per request.
             status = 503
             self._database_unavailable(exc)
-            await error_response(
-                503,
-                "unavailable",
-                "the database is unavailable; retry later",
-                headers={"Retry-After": "5"},
-            )(scope, receive, send)
+            await database_unavailable()(scope, receive, send)
         finally:
             self._observe(scope, status, time.perf_counter() - began)
 

@@ -78,6 +78,16 @@ def error_response(
     return ApiError(status, code, message, field=field, **more).response()
 
 
+def database_unavailable() -> JSONResponse:
+    """The answer to a request that failed because the database is down or cut off."""
+    return error_response(
+        503,
+        "unavailable",
+        "the database is unavailable; retry later",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _field_of(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -131,11 +141,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         if is_transient_db_error(exc):
-            return error_response(
-                503,
-                "unavailable",
-                "the database is unavailable; retry later",
-                headers={"Retry-After": "5"},
-            )
+            return database_unavailable()
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal error")
