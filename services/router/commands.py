@@ -43,6 +43,10 @@ class CheckSla(RoundMessage):
     """Reassign and escalate open assignments past their SLA at `now`."""
 
 
+class ReleaseStaleClaims(Message):
+    """A delivery worker's start: let go of the claims its process's predecessor held."""
+
+
 class ClaimDueDeliveries(RoundMessage):
     """A delivery round's first step: take the due deliveries that may go out now."""
 

@@ -8,9 +8,10 @@ One round:
    (`delivery_results`).
 
 A crash between 2 and 3 leaves the row leased; when the lease runs out it is
-claimed again (claims > 1). Destinations are idempotent on such a re-claim:
-CRMs upsert on email, the file destination looks for the delivery id, webhooks
-carry it as Idempotency-Key.
+claimed again (claims > 1). On SQLite, where one process owns the database, the
+restarted worker frees such rows before its first round instead of waiting.
+Destinations are idempotent on such a re-claim: CRMs upsert on email, the file
+destination looks for the delivery id, webhooks carry it as Idempotency-Key.
 
 The worker is woken right after a routing transaction commits (under load, rounds
 start at most every `min_interval`, so leads routed close together share one);
@@ -28,6 +29,7 @@ from services.router import messagebus, queries
 from services.router.commands import (
     ClaimDueDeliveries,
     RecordDeliveryResults,
+    ReleaseStaleClaims,
 )
 from services.router.delivery_claims import lease_seconds
 from services.router.destinations import DeliveryResult, Destination, Item
@@ -65,6 +67,7 @@ class DeliveryWorker(PollingWorker):
         # When the next delivery is due, as the last round's record read it (a 1-tuple;
         # None: unknown, read it again).
         self._next_due: tuple[datetime | None] | None = None
+        self._started = False
 
     async def round(self) -> float:
         """A round, the queue gauges now and then; at once again after a full round, else
@@ -87,6 +90,12 @@ class DeliveryWorker(PollingWorker):
         return sum(len(items) for items in claimed.values())
 
     async def _claim(self, now: datetime) -> dict[str, list[Item]]:
+        if not self._started:
+            # Before this worker's first claim, the claims of a killed predecessor go.
+            released: int = await self.bus.handle(ReleaseStaleClaims())
+            self._started = True
+            if released:
+                log.info("released %d delivery claim(s) of a previous process", released)
         claimed: dict[str, list[Item]] = await self.bus.handle(ClaimDueDeliveries(now))
         return claimed
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from services.router import store
-from services.router.commands import ClaimDueDeliveries
+from services.router.commands import ClaimDueDeliveries, ReleaseStaleClaims
 from services.router.destinations import Destination, Item
 from services.router.documents import build_document
 from services.router.settings import RoutingConfig
@@ -31,6 +31,19 @@ def lease_seconds(config: RoutingConfig, claimed: int) -> float:
     timeout = config.delivery.timeout_seconds
     rounds = math.ceil(max(claimed, 1) / CONCURRENCY)
     return 4 * timeout * rounds + 30
+
+
+async def handle_release_stale_claims(command: ReleaseStaleClaims, uow: UnitOfWork) -> int:
+    """On SQLite, free the deliveries a killed predecessor had claimed; returns how many.
+
+    One process owns a SQLite database, so a claim found when its delivery worker starts
+    was made by a process that is gone (killed mid-round): its deliveries go out in this
+    first round instead of when their lease runs out (minutes for a full round). On
+    PostgreSQL another replica may be sending them, so their leases are honoured.
+    """
+    if uow.dialect != "sqlite":
+        return 0
+    return await store.release_claims(uow.session)
 
 
 async def handle_claim_due_deliveries(

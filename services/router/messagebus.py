@@ -18,8 +18,12 @@ from services.router.commands import (
     RecordDeliveryResults,
     RecordOutcome,
     RedriveDelivery,
+    ReleaseStaleClaims,
 )
-from services.router.delivery_claims import handle_claim_due_deliveries
+from services.router.delivery_claims import (
+    handle_claim_due_deliveries,
+    handle_release_stale_claims,
+)
 from services.router.delivery_results import handle_record_delivery_results
 from services.router.destinations import Destination
 from services.router.settings import RoutingConfig
@@ -59,7 +63,7 @@ def delivery_bus(
     destinations: dict[str, Destination],
     ack_url: Callable[[str], str],
 ) -> MessageBus:
-    """The delivery rounds' claim and record."""
+    """The delivery rounds' claim and record, and the worker's start."""
     return MessageBus(
         uow_factory,
         {
@@ -72,5 +76,6 @@ def delivery_bus(
             RecordDeliveryResults: partial(
                 handle_record_delivery_results, config=config, destinations=destinations
             ),
+            ReleaseStaleClaims: handle_release_stale_claims,
         },
     )

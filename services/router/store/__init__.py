@@ -27,6 +27,7 @@ from services.router.store.delivery_rounds import (
     destination_row,
     lock_deliveries,
     paused_destinations,
+    release_claims,
     save_destination_state,
     update_deliveries,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "paused_destinations",
     "queue_depth",
     "record_outcome",
+    "release_claims",
     "reps_of_lead",
     "routing_state",
     "save_destination_state",

@@ -125,6 +125,16 @@ async def claim_due(
     return rows
 
 
+async def release_claims(session: AsyncSession) -> int:
+    """Let go of every lease on a pending delivery; returns how many were held."""
+    result = await session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.status == PENDING, deliveries.c.claimed_until.is_not(None))
+        .values(claimed_until=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def lock_deliveries(session: AsyncSession, delivery_ids: Iterable[str]) -> dict[str, Any]:
     """What recording an attempt reads of these deliveries, locked until commit, by id."""
     ids = list(dict.fromkeys(delivery_ids))

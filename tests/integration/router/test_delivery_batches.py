@@ -148,3 +148,39 @@ async def test_daily_loads_count_from_each_reps_own_midnight(
     }
     assert loads == {**expected, "idle": 0}
     assert loads["utc"] != loads["tokyo"]
+
+
+async def test_a_restarted_worker_sends_what_a_killed_process_had_claimed(
+    backend, settings_factory, tmp_path
+):
+    routed = tmp_path / "routed.jsonl"
+    lead = scored()
+    config = _config(routed, ["file"])
+    async with router_uows(settings_factory(backend)) as uows, httpx.AsyncClient() as client:
+        await route(uows, config, lead, T0)
+        # A process claims the delivery for a long lease, then dies before sending it.
+        async with uows() as uow:
+            claimed = await store.claim_due(
+                uow.session, uow.dialect, T0, lambda _: T0 + timedelta(minutes=5), 10
+            )
+            await uow.commit()
+        assert len(claimed) == 1
+
+        def restarted() -> DeliveryWorker:
+            return DeliveryWorker(
+                uows,
+                config,
+                build_destinations(config, client),
+                lambda a: f"http://ack/{a}",
+                lambda: T0 + timedelta(seconds=5),
+            )
+
+        sent = await restarted().run_once()
+        (row,) = (await _by_lead(uows, [lead.lead_id]))[lead.lead_id].values()
+    if backend == "sqlite":
+        # One process owns the database: the claim was the dead one's, and goes now.
+        assert sent == 1 and row.status == store.DELIVERED and row.claims == 2
+        assert [line["lead_id"] for line in file_lines(routed)] == [lead.lead_id]
+    else:
+        # Another replica may be sending it: its lease is honoured.
+        assert sent == 0 and row.status == store.PENDING and row.claimed_until is not None
