@@ -333,7 +333,6 @@ class LoadGenerator:
         # At most IN_FLIGHT posts at once: during an outage every submission waits to be
         # retried, and an HTTP pool with hundreds of queued requests spends this process's
         # CPU matching them to connections, starving the fault proxies that share its loop.
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
         limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
         async with httpx.AsyncClient(timeout=10, limits=limits) as client:
             tasks = []
